@@ -1,0 +1,34 @@
+# Everything a fresh clone needs: `make demo`, `make test`, `make bench`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# The cudasim stage runs the CUDA kernels on the CPU simulator, in a process of its own.
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test,torch]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m limefast.demo
+
+test: $(STAMP)
+	$(PYTEST) -q -m "not cudasim" tests
+	NUMBA_ENABLE_CUDASIM=1 $(PYTEST) -q -m cudasim tests
+
+bench: $(STAMP)
+	$(PYTEST) benchmarks -q -s --benchmark-only --benchmark-columns=median,iqr,rounds \
+		--benchmark-json=bench-results/pytest-benchmark.json
+
+lint: $(STAMP)
+	$(PY) -m ruff check limefast kernels tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks bench-results

@@ -1,0 +1,193 @@
+"""The local surrogate: weighted ridge regressions for every explained label at once.
+
+lime fits one scikit-learn ``Ridge`` per label and, for forward selection, one per label, round and
+candidate feature. Every one of those fits is a solve against the same weighted, centred Gram
+matrix ``G = Xc' W Xc`` (``Xc`` the 0/1 rows centred by their weighted mean), so it is built once,
+in float64, and each fit becomes a small solve with ``G[S, S] (+ alpha I)``. The result equals
+``Ridge(alpha, fit_intercept=True).fit(X[:, S], y, sample_weight=w)`` up to rounding (scikit-learn
+solves the same normal equations by Cholesky).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from sklearn.linear_model import lars_path
+
+FEATURE_SELECTION_METHODS = ("auto", "none", "forward_selection", "highest_weights", "lasso_path")
+
+
+@dataclass
+class LabelFit:
+    """One label's surrogate, in lime's return types."""
+
+    intercept: float
+    local_exp: list
+    score: float
+    local_pred: np.ndarray
+
+
+class WeightedProblem:
+    """The weighted least-squares problem shared by all labels of one explanation.
+
+    Args:
+        data: (N, F) 0/1 rows; row 0 is the explained instance.
+        targets: (N, L) classifier outputs of the explained labels, float64.
+        weights: (N,) kernel weights.
+    """
+
+    def __init__(self, data: np.ndarray, targets: np.ndarray, weights: np.ndarray):
+        self.data = data
+        self.x = data.astype(np.float64)
+        self.y = targets
+        self.w = weights
+        # Offsets as scikit-learn's _preprocess_data computes them (np.average with weights).
+        self.x_offset = np.average(self.x, axis=0, weights=weights)
+        self.y_offset = np.average(targets, axis=0, weights=weights)
+        sw = np.sqrt(weights)[:, None]
+        xw = (self.x - self.x_offset) * sw
+        self.gram = xw.T @ xw
+        self.xty = xw.T @ ((targets - self.y_offset) * sw)
+
+    # -- fitting ---------------------------------------------------------------------------
+    def ridge(self, features: np.ndarray, label: int, alpha: float) -> tuple[np.ndarray, float]:
+        """Coefficients and intercept of the weighted ridge on ``features`` for one label."""
+        features = np.asarray(features, dtype=np.intp)
+        if features.size == 0:
+            return np.zeros(0), float(self.y_offset[label])
+        a = self.gram[np.ix_(features, features)]
+        if alpha:
+            a = a + alpha * np.eye(features.size)
+        b = self.xty[features, label]
+        coef = _solve_pos(a, b)
+        intercept = self.y_offset[label] - self.x_offset[features] @ coef
+        return coef, intercept
+
+    def ridge_all(self, alpha: float) -> np.ndarray:
+        """(F, L) coefficients of the weighted ridge on all features for every label."""
+        a = self.gram + alpha * np.eye(self.gram.shape[0])
+        return _solve_pos(a, self.xty)
+
+    def r2(self, features: np.ndarray, coef: np.ndarray, intercept: float, label: int) -> float:
+        """Weighted R^2 exactly as ``sklearn.metrics.r2_score(..., sample_weight=w)``."""
+        y = self.y[:, label]
+        pred = self.x[:, features] @ coef + intercept
+        w = self.w
+        numerator = np.sum(w * (y - pred) ** 2)
+        denominator = np.sum(w * (y - np.average(y, weights=w)) ** 2)
+        if denominator != 0:
+            return float(1 - numerator / denominator)
+        return 1.0 if numerator == 0 else 0.0
+
+    # -- feature selection -----------------------------------------------------------------
+    def select(self, method: str, label: int, num_features: int) -> np.ndarray:
+        """lime_base.LimeBase.feature_selection for one label (column ``label`` of targets)."""
+        n = self.gram.shape[0]
+        if method == "auto":
+            method = "forward_selection" if num_features <= 6 else "highest_weights"
+        if method == "none":
+            return np.arange(n)
+        if method == "forward_selection":
+            return self._forward_selection(label, num_features)
+        if method == "highest_weights":
+            return self._highest_weights(label, num_features)
+        if method == "lasso_path":
+            return self._lasso_path(label, num_features)
+        raise ValueError(f"unknown feature_selection {method!r}")
+
+    def _forward_selection(self, label: int, num_features: int) -> np.ndarray:
+        # Greedy: each round adds the unused feature whose unregularised fit (with the chosen
+        # ones) has the best R^2. For a fixed label R^2 = explained / TSS, and the explained sum
+        # of squares of the set S is b_S' G_S^-1 b_S, so all candidates of a round are one
+        # batched solve. np.argmax takes the first maximum: ties go to the lowest index, as
+        # lime's strict ``score > max_`` does.
+        n = self.gram.shape[0]
+        b = self.xty[:, label]
+        tss = np.sum(self.w * (self.y[:, label] - self.y_offset[label]) ** 2)
+        used: list[int] = []
+        for _ in range(min(num_features, n)):
+            mask = np.ones(n, dtype=bool)
+            mask[used] = False
+            cand = np.flatnonzero(mask)
+            idx = np.empty((cand.size, len(used) + 1), dtype=np.intp)
+            idx[:, :-1] = used
+            idx[:, -1] = cand
+            a = self.gram[idx[:, :, None], idx[:, None, :]]
+            rhs = b[idx]
+            explained = np.einsum("ij,ij->i", rhs, _solve_batched(a, rhs))
+            if tss > 0:
+                explained = np.where(np.isfinite(explained), explained, -np.inf)
+                best = cand[int(np.argmax(explained))]
+            else:  # constant target: every candidate scores the same
+                best = cand[0]
+            used.append(int(best))
+        return np.array(used, dtype=np.intp)
+
+    def _highest_weights(self, label: int, num_features: int) -> np.ndarray:
+        coef = self._ridge_all_cached(0.01)[:, label] * self.data[0]
+        # Python's sorted(key=abs, reverse=True) is stable: ties keep index order.
+        order = np.argsort(-np.abs(coef), kind="stable")
+        return order[:num_features]
+
+    def _ridge_all_cached(self, alpha: float) -> np.ndarray:
+        cache = self.__dict__.setdefault("_ridge_all", {})
+        if alpha not in cache:
+            cache[alpha] = self.ridge_all(alpha)
+        return cache[alpha]
+
+    def _lasso_path(self, label: int, num_features: int) -> np.ndarray:
+        # lime's code, with the weighted data shared by all labels.
+        if not hasattr(self, "_lasso_x"):
+            self._lasso_x = (self.data - np.average(self.data, axis=0, weights=self.w)) * np.sqrt(
+                self.w[:, np.newaxis]
+            )
+        y = self.y[:, label]
+        weighted_labels = (y - np.average(y, weights=self.w)) * np.sqrt(self.w)
+        nonzero = np.arange(self._lasso_x.shape[1])
+        _, _, coefs = lars_path(self._lasso_x, weighted_labels, method="lasso", verbose=False)
+        for i in range(len(coefs.T) - 1, 0, -1):
+            nonzero = coefs.T[i].nonzero()[0]
+            if len(nonzero) <= num_features:
+                break
+        return np.asarray(nonzero, dtype=np.intp)
+
+    # -- the whole surrogate of one label --------------------------------------------------
+    def fit_label(self, label: int, num_features: int, method: str, model_regressor=None,
+                  random_state=None) -> LabelFit:
+        """lime_base.LimeBase.explain_instance_with_data for column ``label`` of the targets."""
+        used = self.select(method, label, num_features)
+        if model_regressor is None:
+            coef, intercept = self.ridge(used, label, alpha=1.0)
+            score = self.r2(used, coef, intercept, label)
+            local_pred = np.array([self.x[0, used] @ coef + intercept])
+        else:
+            # A user's regressor is used exactly as lime uses it.
+            y = self.y[:, label]
+            model_regressor.fit(self.data[:, used], y, sample_weight=self.w)
+            score = model_regressor.score(self.data[:, used], y, sample_weight=self.w)
+            local_pred = model_regressor.predict(self.data[0, used].reshape(1, -1))
+            coef, intercept = model_regressor.coef_, model_regressor.intercept_
+        exp = sorted(zip(used, coef), key=lambda x: np.abs(x[1]), reverse=True)
+        return LabelFit(np.float64(intercept), exp, score, local_pred)
+
+
+def _solve_pos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve a symmetric positive (semi)definite system as scikit-learn's Ridge does.
+
+    Cholesky first; for a singular matrix (alpha=0 with collinear columns) scikit-learn falls back
+    to its SVD solver, which is the minimum-norm least-squares solution.
+    """
+    try:
+        return scipy.linalg.solve(a, b, assume_a="pos", check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def _solve_batched(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve a stack of small systems ``a[i] x[i] = b[i]``; pseudo-inverse where singular."""
+    try:
+        return np.linalg.solve(a, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.einsum("nij,nj->ni", np.linalg.pinv(a, hermitian=True), b)

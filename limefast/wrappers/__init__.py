@@ -1,0 +1,1 @@
+"""Drop-in mirrors of ``lime.wrappers``."""
