@@ -18,9 +18,9 @@ from skimage.color import gray2rgb
 from sklearn.utils import check_random_state
 
 from . import _checks, sampling
-from .kernels.perturb import PerturbPlan
+from .executor import Instance, executor_for
 from .kernels.segment_means import segment_means
-from .surrogate import FEATURE_SELECTION_METHODS, WeightedProblem
+from .surrogate import FEATURE_SELECTION_METHODS
 
 
 class ImageExplanation:
@@ -140,7 +140,8 @@ class LimeImageExplainer:
         Args:
             image: (H, W, C) or (H, W) image, integer or float; (H, W) goes through gray2rgb.
             classifier_fn: takes (N, H, W, C) arrays of the image's dtype and returns
-                (N, n_classes) probabilities.
+                (N, n_classes) probabilities. The arrays are views of a reused buffer: copy
+                them if you keep them.
             labels: labels to explain when ``top_labels`` is falsy.
             hide_color: value of hidden pixels; None fills each superpixel with its mean colour.
             top_labels: explain the K labels with the highest probability on the image.
@@ -157,9 +158,34 @@ class LimeImageExplainer:
         Returns:
             An ImageExplanation.
         """
-        timings = {}
-        t0 = time.perf_counter()
-        image = _checks.image_array(image)
+        return self.explain_batch(
+            [image], classifier_fn, labels=labels, hide_color=hide_color, top_labels=top_labels,
+            num_features=num_features, num_samples=num_samples, batch_size=batch_size,
+            segmentation_fn=segmentation_fn, distance_metric=distance_metric,
+            model_regressor=model_regressor, random_seed=random_seed, progress_bar=progress_bar,
+        )[0]
+
+    def explain_batch(self, images, classifier_fn: Callable, labels=(1,), hide_color=None,
+                      top_labels=5, num_features=100000, num_samples=1000, batch_size=10,
+                      segmentation_fn=None, distance_metric='cosine', model_regressor=None,
+                      random_seed=None, progress_bar=True) -> list[ImageExplanation]:
+        """Explain several images: what ``explain_instance`` on each in turn would return.
+
+        The random state is drawn in the same order as those calls would draw it, while the
+        perturbed samples of consecutive images of one shape share ``classifier_fn`` batches.
+        Arguments as for ``explain_instance``; ``images`` is a sequence of images.
+
+        Returns:
+            A list of ImageExplanation, one per image.
+        """
+        if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype != object:
+            raise ValueError(
+                f"explain_batch takes a sequence of images; got one array of shape "
+                f"{images.shape} (wrap it in a list, or use explain_instance)"
+            )
+        images = [_checks.image_array(image) for image in images]
+        if not images:
+            return []
         if not callable(classifier_fn):
             raise TypeError(f"classifier_fn must be callable; got {type(classifier_fn).__name__}")
         num_samples = _checks.positive_int("num_samples", num_samples)
@@ -169,9 +195,29 @@ class LimeImageExplainer:
             top_labels = _checks.positive_int("top_labels", top_labels)
         if segmentation_fn is not None and not callable(segmentation_fn):
             raise TypeError(f"segmentation_fn must be callable; got {segmentation_fn!r}")
+        executor = executor_for(classifier_fn)
+
+        instances = [
+            self._prepare(image, hide_color, segmentation_fn, num_samples, random_seed,
+                          distance_metric)
+            for image in images
+        ]
+        t0 = time.perf_counter()
+        predictions = executor.predict(instances, classifier_fn, batch_size, progress_bar)
+        model_time = (time.perf_counter() - t0) / len(instances)
+        explanations = []
+        for instance, prediction in zip(instances, predictions):
+            instance.timings["perturb_and_model"] = model_time
+            explanations.append(self._finish(instance, prediction, executor, labels, top_labels,
+                                             num_features, model_regressor))
+        return explanations
+
+    def _prepare(self, image, hide_color, segmentation_fn, num_samples, random_seed,
+                 distance_metric) -> Instance:
+        """Everything before the model: segments, fudged image, the 0/1 rows and distances."""
+        t0 = time.perf_counter()
         if image.ndim == 2:
             image = gray2rgb(image)
-
         # RNG draw 1, even when a segmentation is given (lime's order).
         if random_seed is None:
             random_seed = self.random_state.randint(0, high=1000)
@@ -182,44 +228,34 @@ class LimeImageExplainer:
                                                     ratio=0.2, random_seed=random_seed)
         segments, n_features = _checks.segments_array(segmentation_fn(image), image.shape)
         t1 = time.perf_counter()
-        timings["segmentation"] = t1 - t0
-
         fudged = _fudged_image(image, segments, n_features, hide_color)
         data = sampling.draw_rows(self.random_state, num_samples, n_features)  # RNG draw 2
         distances = sampling.row_distances(data, distance_metric)
-        plan = PerturbPlan(image, fudged, segments)
-        t2 = time.perf_counter()
-        timings["sampling"] = t2 - t1
+        timings = {"segmentation": t1 - t0, "sampling": time.perf_counter() - t1}
+        return Instance(image, segments, n_features, fudged, data, distances, timings)
 
-        predictions = sampling.predict_rows(plan, data, classifier_fn, batch_size, progress_bar)
-        t3 = time.perf_counter()
-        timings["perturb_and_model"] = t3 - t2
-
-        explanation = ImageExplanation(image, segments)
+    def _finish(self, instance, predictions, executor, labels, top_labels, num_features,
+                model_regressor) -> ImageExplanation:
+        """Labels to explain, kernel weights and the surrogate: the ImageExplanation."""
+        t0 = time.perf_counter()
+        explanation = ImageExplanation(instance.image, instance.segments)
+        first = executor.first_row(predictions)
         if top_labels:
-            top = np.argsort(predictions[0])[-top_labels:]
+            top = np.argsort(first)[-top_labels:]
             explanation.top_labels = list(top)
             explanation.top_labels.reverse()
         else:
-            top = _checks.label_list(labels, predictions.shape[1])
-        self._fit(explanation, data, predictions, distances, top, num_features, model_regressor)
-        timings["surrogate"] = time.perf_counter() - t3
-        explanation.timings = timings
-        return explanation
-
-    def _fit(self, explanation, data, predictions, distances, top, num_features, model_regressor):
-        weights = np.asarray(self.kernel_fn(distances), dtype=np.float64)
-        if weights.shape != (data.shape[0],):
+            top = _checks.label_list(labels, first.shape[0])
+        weights = np.asarray(self.kernel_fn(instance.distances), dtype=np.float64)
+        if weights.shape != instance.distances.shape:
             raise ValueError(
-                f"kernel must return one weight per sample, shape ({data.shape[0]},); "
+                f"kernel must return one weight per sample, shape {instance.distances.shape}; "
                 f"got shape {weights.shape}"
             )
-        columns = list(dict.fromkeys(int(label) for label in top))
-        targets = predictions[:, columns].astype(np.float64)
-        problem = WeightedProblem(data, targets, weights)
+        fits = executor.fit(instance, predictions, weights, top, num_features,
+                            self.feature_selection, model_regressor)
         for label in top:
-            fit = problem.fit_label(columns.index(int(label)), num_features,
-                                    self.feature_selection, model_regressor)
+            fit = fits[label]
             explanation.intercept[label] = fit.intercept
             explanation.local_exp[label] = fit.local_exp
             explanation.score[label] = fit.score
@@ -227,7 +263,10 @@ class LimeImageExplainer:
             if self.verbose:
                 print('Intercept', fit.intercept)
                 print('Prediction_local', fit.local_pred,)
-                print('Right:', predictions[0, label])
+                print('Right:', first[label])
+        instance.timings["surrogate"] = time.perf_counter() - t0
+        explanation.timings = instance.timings
+        return explanation
 
 
 def _fudged_image(image: np.ndarray, segments: np.ndarray, n_segments: int, hide_color):

@@ -7,7 +7,7 @@ buffer by the compiled kernel (``limefast.kernels.perturb``) and handed to ``cla
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import sklearn.metrics
@@ -56,33 +56,58 @@ def chunk_rows(image_nbytes: int, batch_size: int, num_samples: int) -> int:
 
 
 def predict_rows(
-    plan: PerturbPlan,
-    data: np.ndarray,
+    plans: Sequence[PerturbPlan],
+    datas: Sequence[np.ndarray],
     classifier_fn: Callable,
     batch_size: int,
     progress_bar: bool = True,
-) -> np.ndarray:
-    """Classifier outputs for every row of ``data``: an (N, n_classes) array.
+) -> list[np.ndarray]:
+    """Classifier outputs for every row of every ``datas[i]``: a list of (N_i, n_classes) arrays.
 
-    ``classifier_fn`` gets (n, H, W, C) arrays in the image's dtype, ``batch_size`` rows at a time
-    (the last batch may be shorter). The arrays are views of a buffer that is rewritten for the
-    next chunk: a classifier must not keep them. Its outputs are copied.
+    The rows of all images form one stream, cut into batches of ``batch_size`` rows (the last
+    may be shorter), so several images share a batch; for one image these are lime's batches.
+    All plans must have the same image shape and dtype. ``classifier_fn`` gets (n, H, W, C)
+    arrays in the image's dtype; they are views of a buffer that is rewritten for the next
+    chunk, so a classifier must not keep them. Its outputs are copied.
     """
-    num_samples = data.shape[0]
-    per_chunk = chunk_rows(int(np.prod(plan.shape)) * plan.dtype.itemsize, batch_size, num_samples)
+    plan = plans[0]
+    sizes = [d.shape[0] for d in datas]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    total = int(offsets[-1])
+    per_chunk = chunk_rows(int(np.prod(plan.shape)) * plan.dtype.itemsize, batch_size, total)
     buffer = plan.new_buffer(per_chunk)
-    labels = None
-    with tqdm(total=num_samples, disable=not progress_bar, desc="limefast") as bar:
-        for c0 in range(0, num_samples, per_chunk):
-            rows = data[c0:c0 + per_chunk]
-            plan.write(rows, buffer)
-            for b0 in range(0, rows.shape[0], batch_size):
-                n = min(batch_size, rows.shape[0] - b0)
-                start = c0 + b0
-                out = _call_classifier(classifier_fn, buffer[b0:b0 + n], start, num_samples)
-                labels = _store(labels, out, start, n, num_samples)
-                bar.update(n)
-    return labels
+    outputs: list = [None] * len(plans)
+    n_classes = None
+    with tqdm(total=total, disable=not progress_bar, desc="limefast") as bar:
+        for c0 in range(0, total, per_chunk):
+            c1 = min(c0 + per_chunk, total)
+            for i, a, b in _pieces(offsets, c0, c1):
+                plans[i].write(datas[i][a - offsets[i]:b - offsets[i]], buffer[a - c0:])
+            for b0 in range(c0, c1, batch_size):
+                b1 = min(b0 + batch_size, c1)
+                out = _call_classifier(classifier_fn, buffer[b0 - c0:b1 - c0], b0, total)
+                if n_classes is None:
+                    n_classes = out.shape[1]
+                elif out.shape[1] != n_classes:
+                    raise ValueError(
+                        f"classifier_fn returned {out.shape[1]} classes on the batch of rows "
+                        f"{b0}..{b1 - 1} but {n_classes} on earlier batches"
+                    )
+                for i, a, b in _pieces(offsets, b0, b1):
+                    outputs[i] = _store(outputs[i], out[a - b0:b - b0], a - offsets[i], sizes[i])
+                bar.update(b1 - b0)
+    return outputs
+
+
+def _pieces(offsets: np.ndarray, start: int, stop: int):
+    """(instance, start, stop) of the global row range [start, stop) split by instance."""
+    i = int(np.searchsorted(offsets, start, side="right")) - 1
+    while start < stop:
+        end = min(stop, int(offsets[i + 1]))
+        if end > start:
+            yield i, start, end
+        start = end
+        i += 1
 
 
 def _call_classifier(classifier_fn, batch, start, num_samples):
@@ -119,16 +144,12 @@ def _to_numpy(out) -> np.ndarray:
     return np.asarray(out)
 
 
-def _store(labels, out, start, n, num_samples):
+def _store(labels, out, start, num_samples):
+    """Copy ``out`` into rows start.. of one image's (num_samples, n_classes) outputs."""
     if labels is None:
         labels = np.empty((num_samples, out.shape[1]), dtype=out.dtype)
-    elif out.shape[1] != labels.shape[1]:
-        raise ValueError(
-            f"classifier_fn returned {out.shape[1]} classes on the batch of rows {start}.."
-            f"{start + n - 1} but {labels.shape[1]} on earlier batches"
-        )
     elif np.result_type(labels.dtype, out.dtype) != labels.dtype:
         # lime stacks the rows with np.array, which promotes mixed dtypes.
         labels = labels.astype(np.result_type(labels.dtype, out.dtype))
-    labels[start:start + n] = out
+    labels[start:start + out.shape[0]] = out
     return labels

@@ -268,3 +268,36 @@ def test_any_channel_count(channels):
 def test_top_level_names_are_the_same_class():
     assert limefast.LimeImageExplainer is lime_fast.LimeImageExplainer
     assert limefast.ImageExplanation is lime_fast.ImageExplanation
+
+
+def test_explain_batch_equals_explain_instance_in_turn():
+    images = [bundled("astronaut", 40), bundled("coffee", 40), bundled("chelsea", 32),
+              bundled("rocket", 40)]
+    segs = [_segmentation(im) for im in images]
+    calls = []
+
+    def classifier(batch):
+        calls.append(len(batch))
+        return GridClassifier()(batch)
+
+    def segmentation(image):
+        return next(s(image) for im, s in zip(images, segs) if im.shape == image.shape
+                    and np.array_equal(im, image))
+
+    kwargs = dict(num_samples=15, batch_size=10, segmentation_fn=segmentation, progress_bar=False)
+    batch = lime_fast.LimeImageExplainer(random_state=5).explain_batch(images, classifier, **kwargs)
+    # astronaut and coffee (40x40) share batches: 30 rows in 3 calls; chelsea alone: 2 calls;
+    # rocket (40x40 again, not consecutive): 2 calls.
+    assert calls == [10, 10, 10, 10, 5, 10, 5]
+    single = lime_fast.LimeImageExplainer(random_state=5)
+    for image, explanation in zip(images, batch):
+        expected = single.explain_instance(image, GridClassifier(), **kwargs)
+        assert expected.top_labels == explanation.top_labels
+        assert expected.local_exp == explanation.local_exp
+        assert expected.score == explanation.score
+
+
+def test_explain_batch_rejects_a_single_array():
+    with pytest.raises(ValueError, match="sequence of images"):
+        lime_fast.LimeImageExplainer().explain_batch(bundled("astronaut", 32), GridClassifier())
+    assert lime_fast.LimeImageExplainer().explain_batch([], GridClassifier()) == []

@@ -1,0 +1,76 @@
+"""Executors run the two heavy stages of an explanation: the model on the perturbed images, and
+the surrogate fit. The CPU executor is always there; a classifier that knows a faster way (a
+``TorchClassifier`` on its device) supplies its own through ``limefast_executor()``.
+
+An executor has three methods:
+
+- ``predict(instances, classifier_fn, batch_size, progress_bar)``: one (N, n_classes) array-like
+  per instance, in the executor's own array type;
+- ``first_row(predictions)``: row 0 of one instance's predictions as a NumPy array (for
+  ``top_labels``);
+- ``fit(instance, predictions, weights, labels, num_features, method, model_regressor)``: a dict
+  label -> ``LabelFit`` in lime's return types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import numpy as np
+
+from . import sampling
+from .kernels.perturb import PerturbPlan
+from .surrogate import LabelFit, WeightedProblem
+
+
+@dataclass
+class Instance:
+    """One image ready to be perturbed: what ``explain_instance`` knows before the model runs."""
+
+    image: np.ndarray  # (H, W, C)
+    segments: np.ndarray  # (H, W) labels 0..n-1
+    n_features: int
+    fudged: np.ndarray  # (H, W, C), the image's dtype
+    data: np.ndarray  # (num_samples, n_features) 0/1 rows, row 0 all ones
+    distances: np.ndarray  # (num_samples,)
+    timings: dict = field(default_factory=dict)
+
+
+class CpuExecutor:
+    """NumPy arrays, the Numba CPU kernels and the float64 batched surrogate."""
+
+    name = "cpu"
+
+    def predict(self, instances, classifier_fn, batch_size, progress_bar):
+        outputs = []
+        # Images of one shape and dtype share model batches; a new shape starts new batches.
+        for _, group in groupby(instances, key=lambda inst: (inst.image.shape, inst.image.dtype)):
+            group = list(group)
+            plans = [PerturbPlan(inst.image, inst.fudged, inst.segments) for inst in group]
+            outputs += sampling.predict_rows(plans, [inst.data for inst in group],
+                                             classifier_fn, batch_size, progress_bar)
+        return outputs
+
+    def first_row(self, predictions) -> np.ndarray:
+        return predictions[0]
+
+    def fit(self, instance, predictions, weights, labels, num_features, method,
+            model_regressor=None) -> dict:
+        columns = list(dict.fromkeys(int(label) for label in labels))
+        targets = predictions[:, columns].astype(np.float64)
+        problem = WeightedProblem(instance.data, targets, weights)
+        fits: dict[object, LabelFit] = {}
+        for label in labels:
+            fits[label] = problem.fit_label(columns.index(int(label)), num_features, method,
+                                            model_regressor)
+        return fits
+
+
+CPU_EXECUTOR = CpuExecutor()
+
+
+def executor_for(classifier_fn):
+    """The executor ``classifier_fn`` asks for, or the CPU one."""
+    factory = getattr(classifier_fn, "limefast_executor", None)
+    return factory() if callable(factory) else CPU_EXECUTOR
