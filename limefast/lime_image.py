@@ -10,8 +10,8 @@ classifier outputs, any channel count.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
 from skimage.color import gray2rgb

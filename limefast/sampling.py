@@ -7,7 +7,7 @@ buffer by the compiled kernel (``limefast.kernels.perturb``) and handed to ``cla
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import sklearn.metrics
