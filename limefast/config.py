@@ -15,5 +15,9 @@ CHUNK_BYTES: int = 8 * 1024 * 1024
 # instead of exhausting memory.
 MEMORY_BUDGET_BYTES: int = 2 * 1024**3
 
+# The 0/1 rows are drawn this many values at a time (int64 per value while drawing) and kept
+# as int8; the surrogate builds its Gram matrix over row blocks of at most this many values.
+ROW_DRAW_ELEMENTS: int = 1 << 20
+
 # CUDA launch configuration.
 CUDA_THREADS_PER_BLOCK: int = 256

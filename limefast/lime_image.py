@@ -9,6 +9,7 @@ classifier outputs, any channel count.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -99,6 +100,11 @@ class ImageExplanation:
         return temp, mask
 
 
+def exponential_kernel(d, kernel_width):
+    """lime's default similarity kernel, ``sqrt(exp(-d**2 / kernel_width**2))``."""
+    return np.sqrt(np.exp(-(d ** 2) / kernel_width ** 2))
+
+
 class LimeImageExplainer:
     """Explains predictions on image data (``lime.lime_image.LimeImageExplainer``'s twin).
 
@@ -117,8 +123,7 @@ class LimeImageExplainer:
                  feature_selection='auto', random_state=None):
         kernel_width = float(kernel_width)
         if kernel is None:
-            def kernel(d, kernel_width):
-                return np.sqrt(np.exp(-(d ** 2) / kernel_width ** 2))
+            kernel = exponential_kernel
         elif not callable(kernel):
             raise TypeError(f"kernel must be callable(d, kernel_width); got {kernel!r}")
         if feature_selection not in FEATURE_SELECTION_METHODS:
@@ -130,6 +135,19 @@ class LimeImageExplainer:
         self.verbose = verbose
         self.random_state = check_random_state(random_state)
         self.feature_selection = feature_selection
+        self._lock = threading.RLock()
+
+    def _draw_lock(self):
+        return _GLOBAL_RNG_LOCK if self.random_state is np.random.mtrand._rand else self._lock
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def explain_instance(self, image, classifier_fn: Callable, labels=(1,), hide_color=None,
                          top_labels=5, num_features=100000, num_samples=1000, batch_size=10,
@@ -197,11 +215,14 @@ class LimeImageExplainer:
             raise TypeError(f"segmentation_fn must be callable; got {segmentation_fn!r}")
         executor = executor_for(classifier_fn)
 
-        instances = [
-            self._prepare(image, hide_color, segmentation_fn, num_samples, random_seed,
-                          distance_metric)
-            for image in images
-        ]
+        # The draws are the explanation: threads sharing a random state take turns drawing, so
+        # each explanation equals what sequential calls in that order would give.
+        with self._draw_lock():
+            instances = [
+                self._prepare(image, hide_color, segmentation_fn, num_samples, random_seed,
+                              distance_metric)
+                for image in images
+            ]
         t0 = time.perf_counter()
         predictions = executor.predict(instances, classifier_fn, batch_size, progress_bar)
         model_time = (time.perf_counter() - t0) / len(instances)
@@ -267,6 +288,10 @@ class LimeImageExplainer:
         instance.timings["surrogate"] = time.perf_counter() - t0
         explanation.timings = instance.timings
         return explanation
+
+
+# Draws from numpy's global RandomState (random_state=None) are serialised across explainers.
+_GLOBAL_RNG_LOCK = threading.RLock()
 
 
 def _fudged_image(image: np.ndarray, segments: np.ndarray, n_segments: int, hide_color):

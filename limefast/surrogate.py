@@ -16,6 +16,8 @@ import numpy as np
 import scipy.linalg
 from sklearn.linear_model import lars_path
 
+from . import config
+
 FEATURE_SELECTION_METHODS = ("auto", "none", "forward_selection", "highest_weights", "lasso_path")
 
 
@@ -33,23 +35,44 @@ class WeightedProblem:
     """The weighted least-squares problem shared by all labels of one explanation.
 
     Args:
-        data: (N, F) 0/1 rows; row 0 is the explained instance.
+        data: (N, F) 0/1 rows (any integer dtype); row 0 is the explained instance.
         targets: (N, L) classifier outputs of the explained labels, float64.
         weights: (N,) kernel weights.
     """
 
     def __init__(self, data: np.ndarray, targets: np.ndarray, weights: np.ndarray):
         self.data = data
-        self.x = data.astype(np.float64)
         self.y = targets
         self.w = weights
-        # Offsets as scikit-learn's _preprocess_data computes them (np.average with weights).
-        self.x_offset = np.average(self.x, axis=0, weights=weights)
+        # Offsets as scikit-learn's _preprocess_data computes them (weighted means), then the
+        # Gram matrix and X'y summed over row blocks: memory stays at one block of float64 rows
+        # whatever num_samples is.
+        self.x_offset = self._blocks(lambda x, w: w @ x).sum(0) / weights.sum()
         self.y_offset = np.average(targets, axis=0, weights=weights)
-        sw = np.sqrt(weights)[:, None]
-        xw = (self.x - self.x_offset) * sw
-        self.gram = xw.T @ xw
-        self.xty = xw.T @ ((targets - self.y_offset) * sw)
+        n_features = data.shape[1]
+        self.gram = np.zeros((n_features, n_features))
+        self.xty = np.zeros((n_features, targets.shape[1]))
+        for rows in self._row_blocks():
+            sw = np.sqrt(weights[rows])[:, None]
+            xw = (data[rows] - self.x_offset) * sw
+            self.gram += xw.T @ xw
+            self.xty += xw.T @ ((targets[rows] - self.y_offset) * sw)
+
+    def _row_blocks(self):
+        n, f = self.data.shape
+        step = max(1, config.ROW_DRAW_ELEMENTS // max(1, f))
+        return [slice(a, min(n, a + step)) for a in range(0, n, step)]
+
+    def _blocks(self, fn):
+        return np.stack([fn(self.data[rows].astype(np.float64), self.w[rows])
+                         for rows in self._row_blocks()])
+
+    def predict(self, features: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+        """(N,) surrogate predictions ``X[:, features] @ coef + intercept``."""
+        out = np.empty(self.data.shape[0])
+        for rows in self._row_blocks():
+            out[rows] = self.data[rows][:, features].astype(np.float64) @ coef + intercept
+        return out
 
     # -- fitting ---------------------------------------------------------------------------
     def ridge(self, features: np.ndarray, label: int, alpha: float) -> tuple[np.ndarray, float]:
@@ -73,7 +96,7 @@ class WeightedProblem:
     def r2(self, features: np.ndarray, coef: np.ndarray, intercept: float, label: int) -> float:
         """Weighted R^2 exactly as ``sklearn.metrics.r2_score(..., sample_weight=w)``."""
         y = self.y[:, label]
-        pred = self.x[:, features] @ coef + intercept
+        pred = self.predict(features, coef, intercept)
         w = self.w
         numerator = np.sum(w * (y - pred) ** 2)
         denominator = np.sum(w * (y - np.average(y, weights=w)) ** 2)
@@ -161,13 +184,14 @@ class WeightedProblem:
         if model_regressor is None:
             coef, intercept = self.ridge(used, label, alpha=1.0)
             score = self.r2(used, coef, intercept, label)
-            local_pred = np.array([self.x[0, used] @ coef + intercept])
+            local_pred = np.array([self.data[0, used].astype(np.float64) @ coef + intercept])
         else:
-            # A user's regressor is used exactly as lime uses it.
+            # A user's regressor is used exactly as lime uses it, on lime's int64 rows.
             y = self.y[:, label]
-            model_regressor.fit(self.data[:, used], y, sample_weight=self.w)
-            score = model_regressor.score(self.data[:, used], y, sample_weight=self.w)
-            local_pred = model_regressor.predict(self.data[0, used].reshape(1, -1))
+            x = self.data[:, used].astype(np.int64)
+            model_regressor.fit(x, y, sample_weight=self.w)
+            score = model_regressor.score(x, y, sample_weight=self.w)
+            local_pred = model_regressor.predict(x[0].reshape(1, -1))
             coef, intercept = model_regressor.coef_, model_regressor.intercept_
         exp = sorted(zip(used, coef), key=lambda x: np.abs(x[1]), reverse=True)
         return LabelFit(np.float64(intercept), exp, score, local_pred)

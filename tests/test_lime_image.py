@@ -301,3 +301,37 @@ def test_explain_batch_rejects_a_single_array():
     with pytest.raises(ValueError, match="sequence of images"):
         lime_fast.LimeImageExplainer().explain_batch(bundled("astronaut", 32), GridClassifier())
     assert lime_fast.LimeImageExplainer().explain_batch([], GridClassifier()) == []
+
+
+def test_rows_are_drawn_as_lime_draws_them_in_any_block_size(monkeypatch):
+    from limefast.sampling import draw_rows
+
+    expected = np.random.RandomState(4).randint(0, 2, 37 * 11).reshape(37, 11)
+    expected[0] = 1
+    for block in (1, 5, 11, 1 << 20):
+        monkeypatch.setattr(config, "ROW_DRAW_ELEMENTS", block)
+        rs = np.random.RandomState(4)
+        rows = draw_rows(rs, 37, 11)
+        assert rows.dtype == np.int8
+        np.testing.assert_array_equal(rows, expected)
+    # the generator is left where one big draw leaves it
+    a, b = np.random.RandomState(4), np.random.RandomState(4)
+    monkeypatch.setattr(config, "ROW_DRAW_ELEMENTS", 3)
+    draw_rows(a, 37, 11)
+    b.randint(0, 2, 37 * 11)
+    assert a.randint(1 << 30) == b.randint(1 << 30)
+
+
+def test_surrogate_row_blocks_do_not_change_the_answer(monkeypatch):
+    image = bundled("chelsea", 40)
+    seg = _segmentation(image)
+    kwargs = dict(num_samples=200, segmentation_fn=seg, progress_bar=False)
+    whole = lime_fast.LimeImageExplainer(random_state=1).explain_instance(
+        image, GridClassifier(), **kwargs)
+    monkeypatch.setattr(config, "ROW_DRAW_ELEMENTS", 50)  # blocks of a couple of rows
+    blocks = lime_fast.LimeImageExplainer(random_state=1).explain_instance(
+        image, GridClassifier(), **kwargs)
+    for label in whole.local_exp:
+        assert [f for f, _ in whole.local_exp[label]] == [f for f, _ in blocks.local_exp[label]]
+        np.testing.assert_allclose(_weights(blocks.local_exp[label]),
+                                   _weights(whole.local_exp[label]), rtol=1e-10, atol=1e-14)
