@@ -24,7 +24,8 @@ test: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(PYTEST) -q -m cudasim tests
 
 bench: $(STAMP)
-	$(PYTEST) benchmarks -q -s --benchmark-only --benchmark-columns=median,iqr,rounds \
+	mkdir -p bench-results
+	$(PYTEST) benchmarks -q -s --benchmark-columns=median,iqr,rounds \
 		--benchmark-json=bench-results/pytest-benchmark.json
 
 lint: $(STAMP)
