@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from limefast import config
+from limefast.kernels.threads import share_rows
 
 _UINT_BY_ITEMSIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -63,9 +66,9 @@ def _memcpy(typingctx, dst_addr, src_addr, nbytes):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _perturb_cpu(image, fudged, starts, ends, labels, rows, out):
-    """Write one chunk of perturbed images.
+@njit(cache=True, nogil=True)
+def _perturb_cpu(image, fudged, starts, ends, labels, rows, out, lo, hi):
+    """Write perturbed images ``lo..hi-1`` of a chunk (serial; releases the GIL).
 
     Each image starts as a bulk copy of whichever source (original or fudged) most of its segments
     take; then the spans of consecutive runs that take the other source are copied over it. Bulk
@@ -76,7 +79,7 @@ def _perturb_cpu(image, fudged, starts, ends, labels, rows, out):
         fudged: (P * C,) same view of the fudged image.
         starts, ends, labels: (R,) runs of pixels [start, end) belonging to segment ``label``.
         rows: (N, F) 0/1 rows of the chunk, any integer dtype.
-        out: (N', P * C) contiguous, N' >= N; rows 0..N-1 are written completely.
+        out: (N', P * C) contiguous, N' >= N; rows lo..hi-1 are written completely.
     """
     n_runs = starts.shape[0]
     pixel_bytes = image.shape[0] // ends[n_runs - 1] * image.itemsize
@@ -85,7 +88,7 @@ def _perturb_cpu(image, fudged, starts, ends, labels, rows, out):
     fudged_addr = fudged.ctypes.data
     out_addr = out.ctypes.data
     row_stride = out.strides[0]
-    for s in prange(rows.shape[0]):
+    for s in range(lo, hi):
         row = rows[s]
         dst = out_addr + s * row_stride
         n_on = 0
@@ -139,4 +142,6 @@ class PerturbPlan:
         if len(rows) > out.shape[0] or not out.flags.c_contiguous:
             raise ValueError("out must be a C-contiguous buffer with a row for every sample")
         flat = out.reshape(out.shape[0], -1).view(self.image.dtype)
-        _perturb_cpu(self.image, self.fudged, self.starts, self.ends, self.labels, rows, flat)
+        args = (self.image, self.fudged, self.starts, self.ends, self.labels, rows, flat)
+        per_task = max(1, config.TASK_BYTES // max(1, self.image.nbytes))
+        share_rows(lambda lo, hi: _perturb_cpu(*args, lo, hi), len(rows), per_task)

@@ -19,5 +19,27 @@ MEMORY_BUDGET_BYTES: int = 2 * 1024**3
 # as int8; the surrogate builds its Gram matrix over row blocks of at most this many values.
 ROW_DRAW_ELEMENTS: int = 1 << 20
 
+# Threads a CPU kernel call may use (the caller included); 0 means Numba's thread count
+# (NUMBA_NUM_THREADS, all cores by default). Results do not depend on it.
+CPU_THREADS: int = 0
+
+# Rows of a chunk are shared between threads in blocks of about this many bytes.
+TASK_BYTES: int = 512 * 1024
+
 # CUDA launch configuration.
 CUDA_THREADS_PER_BLOCK: int = 256
+
+# -- Device path (limefast.TorchClassifier) ---------------------------------------------------
+# CUDA grids put samples on the y axis: at most this many blocks there (the hardware limit).
+CUDA_MAX_GRID_Y: int = 65535
+
+# Model batch of a TorchClassifier on the CPU when batch_size=None: a few dozen images keep the
+# convolutions' working set in cache while amortising per-call overhead.
+TORCH_CPU_BATCH: int = 32
+
+# On CUDA, batch_size=None takes the largest batch whose input, times this factor for the
+# activations (generous for ResNet-like models at inference), fits in DEVICE_MEMORY_FRACTION of
+# the free device memory, capped at TORCH_MAX_DEVICE_BATCH.
+TORCH_ACTIVATION_FACTOR: int = 64
+DEVICE_MEMORY_FRACTION: float = 0.5
+TORCH_MAX_DEVICE_BATCH: int = 256

@@ -1,0 +1,73 @@
+"""Work sharing for the CPU kernels: row blocks taken from a shared counter.
+
+The kernels are serial and release the GIL. A call splits its rows into blocks; the calling
+thread and up to ``threads - 1`` pool workers take blocks from one counter until none are left,
+and the call returns once every block taken has been written. The caller never waits for a
+worker that has not started: if the other cores are busy (a loaded machine, or other explainers
+running in other threads) the caller simply does the work itself. Numba's own ``parallel=True``
+would instead wait at a barrier for every thread, and its workqueue layer aborts the process when
+two Python threads launch kernels at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+from limefast import config
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def worker_threads() -> int:
+    """Threads a kernel call may use: ``config.CPU_THREADS``, or Numba's thread count."""
+    wanted = config.CPU_THREADS or numba.config.NUMBA_NUM_THREADS
+    return max(1, int(wanted))
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="limefast")
+        return _POOL
+
+
+def share_rows(kernel: Callable[[int, int], None], n_rows: int, rows_per_task: int) -> None:
+    """Run ``kernel(lo, hi)`` over row blocks covering ``0..n_rows``, on several threads."""
+    tasks = -(-n_rows // rows_per_task)
+    threads = min(worker_threads(), tasks)
+    if threads <= 1:
+        kernel(0, n_rows)
+        return
+    counter = itertools.count()
+    finished = threading.Event()
+    lock = threading.Lock()
+    state = {"done": 0, "error": None}
+
+    def work():
+        while True:
+            t = next(counter)  # atomic under the GIL
+            if t >= tasks:
+                return
+            try:
+                kernel(t * rows_per_task, min(n_rows, (t + 1) * rows_per_task))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                state["error"] = exc
+            with lock:
+                state["done"] += 1
+                if state["done"] == tasks:
+                    finished.set()
+
+    pool = _pool(threads - 1)
+    for _ in range(threads - 1):
+        pool.submit(work)
+    work()
+    finished.wait()
+    if state["error"] is not None:
+        raise state["error"]
