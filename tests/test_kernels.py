@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from naive import naive_perturb, naive_segment_means
+
 from limefast.kernels.perturb import PerturbPlan, _segment_runs_cpu
 from limefast.kernels.segment_means import segment_means
-from naive import naive_perturb, naive_segment_means
 
 DTYPES = [np.uint8, np.uint16, np.int16, np.float16, np.float32, np.float64, np.int64]
 

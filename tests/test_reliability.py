@@ -11,7 +11,6 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import GridClassifier, bundled, quickshift_segments
 
