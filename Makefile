@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 # The cudasim stage runs the CUDA kernels on the CPU simulator, in a process of its own.
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test bench bench-quick lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test,torch]'
+	$(PY) -m pip install -q -e '.[test,torch,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -27,6 +27,10 @@ bench: $(STAMP)
 	mkdir -p bench-results
 	$(PYTEST) benchmarks -q -s --benchmark-columns=median,iqr,rounds \
 		--benchmark-json=bench-results/pytest-benchmark.json
+	$(PY) -m limefast.benchsuite --out bench-results
+
+bench-quick: $(STAMP)
+	$(PY) -m limefast.benchsuite --quick --out bench-results
 
 lint: $(STAMP)
 	$(PY) -m ruff check limefast kernels tests benchmarks

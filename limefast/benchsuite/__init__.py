@@ -1,0 +1,143 @@
+"""``limefast bench``: the benchmark suite, on whatever this machine has.
+
+Writes ``<out>/<machine>-<date>.json``, a Markdown table beside it and PNG plots of the scaling
+sweeps. ``--quick`` shrinks every size so the whole run takes under two minutes on a 2-core
+machine (CI runs it to keep the suite working; it asserts nothing about time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+from . import report, suite
+
+SECTIONS = ("end_to_end", "scaling", "models", "latency")
+
+
+def machine() -> dict:
+    import numba
+    import numpy
+    import skimage
+    import sklearn
+
+    info = {"processor": _cpu_name(), "machine": platform.machine(),
+            "python": platform.python_version(), "cores": _cores(), "numpy": numpy.__version__,
+            "numba": numba.__version__, "scikit-image": skimage.__version__,
+            "scikit-learn": sklearn.__version__}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["gpu"] = None
+    try:
+        from importlib.metadata import version
+
+        import lime  # noqa: F401
+
+        info["lime"] = version("lime")
+    except ImportError:
+        pass
+    return info
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_suite(cfg: suite.Config, sections=SECTIONS, log=print) -> dict:
+    """Run the chosen sections and return the results dict (JSON-ready)."""
+    results = {"machine": machine(), "date": datetime.date.today().isoformat(),
+               "config": {k: v for k, v in vars(cfg).items()}, "not_measured": []}
+    started = time.perf_counter()
+    for name in sections:
+        t0 = time.perf_counter()
+        log(f"[limefast bench] {name} ...")
+        if name == "end_to_end":
+            results[name] = suite.end_to_end(cfg)
+        elif name == "scaling":
+            results[name] = suite.scaling(cfg, progress=lambda m: log(f"  {m}"))
+            results["slopes"] = report.scaling_slopes(results[name])
+        elif name == "models":
+            results[name] = suite.models(cfg, progress=lambda m: log(f"  {m}"))
+        elif name == "latency":
+            results[name] = suite.latency(cfg)
+        log(f"[limefast bench] {name} done in {time.perf_counter() - t0:.1f} s")
+    if not results["machine"].get("gpu"):
+        results["not_measured"].append(
+            "GPU: no CUDA device on this machine, so the device path ran on the CPU only "
+            "(fp32 and bf16); fp16 AMP and the GPU targets are unmeasured here")
+    results["seconds"] = time.perf_counter() - started
+    return results
+
+
+def write(results: dict, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", results["machine"]["processor"]).strip("-").lower()
+    stem = out / f"{slug or 'machine'}-{results['date']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float))
+    stem.with_suffix(".md").write_text(report.markdown(results))
+    report.plots(results, out)
+    return stem.with_suffix(".json")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="run the benchmark suite and write a report",
+                              description=__doc__.splitlines()[0])
+    _arguments(p)
+    p.set_defaults(func=run)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes")
+    p.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)}")
+
+
+def run(args) -> int:
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        print(f"limefast bench: unknown section(s) {unknown}; choose from {SECTIONS}",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"limefast bench: cannot write to {out}: {exc}", file=sys.stderr)
+        return 2
+    cfg = suite.Config.quick() if args.quick else suite.Config()
+    results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr))
+    path = write(results, out)
+    print(report.markdown(results))
+    print(f"written: {path} (+ .md and scaling-*.png)", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m limefast.benchsuite",
+                                     description=__doc__.splitlines()[0])
+    _arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,148 @@
+"""Turning suite results into a report: JSON, a Markdown table, log-log plots with slopes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+PARAM_LABELS = {"side": "image side (pixels)", "samples": "num_samples",
+                "superpixels": "superpixels", "labels": "explained labels",
+                "images": "images per explain_batch"}
+
+
+def slope(xs, ys) -> float:
+    """Least-squares slope of log(y) against log(x)."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    keep = (xs > 0) & (ys > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(xs[keep]), np.log(ys[keep]), 1)[0])
+
+
+def scaling_slopes(scaling: dict) -> dict:
+    """Per sweep: slopes of lime's and limefast's totals and of limefast's perturbation stage."""
+    out = {}
+    for param, points in scaling.items():
+        xs = [p["value"] for p in points]
+        entry = {
+            "limefast_total": slope(xs, [p["limefast"]["seconds"] for p in points]),
+            "limefast_perturbation": slope(
+                xs, [p["limefast"]["stages"]["perturbation"] for p in points]),
+        }
+        with_ref = [p for p in points if "lime" in p]
+        if len(with_ref) >= 2:
+            entry["lime_total"] = slope([p["value"] for p in with_ref],
+                                        [p["lime"]["seconds"] for p in with_ref])
+            entry["lime_perturbation"] = slope([p["value"] for p in with_ref],
+                                               [p["lime"]["stages"]["perturbation"]
+                                                for p in with_ref])
+        out[param] = entry
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# limefast benchmark: {results['machine'].get('processor', '?')}, "
+             f"{results['date']}", "", "```", json.dumps(results["machine"]), "```", ""]
+    e2e = results.get("end_to_end", [])
+    ref = next((r["seconds"] for r in e2e if r.get("impl") == "lime" and "seconds" in r), None)
+    if e2e:
+        lines += ["## End to end (224x224 photo, default quickshift, cheap model)", "",
+                  "| implementation | seconds | vs lime | segmentation | sampling | perturbation "
+                  "| model | surrogate | max rel. diff | top-5 overlap |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in e2e:
+            if "seconds" not in r:
+                lines.append(f"| {r['impl']} | skipped: {r.get('skipped')} |||||||||")
+                continue
+            s = r["stages"]
+            st = [f"{s.get(k, float('nan')) * 1e3:.1f} ms" if k in s else "" for k in
+                  ("segmentation", "sampling", "perturbation", "model", "surrogate")]
+            lines.append(
+                f"| {r['impl']} | {r['seconds']:.3f} | "
+                f"{(ref / r['seconds']) if ref else float('nan'):.1f}x | " + " | ".join(st)
+                + f" | {_fmt(r.get('max_rel_weight_diff'))} | {_fmt(r.get('top5_overlap'))} |")
+        lines.append("")
+    if results.get("models"):
+        lines += ["## Models (random weights)", "",
+                  "| model | implementation | seconds | vs lime | model share | top-5 overlap | "
+                  "Spearman |", "|---|---|---|---|---|---|---|"]
+        refs = {r["model"]: r["seconds"] for r in results["models"]
+                if r.get("impl") == "lime" and "seconds" in r}
+        for r in results["models"]:
+            if "seconds" not in r:
+                lines.append(f"| {r.get('model', '')} | {r.get('impl', '')} | skipped: "
+                             f"{r.get('skipped')} ||||")
+                continue
+            share = r["stages"]["model"] / r["seconds"]
+            lines.append(f"| {r['model']} | {r['impl']} | {r['seconds']:.2f} | "
+                         f"{refs.get(r['model'], float('nan')) / r['seconds']:.2f}x | "
+                         f"{share:.0%} | {_fmt(r.get('top5_overlap'))} | "
+                         f"{_fmt(r.get('spearman'))} |")
+        lines.append("")
+    if results.get("slopes"):
+        lines += ["## Scaling (log-log slopes)", "",
+                  "| parameter | lime total | limefast total | lime perturbation | "
+                  "limefast perturbation |", "|---|---|---|---|---|"]
+        for param, s in results["slopes"].items():
+            lines.append(f"| {PARAM_LABELS[param]} | {_fmt(s.get('lime_total'))} | "
+                         f"{_fmt(s['limefast_total'])} | {_fmt(s.get('lime_perturbation'))} | "
+                         f"{_fmt(s['limefast_perturbation'])} |")
+        lines.append("")
+    if results.get("latency"):
+        lat = results["latency"]
+        lines += ["## Latency (single explanations, cheap model, segments given)", "",
+                  f"p50 {lat['p50'] * 1e3:.1f} ms, p99 {lat['p99'] * 1e3:.1f} ms over "
+                  f"{lat['repeats']} explanations ({lat['side']}x{lat['side']}, "
+                  f"{lat['num_samples']} samples)", ""]
+    lines += ["## Not measured here", ""] + [f"- {n}" for n in results.get("not_measured", [])]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float) and np.isnan(x):
+        return "n/a"
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def plots(results: dict, folder: Path) -> list[Path]:
+    """One log-log PNG per sweep: lime and limefast totals and perturbation stages."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths = []
+    for param, points in results.get("scaling", {}).items():
+        fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
+        s = results["slopes"][param]
+        xs = [p["value"] for p in points]
+        ax.loglog(xs, [p["limefast"]["seconds"] for p in points], "o-", color="tab:green",
+                  label=f"limefast total (slope {s['limefast_total']:.2f})")
+        ax.loglog(xs, [p["limefast"]["stages"]["perturbation"] for p in points], "o--",
+                  color="tab:olive",
+                  label=f"limefast perturbation (slope {s['limefast_perturbation']:.2f})")
+        ref = [p for p in points if "lime" in p]
+        if ref:
+            rx = [p["value"] for p in ref]
+            ax.loglog(rx, [p["lime"]["seconds"] for p in ref], "s-", color="tab:red",
+                      label=f"lime total (slope {s.get('lime_total', float('nan')):.2f})")
+            ax.loglog(rx, [p["lime"]["stages"]["perturbation"] for p in ref], "s--",
+                      color="tab:pink", label="lime perturbation (slope "
+                      f"{s.get('lime_perturbation', float('nan')):.2f})")
+        ax.set_xlabel(PARAM_LABELS[param])
+        ax.set_ylabel("seconds")
+        ax.set_title(f"cost vs {PARAM_LABELS[param]}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / f"scaling-{param}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,235 @@
+"""The sections of ``limefast bench``: end to end, scaling sweeps, models, latency, agreement.
+
+Each section returns plain dicts (JSON-ready). The reference (lime 0.2.0.1) and limefast run on
+the same inputs in the same process, alternating, after a warm-up call that compiles kernels.
+Grid segmentations are used where the superpixel count must be exact (the sweeps); the end-to-end
+section uses each implementation's own default quickshift.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .runners import Run, agreement, run_captum, run_lime, run_limefast
+
+
+@dataclass
+class Config:
+    """Sizes of one suite run; ``quick()`` fits in two minutes on a 2-core machine."""
+
+    side: int = 224
+    num_samples: int = 1000
+    labels: int = 5
+    repeats: int = 3
+    sides: tuple = (128, 256, 512, 1024)
+    samples: tuple = (250, 500, 1000, 2000, 4000, 8000)
+    superpixels: tuple = (25, 50, 100, 200, 400)
+    label_counts: tuple = (1, 2, 5, 10, 20)
+    batch_images: tuple = (1, 4, 16, 64)
+    lime_max_work: float = 4e11  # skip lime where samples x pixels x superpixels exceeds this
+    models: tuple = ("resnet18", "resnet50")
+    model_side: int = 224
+    model_samples: int = 1000
+    latency_repeats: int = 50
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(num_samples=300, repeats=1, sides=(64, 128, 256), samples=(100, 200, 400),
+                   superpixels=(16, 36, 64), label_counts=(1, 4, 10), batch_images=(1, 4, 8),
+                   lime_max_work=1e10, models=("resnet18",), model_side=64, model_samples=60,
+                   latency_repeats=15)
+
+
+# -- inputs -----------------------------------------------------------------------------------
+def photo(side: int) -> np.ndarray:
+    from skimage import data, transform
+
+    image = transform.resize(data.astronaut(), (side, side), anti_aliasing=True)
+    return (image * 255).round().astype(np.uint8)
+
+
+def grid_segments(side: int, n: int) -> np.ndarray:
+    """A k x k grid of equal superpixels, k = round(sqrt(n))."""
+    k = max(1, int(round(np.sqrt(n))))
+    yy, xx = np.mgrid[0:side, 0:side]
+    return (yy * k // side) * k + xx * k // side
+
+
+class GridModel:
+    """A model that costs next to nothing: softmax of a fixed map of a 14x14 pixel grid."""
+
+    def __init__(self, n_classes: int = 20, seed: int = 0):
+        self.w = np.random.default_rng(seed).standard_normal((14 * 14 * 3, n_classes)) * 3
+
+    def _x(self, batch):
+        h, w = batch.shape[1:3]
+        rows, cols = np.arange(14) * h // 14, np.arange(14) * w // 14
+        return batch[:, rows][:, :, cols].reshape(len(batch), -1).astype(np.float64) / 255.0
+
+    def __call__(self, batch):
+        z = self._x(batch) @ self.w
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    def torch_forward(self, x):
+        """The same model on NCHW float tensors (for captum)."""
+        import torch
+
+        h, w = x.shape[2:]
+        rows, cols = torch.arange(14) * h // 14, torch.arange(14) * w // 14
+        sub = x[:, :, rows][:, :, :, cols].permute(0, 2, 3, 1).reshape(len(x), -1) / 255.0
+        return torch.softmax(sub.double() @ torch.from_numpy(self.w), dim=1)
+
+
+def _median_run(fn, repeats: int) -> Run:
+    runs = [fn() for _ in range(max(1, repeats))]
+    runs.sort(key=lambda r: r.total)
+    return runs[len(runs) // 2]
+
+
+def _record(run: Run, **extra) -> dict:
+    return {"impl": run.name, "seconds": run.total, "stages": run.stages, **extra}
+
+
+# -- sections ---------------------------------------------------------------------------------
+def end_to_end(cfg: Config) -> list[dict]:
+    """Default quickshift, cheap model: lime, captum (same superpixels), limefast CPU."""
+    from limefast.segmentation import quickshift
+
+    image, model = photo(cfg.side), GridModel()
+    seg = quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+    kw = dict(num_samples=cfg.num_samples, top_labels=cfg.labels)
+    run_limefast(image, seg, model, num_samples=50, top_labels=cfg.labels)  # warm-up
+    fast = _median_run(lambda: run_limefast(image, None, model, segmentation_fn=_default, **kw),
+                       cfg.repeats * 3)
+    ref = _median_run(lambda: run_lime(image, None, model, segmentation_fn=_lime_default, **kw),
+                      cfg.repeats)
+    out = [_record(ref), _record(fast, **agreement(ref, fast))]
+    try:
+        cap = run_captum(image, seg, model.torch_forward, labels=fast.top_labels, **kw)
+        out.append(_record(cap))
+    except ImportError:
+        out.append({"impl": "captum", "skipped": "captum is not installed"})
+    return out
+
+
+def _default(image):
+    from limefast.segmentation import quickshift
+
+    return quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+
+
+def _lime_default(image):
+    from skimage.segmentation import quickshift
+
+    return quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+
+
+def scaling(cfg: Config, progress=None) -> dict:
+    """How cost grows with each parameter, the others at their defaults (grid segments)."""
+    model = GridModel(n_classes=max(cfg.label_counts) + 5)
+    base = dict(side=cfg.side, samples=cfg.num_samples, superpixels=100, labels=cfg.labels,
+                images=1)
+    sweeps = {"side": cfg.sides, "samples": cfg.samples, "superpixels": cfg.superpixels,
+              "labels": cfg.label_counts, "images": cfg.batch_images}
+    results = {}
+    for param, values in sweeps.items():
+        points = []
+        for value in values:
+            p = {**base, param: value}
+            if param == "images":
+                p["side"] = min(p["side"], 128)
+            image, seg = photo(p["side"]), grid_segments(p["side"], p["superpixels"])
+            images = [image] * p["images"] if param == "images" else None
+            kw = dict(num_samples=p["samples"], top_labels=p["labels"], images=images)
+            run_limefast(image, seg, model, **{**kw, "num_samples": 20})  # warm-up
+            point = {"value": value,
+                     "limefast": _record(_median_run(
+                         lambda: run_limefast(image, seg, model, **kw), cfg.repeats))}
+            work = p["samples"] * p["side"] ** 2 * p["superpixels"] * p["images"]
+            if work <= cfg.lime_max_work:
+                point["lime"] = _record(run_lime(image, seg, model, **kw))
+            points.append(point)
+            if progress:
+                progress(f"scaling {param}={value}")
+        results[param] = points
+    return results
+
+
+def models(cfg: Config, progress=None) -> list[dict]:
+    """Real CNNs (random weights): lime with a tutorial-style classifier, limefast CPU with the
+    same classifier, limefast's device path fp32 and bf16, captum."""
+    try:
+        import torch
+        import torchvision
+    except ImportError:
+        return [{"skipped": "torch/torchvision not installed (pip install limefast[torch])"}]
+    try:
+        from limefast import TorchClassifier
+    except ImportError:
+        TorchClassifier = None  # noqa: N806
+    torch.manual_seed(0)
+    out = []
+    image = photo(cfg.model_side)
+    seg = _default(image)
+    kw = dict(num_samples=cfg.model_samples, top_labels=cfg.labels)
+    for name in cfg.models:
+        net = getattr(torchvision.models, name)(weights=None).eval()
+        tutorial = TutorialClassifier(net)
+        ref = run_lime(image, seg, tutorial, **kw)
+        rows = [_record(ref, model=name)]
+        cpu = run_limefast(image, seg, tutorial, name="limefast-cpu", **kw)
+        rows.append(_record(cpu, model=name, **agreement(ref, cpu)))
+        if TorchClassifier is not None:
+            for precision in ("fp32", "bf16"):
+                clf = TorchClassifier(net, mean=MEAN, std=STD, precision=precision, device="cpu")
+                run_limefast(image, seg, clf, num_samples=20, top_labels=cfg.labels)
+                dev = run_limefast(image, seg, clf, name=f"limefast-device-{precision}", **kw)
+                rows.append(_record(dev, model=name, **agreement(ref, dev)))
+        else:
+            rows.append({"impl": "limefast-device", "model": name,
+                         "skipped": "limefast.TorchClassifier unavailable"})
+        out += rows
+        if progress:
+            progress(f"model {name}")
+    return out
+
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class TutorialClassifier:
+    """What lime's image tutorial does: torchvision transforms image by image, batch_size 10."""
+
+    def __init__(self, net):
+        import torch
+        from torchvision import transforms
+
+        self.net, self.torch = net, torch
+        self.transform = transforms.Compose([transforms.ToTensor(),
+                                             transforms.Normalize(MEAN, STD)])
+
+    def __call__(self, images):
+        torch = self.torch
+        batch = torch.stack([self.transform(im) for im in images])
+        with torch.no_grad():
+            return torch.softmax(self.net(batch), dim=1).numpy()
+
+
+def latency(cfg: Config) -> dict:
+    """p50 / p99 of repeated single explanations at a fixed budget (cheap model, 224x224,
+    segments given): what a service sees per request."""
+    image, model = photo(cfg.side), GridModel()
+    seg = grid_segments(cfg.side, 100)
+    kw = dict(num_samples=cfg.num_samples, top_labels=cfg.labels)
+    run_limefast(image, seg, model, **kw)
+    times = []
+    for _ in range(cfg.latency_repeats):
+        t0 = time.perf_counter()
+        run_limefast(image, seg, model, **kw)
+        times.append(time.perf_counter() - t0)
+    return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
+            "repeats": len(times), "side": cfg.side, "num_samples": cfg.num_samples}
