@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def scaling(cfg: Config, progress=None) -> dict:
             run_limefast(image, seg, model, **{**kw, "num_samples": 20})  # warm-up
             point = {"value": value,
                      "limefast": _record(_median_run(
-                         lambda: run_limefast(image, seg, model, **kw), cfg.repeats))}
+                         partial(run_limefast, image, seg, model, **kw), cfg.repeats))}
             work = p["samples"] * p["side"] ** 2 * p["superpixels"] * p["images"]
             if work <= cfg.lime_max_work:
                 point["lime"] = _record(run_lime(image, seg, model, **kw))
