@@ -121,32 +121,41 @@ class WeightedProblem:
         raise ValueError(f"unknown feature_selection {method!r}")
 
     def _forward_selection(self, label: int, num_features: int) -> np.ndarray:
-        # Greedy: each round adds the unused feature whose unregularised fit (with the chosen
-        # ones) has the best R^2. For a fixed label R^2 = explained / TSS, and the explained sum
-        # of squares of the set S is b_S' G_S^-1 b_S, so all candidates of a round are one
-        # batched solve. np.argmax takes the first maximum: ties go to the lowest index, as
-        # lime's strict ``score > max_`` does.
-        n = self.gram.shape[0]
-        b = self.xty[:, label]
-        tss = np.sum(self.w * (self.y[:, label] - self.y_offset[label]) ** 2)
-        used: list[int] = []
+        cache = self.__dict__.setdefault("_forward", {})
+        if num_features not in cache:
+            cache[num_features] = self._forward_selection_all(num_features)
+        return cache[num_features][label]
+
+    def _forward_selection_all(self, num_features: int) -> np.ndarray:
+        """Greedy forward selection for every label at once: (L, rounds) chosen features.
+
+        Each round adds, per label, the unused feature whose unregularised fit with the chosen
+        ones has the best R^2. For a label R^2 = explained / TSS with the explained sum of
+        squares b_S' G_S^-1 b_S, so a round is one stacked solve over labels x candidates
+        (candidates already chosen get an identity system and are ruled out). np.argmax takes
+        the first maximum: ties go to the lowest index, as lime's strict ``score > max_`` does.
+        """
+        n, n_labels = self.gram.shape[0], self.xty.shape[1]
+        tss = np.sum(self.w[:, None] * (self.y - self.y_offset) ** 2, axis=0)
+        used = np.empty((n_labels, 0), dtype=np.intp)
+        cand = np.arange(n)
         for _ in range(min(num_features, n)):
-            mask = np.ones(n, dtype=bool)
-            mask[used] = False
-            cand = np.flatnonzero(mask)
-            idx = np.empty((cand.size, len(used) + 1), dtype=np.intp)
-            idx[:, :-1] = used
-            idx[:, -1] = cand
-            a = self.gram[idx[:, :, None], idx[:, None, :]]
-            rhs = b[idx]
-            explained = np.einsum("ij,ij->i", rhs, _solve_batched(a, rhs))
-            if tss > 0:
-                explained = np.where(np.isfinite(explained), explained, -np.inf)
-                best = cand[int(np.argmax(explained))]
-            else:  # constant target: every candidate scores the same
-                best = cand[0]
-            used.append(int(best))
-        return np.array(used, dtype=np.intp)
+            k = used.shape[1]
+            idx = np.empty((n_labels, n, k + 1), dtype=np.intp)
+            idx[:, :, :k] = used[:, None, :]
+            idx[:, :, k] = cand[None, :]
+            taken = (used[:, None, :] == cand[None, :, None]).any(-1)  # (L, n)
+            a = self.gram[idx[..., :, None], idx[..., None, :]]
+            a[taken] = np.eye(k + 1)
+            rhs = self.xty[idx, np.arange(n_labels)[:, None, None]]
+            explained = np.einsum("lcj,lcj->lc", rhs, _solve_batched(a, rhs))
+            explained = np.where(np.isfinite(explained) & ~taken, explained, -np.inf)
+            best = np.argmax(explained, axis=1)
+            # a constant target scores every candidate alike: the first unused one wins
+            constant = ~(tss > 0)
+            best[constant] = np.argmax(~taken[constant], axis=1)
+            used = np.concatenate([used, best[:, None]], axis=1)
+        return used
 
     def _highest_weights(self, label: int, num_features: int) -> np.ndarray:
         coef = self._ridge_all_cached(0.01)[:, label] * self.data[0]
@@ -210,8 +219,8 @@ def _solve_pos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _solve_batched(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve a stack of small systems ``a[i] x[i] = b[i]``; pseudo-inverse where singular."""
+    """Solve a stack of small systems ``a[...] x[...] = b[...]``; pseudo-inverse if singular."""
     try:
         return np.linalg.solve(a, b[..., None])[..., 0]
     except np.linalg.LinAlgError:
-        return np.einsum("nij,nj->ni", np.linalg.pinv(a, hermitian=True), b)
+        return np.einsum("...ij,...j->...i", np.linalg.pinv(a, hermitian=True), b)
