@@ -100,8 +100,11 @@ def _describe(uniques: np.ndarray) -> str:
     return f"{uniques[0]}..{uniques[-1]} ({uniques.size} distinct)"
 
 
-def label_list(labels, n_classes: int) -> list:
-    """Explicitly requested labels, each an index into the classifier's output."""
+def label_list(labels, n_classes: int | None) -> list:
+    """Explicitly requested labels, each an index into the classifier's output.
+
+    With ``n_classes=None`` only the types are checked (before the classifier has run).
+    """
     try:
         labels = list(labels)
     except TypeError as exc:
@@ -109,7 +112,10 @@ def label_list(labels, n_classes: int) -> list:
     for label in labels:
         if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral):
             raise TypeError(f"labels must be integer class indices; got {label!r}")
-        if not 0 <= label < n_classes:
+        if n_classes is None:
+            if label < 0:
+                raise ValueError(f"labels must be class indices >= 0; got {label}")
+        elif not 0 <= label < n_classes:
             raise ValueError(
                 f"label {label} is outside the classifier's output of {n_classes} classes "
                 f"(valid: 0..{n_classes - 1})"

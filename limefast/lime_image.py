@@ -99,6 +99,55 @@ class ImageExplanation:
             temp[mask == 1, 1] = peak
         return temp, mask
 
+    def render(self, label=None, *, positive="green", negative="red", coverage=0.05,
+               opacity=0.6, num_segments=None, boundaries=True, as_pil=False):
+        """The image with the label's strongest superpixels tinted and outlined.
+
+        Args:
+            label: label to show; default the first top label (or first explained label).
+            positive, negative, coverage, opacity, num_segments, boundaries, as_pil: as for
+                ``limefast.render_explanation``.
+
+        Returns:
+            (H, W, 3) uint8 array, or a PIL image with ``as_pil=True``.
+        """
+        from .render import explanation_label, render_explanation
+
+        label = explanation_label(self, label)
+        return render_explanation(self.image, self.segments, self.local_exp[label],
+                                  positive=positive, negative=negative, coverage=coverage,
+                                  opacity=opacity, num_segments=num_segments,
+                                  boundaries=boundaries, as_pil=as_pil)
+
+    def heatmap(self, label=None, *, colored=False, as_pil=False, **kwargs):
+        """The label's weight of every pixel's superpixel.
+
+        Args:
+            label: label to show; default the first top label (or first explained label).
+            colored: return colours (``limefast.render.heatmap``, which takes ``kwargs``)
+                instead of the weights.
+            as_pil: return a coloured PIL image.
+
+        Returns:
+            (H, W) float64 weights; with ``colored`` a (H, W, 3) uint8 array or PIL image.
+        """
+        from . import render
+
+        label = render.explanation_label(self, label)
+        if not (colored or as_pil):
+            return render.weight_map(self.segments, self.local_exp[label])
+        return render.heatmap(self.segments, self.local_exp[label], as_pil=as_pil, **kwargs)
+
+    def _repr_png_(self):
+        """Notebooks show the first label: the tinted image beside its heatmap."""
+        from . import render
+
+        label = render.explanation_label(self)
+        return render.png_bytes(render.panel([
+            (f"label {label}", self.render(label)),
+            ("weights", self.heatmap(label, colored=True, image=self.image)),
+        ], tile=max(160, min(320, self.segments.shape[0]))))
+
 
 def exponential_kernel(d, kernel_width):
     """lime's default similarity kernel, ``sqrt(exp(-d**2 / kernel_width**2))``."""
@@ -211,6 +260,8 @@ class LimeImageExplainer:
         num_features = _checks.positive_int("num_features", num_features)
         if top_labels:
             top_labels = _checks.positive_int("top_labels", top_labels)
+        else:  # types now; the range once the classifier has said how many classes it has
+            labels = _checks.label_list(labels, n_classes=None)
         if segmentation_fn is not None and not callable(segmentation_fn):
             raise TypeError(f"segmentation_fn must be callable; got {segmentation_fn!r}")
         executor = executor_for(classifier_fn)

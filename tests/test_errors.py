@@ -44,7 +44,7 @@ def test_bad_images(image, error, match):
     ({"num_features": 0}, ValueError, "num_features"),
     ({"top_labels": -1}, ValueError, "top_labels"),
     ({"top_labels": None, "labels": (3, 10)}, ValueError, "label 10 is outside"),
-    ({"top_labels": None, "labels": (-1,)}, ValueError, "outside"),
+    ({"top_labels": None, "labels": (-1,)}, ValueError, "class indices >= 0; got -1"),
     ({"top_labels": None, "labels": ("a",)}, TypeError, "integer class indices"),
     ({"top_labels": None, "labels": 5}, TypeError, "iterable"),
     ({"segmentation_fn": lambda im: SEGMENTS[:10]}, ValueError, "height and width"),
