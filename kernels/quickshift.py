@@ -18,14 +18,21 @@ Where the time goes is step 1: one ``exp`` per pixel pair, about 625 pairs per p
 - float32: every step's float32 rounding is checked against the interval that contains the C
   library's ``exp``; when both ends round alike (nearly always) the float32 sum is exactly
   scikit-image's. Pixels with one undecided step are recomputed with the C library's ``exp``.
-- float64: the fast density is within a proven tolerance of scikit-image's (same order of sums,
-  each term within ``_EXP_REL_ERR`` of the C ``exp``). The parent search compares densities only;
-  a comparison closer than the two tolerances is redone on densities recomputed exactly.
+- float64: each pixel pair's exponential is computed once and added to both pixels (half the
+  work), so sums run in another order; the fast density is within a proven tolerance of
+  scikit-image's (``_density_tolerance``). The parent search only compares densities; a
+  comparison closer than the two tolerances is redone on densities recomputed exactly, in
+  scikit-image's order with the C library's ``exp`` (rare: none on lime-sized photos).
 
 Distances (and so ``dist_parent``) are computed in scikit-image's order and type, never
 approximated. The parent search visits neighbours by increasing spatial distance and stops once
 ``dr**2 + dc**2`` exceeds the best distance (``dist >= dr**2 + dc**2`` in any rounding), breaking
 ties by window order, which gives the same parent as scanning the whole window.
+
+The kernels are serial, release the GIL and work on row (or pixel) ranges; ``share_rows`` spreads
+the ranges over threads, so results never depend on the thread count or the split. The polynomial
+``exp`` alone is compiled with ``fastmath={"contract"}`` (FMA in its own arithmetic only): the
+distances and sums around it keep scikit-image's separately rounded operations.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic, overload
+
+from limefast.kernels.threads import share_rows, worker_threads
 
 # exp(x) = 2**k * exp(r), k = round(x / ln 2), |r| <= ln(2) / 2; Taylor series to r**13.
 _INV_LN2 = 1.4426950408889634
@@ -68,7 +77,7 @@ def _float_of(typingctx, bits):
     return types.float64(types.int64), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath={"contract"})
 def _fast_exp(x):
     """exp(x) for x <= 0 (or -inf), within _EXP_REL_ERR above -708, without branches."""
     x = max(x, _EXP_FLOOR)
@@ -140,84 +149,115 @@ def _density_exact_at(image, start, r, c, kw, inv, sq):
     return dens
 
 
-@njit(cache=True, parallel=True)
-def _density_exact_cpu(image, dens, pixels, kw, inv, sq):
-    """Overwrites ``dens`` (which holds the noise) at the flat ``pixels`` with exact densities."""
+@njit(cache=True, nogil=True)
+def _density_exact_cpu(image, dens, pixels, kw, inv, sq, lo, hi):
+    """Overwrites ``dens`` (holding the noise) at flat ``pixels[lo:hi]`` with exact densities."""
     width = image.shape[1]
-    for k in prange(pixels.size):
+    for k in range(lo, hi):
         r, c = divmod(pixels[k], width)
         dens[r, c] = _density_exact_at(image, dens[r, c], r, c, kw, inv, sq)
 
 
-@njit(cache=True, parallel=True)
-def _density_fast_cpu(planes, noise, kw, inv, sq, check):
-    """Densities of all pixels with _fast_exp, offsets outermost so the column loop vectorises.
+@njit(cache=True)
+def _offset_dists(planes, r, r_, dc, c0, c1, sr, sc, out):
+    """``out[:c1 - c0]``: scikit-image's ``dist`` from pixels (r, c0..c1-1) to (r_, c + dc), in
+    its order and the image's type, one channel plane at a time so the column loops vectorise."""
+    n = c1 - c0
+    if planes.shape[0] == 3:
+        a0, b0 = planes[0, r, c0:c1], planes[0, r_, c0 + dc:c1 + dc]
+        a1, b1 = planes[1, r, c0:c1], planes[1, r_, c0 + dc:c1 + dc]
+        a2, b2 = planes[2, r, c0:c1], planes[2, r_, c0 + dc:c1 + dc]
+        for i in range(n):
+            t0 = a0[i] - b0[i]
+            t1 = a1[i] - b1[i]
+            t2 = a2[i] - b2[i]
+            out[i] = (((t0 * t0 + t1 * t1) + t2 * t2) + sr) + sc
+        return
+    out[:n] = 0
+    for ch in range(planes.shape[0]):
+        a, b = planes[ch, r, c0:c1], planes[ch, r_, c0 + dc:c1 + dc]
+        for i in range(n):
+            t = a[i] - b[i]
+            out[i] += t * t
+    for i in range(n):
+        out[i] = (out[i] + sr) + sc
+
+
+@njit(cache=True, nogil=True)
+def _density_f32_cpu(planes, noise, kw, inv, sq, dens, undecided, lo, hi):
+    """float32 densities of rows lo..hi-1, exact wherever ``undecided`` stays 0.
+
+    Terms are added in scikit-image's order (offsets outermost, so column loops vectorise). Each
+    step's float32 rounding of ``density + exp`` is taken at both ends of the interval holding the
+    C library's exp (``_fast_exp`` within ``_EXP_REL_ERR``); if they agree, the step is exact.
 
     Args:
-        planes: (C, H, W) float32 or float64 image.
-        noise: (H, W) tie-breaking noise, the densities' starting values, in the image's type.
-        kw: window half-width; ``inv``: ``-0.5 / kernel_size**2`` in the image's type.
-        sq: (2 kw + 1,) squared offsets ``(d - kw)**2`` in the image's type.
-        check: float32 only; also flag the pixels whose float32 sum a step could round otherwise.
-
-    Returns:
-        ((H, W) densities, (H, W) uint8 flags): float32 densities equal scikit-image's wherever the
-        flag is 0; float64 densities are within ``_density_tolerance`` of them.
+        planes: (C, H, W) float32 image; ``noise``: (H, W) float32 starting values.
+        kw: window half-width; ``inv``: float32 ``-0.5 / kernel_size**2``.
+        sq: (2 kw + 1,) float32 squared offsets ``(d - kw)**2``.
+        dens, undecided: (H, W) outputs: densities, and 1 where a step could round otherwise.
     """
-    channels, height, width = planes.shape
-    dens = np.empty_like(noise)
-    undecided = np.zeros((height, width), np.uint8)
+    height, width = planes.shape[1], planes.shape[2]
     lo_f = 1.0 - _EXP_REL_ERR
     hi_f = 1.0 + _EXP_REL_ERR
-    for r in prange(height):
+    dist = np.empty(width, planes.dtype)
+    for r in range(lo, hi):
         acc = noise[r].copy()
         bad = np.zeros(width, np.uint8)
-        dist = np.empty_like(acc)
         for r_ in range(max(r - kw, 0), min(r + kw + 1, height)):
-            sr = sq[kw + r_ - r]
             for dc in range(-kw, kw + 1):
                 c0 = max(0, -dc)
                 c1 = min(width, width - dc)
                 if c1 <= c0:
                     continue
-                n = c1 - c0
-                sc = sq[kw + dc]
+                _offset_dists(planes, r, r_, dc, c0, c1, sq[kw + r_ - r], sq[kw + dc], dist)
                 acc_s = acc[c0:c1]
-                d_s = dist[c0:c1]
-                if channels == 3:
-                    a0, b0 = planes[0, r, c0:c1], planes[0, r_, c0 + dc:c1 + dc]
-                    a1, b1 = planes[1, r, c0:c1], planes[1, r_, c0 + dc:c1 + dc]
-                    a2, b2 = planes[2, r, c0:c1], planes[2, r_, c0 + dc:c1 + dc]
-                    for i in range(n):
-                        t0 = a0[i] - b0[i]
-                        t1 = a1[i] - b1[i]
-                        t2 = a2[i] - b2[i]
-                        d_s[i] = (((t0 * t0 + t1 * t1) + t2 * t2) + sr) + sc
-                else:
-                    d_s[:] = 0
-                    for ch in range(channels):
-                        a, b = planes[ch, r, c0:c1], planes[ch, r_, c0 + dc:c1 + dc]
-                        for i in range(n):
-                            t = a[i] - b[i]
-                            d_s[i] += t * t
-                    for i in range(n):
-                        d_s[i] = (d_s[i] + sr) + sc
-                if check:
-                    bad_s = bad[c0:c1]
-                    for i in range(n):
-                        e = _fast_exp(np.float64(d_s[i] * inv))
-                        a = np.float64(acc_s[i])
-                        lo = a + e * lo_f
-                        hi = a + e * hi_f
-                        lo_t = np.float32(lo)
-                        bad_s[i] |= lo_t != np.float32(hi)
-                        acc_s[i] = lo_t
-                else:
-                    for i in range(n):
-                        acc_s[i] += _fast_exp(np.float64(d_s[i] * inv))
+                bad_s = bad[c0:c1]
+                for i in range(c1 - c0):
+                    e = _fast_exp(np.float64(dist[i] * inv))
+                    a = np.float64(acc_s[i])
+                    low = np.float32(a + e * lo_f)
+                    bad_s[i] |= low != np.float32(a + e * hi_f)
+                    acc_s[i] = low
         dens[r] = acc
         undecided[r] = bad
-    return dens, undecided
+
+
+@njit(cache=True, nogil=True)
+def _density_pairs_cpu(planes, kw, inv, sq, lo, hi):
+    """float64 density terms of every pixel pair whose upper pixel lies in rows lo..hi-1.
+
+    Each pair's exp is computed once and added to both pixels (the distance is symmetric), which
+    halves the exponentials; the sums are then in another order than scikit-image's, which the
+    tolerance allows for. Self terms (exp(-0.0) == 1) are included, the noise is not.
+
+    Returns:
+        (min(hi + kw, H) - lo, W) float64 partial densities of rows lo.. onwards.
+    """
+    _, height, width = planes.shape
+    band = np.zeros((min(hi + kw, height) - lo, width))
+    dist = np.empty(width)
+    terms = np.empty(width)
+    for r in range(lo, hi):
+        band[r - lo] += 1.0
+        for r_ in range(r, min(r + kw + 1, height)):
+            sr = sq[kw + r_ - r]
+            for dc in range(-kw if r_ > r else 1, kw + 1):
+                c0 = max(0, -dc)
+                c1 = min(width, width - dc)
+                if c1 <= c0:
+                    continue
+                n = c1 - c0
+                _offset_dists(planes, r, r_, dc, c0, c1, sr, sq[kw + dc], dist)
+                for i in range(n):
+                    terms[i] = _fast_exp(dist[i] * inv)
+                upper = band[r - lo, c0:c1]
+                for i in range(n):
+                    upper[i] += terms[i]
+                lower = band[r_ - lo, c0 + dc:c1 + dc]
+                for i in range(n):
+                    lower[i] += terms[i]
+    return band
 
 
 @njit(cache=True, inline="always")
@@ -262,15 +302,14 @@ def _search(image, dens, tol, exact, has_exact, use_exact, r, c, odr, odc, ods, 
     return (r + bdr) * width + (c + bdc), best, near
 
 
-@njit(cache=True, parallel=True)
-def _parents_cpu(image, dens, tol, odr, odc, ods, sq, kw, big):
-    """Parents, ``sqrt`` of the best distances, and the pixels with a too-close comparison."""
-    height, width = image.shape[0], image.shape[1]
-    parent = np.empty((height, width), np.intp)
-    dist_parent = np.empty((height, width), image.dtype)
-    near = np.zeros((height, width), np.uint8)
+@njit(cache=True, nogil=True)
+def _parents_cpu(image, dens, tol, odr, odc, ods, sq, kw, big, parent, dist_parent, near, lo,
+                 hi):
+    """Writes rows lo..hi-1 of the parents, ``sqrt`` of the best distances, and the pixels with
+    a comparison within tolerance."""
+    width = image.shape[1]
     dummy = np.zeros((1, 1), np.bool_)
-    for r in prange(height):
+    for r in range(lo, hi):
         for c in range(width):
             p, best, amb = _search(image, dens, tol, dens, dummy, False, r, c, odr, odc, ods,
                                    sq, kw, big)
@@ -278,7 +317,6 @@ def _parents_cpu(image, dens, tol, odr, odc, ods, sq, kw, big):
             # as C: sqrt in double, stored in the image's type
             dist_parent[r, c] = math.sqrt(np.float64(best))
             near[r, c] = amb
-    return parent, dist_parent, near
 
 
 @njit(cache=True)
@@ -296,12 +334,12 @@ def _near_pixels(dens, tol, near, kw):
     return np.flatnonzero(need)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _reparent_cpu(image, dens, tol, exact, has_exact, pixels, parent, dist_parent,
-                  odr, odc, ods, sq, kw, big):
-    """Redoes the parent search of ``pixels`` with exact densities where they are close."""
+                  odr, odc, ods, sq, kw, big, lo, hi):
+    """Redoes the parent search of ``pixels[lo:hi]`` with exact densities where they are close."""
     width = image.shape[1]
-    for k in prange(pixels.size):
+    for k in range(lo, hi):
         r, c = divmod(pixels[k], width)
         p, best, _ = _search(image, dens, tol, exact, has_exact, True, r, c, odr, odc, ods,
                              sq, kw, big)
@@ -340,12 +378,59 @@ def _labels_cpu(parent, dist_parent, max_dist):
 
 
 def _offsets(kw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Window offsets (dr, dc) sorted by dr**2 + dc**2, with that squared distance."""
+    """Window offsets (dr, dc) but (0, 0), sorted by dr**2 + dc**2, with that squared distance.
+
+    A pixel is never its own parent candidate (its density is not higher than itself).
+    """
     dr, dc = np.meshgrid(np.arange(-kw, kw + 1), np.arange(-kw, kw + 1), indexing="ij")
     dr, dc = dr.ravel(), dc.ravel()
     ds = (dr * dr + dc * dc).astype(np.float64)
-    order = np.argsort(ds, kind="stable")
+    order = np.argsort(ds, kind="stable")[1:]  # (0, 0) comes first: the only ds == 0
     return dr[order].astype(np.int64), dc[order].astype(np.int64), ds[order]
+
+
+def _per_task(n: int) -> int:
+    """Rows (or pixels) per shared task: about 16 tasks per thread, so that a thread slowed by a
+    busy machine leaves its share to the others."""
+    return max(1, n // (16 * worker_threads()))
+
+
+def _exact_densities(image, dens, pixels, kw, inv, sq) -> None:
+    """Exact densities at the flat ``pixels``, written into ``dens`` (which holds the noise)."""
+    share_rows(lambda lo, hi: _density_exact_cpu(image, dens, pixels, kw, inv, sq, lo, hi),
+               pixels.size, _per_task(pixels.size))
+
+
+def _density_pairs(planes, noise, kw, inv, sq) -> np.ndarray:
+    """float64 fast densities: the noise plus every task's band of pair terms, in task order."""
+    height = planes.shape[1]
+    bands = {}
+
+    def task(lo, hi):
+        bands[lo] = _density_pairs_cpu(planes, kw, inv, sq, lo, hi)
+
+    share_rows(task, height, _per_task(height))
+    dens = noise.copy()
+    for lo in sorted(bands):
+        band = bands[lo]
+        dens[lo:lo + len(band)] += band
+    return dens
+
+
+def _density_tolerance(dens: np.ndarray, noise: np.ndarray, kw: int) -> np.ndarray:
+    """Bound on |fast density - scikit-image's density| per pixel (float64).
+
+    Both are float64 sums of the noise and n <= (2 kw + 1)**2 terms, scikit-image's in window
+    order, the fast one in any order and grouping of at most m = n + kw + 2 additions (pair terms
+    by rows, then the bands). The fast terms are within _EXP_REL_ERR of the C exp's, and a sum of
+    any order is within gamma_m = m 2**-53 / (1 - m 2**-53) of the exact sum of its inputs
+    relatively to the sum of their magnitudes, |density| + 2 |noise|. So the gap is at most
+    (_EXP_REL_ERR + 2 gamma_m) (|density| + 2 |noise|): doubled for the slack in using the fast
+    density in place of the exact one, plus an absolute term for exponentials below 1e-307.
+    """
+    n = (2 * kw + 1) ** 2 + kw + 2
+    rel = 2.0 * (_EXP_REL_ERR + 2.0 * n * _ULP_HALF)
+    return rel * (np.abs(dens) + 2.0 * np.abs(noise)) + n * 1e-307
 
 
 def _quickshift_cpu(image: np.ndarray, kernel_size: float, max_dist: float, noise: np.ndarray,
@@ -380,42 +465,41 @@ def _quickshift_cpu(image: np.ndarray, kernel_size: float, max_dist: float, nois
     single = image.dtype == np.float32
     if exact:
         dens = noise.copy()
-        _density_exact_cpu(image, dens, np.arange(height * width), kw, inv, sq)
+        _exact_densities(image, dens, np.arange(height * width), kw, inv, sq)
         tol = np.zeros((height, width), np.float64)
     else:
         planes = np.ascontiguousarray(image.transpose(2, 0, 1))
-        dens, undecided = _density_fast_cpu(planes, noise, kw, inv, sq, single)
         if single:
+            dens = np.empty_like(noise)
+            undecided = np.zeros((height, width), np.uint8)
+            share_rows(lambda lo, hi: _density_f32_cpu(planes, noise, kw, inv, sq, dens,
+                                                       undecided, lo, hi),
+                       height, _per_task(height))
             redo = np.flatnonzero(undecided)
             if redo.size:
                 dens.ravel()[redo] = noise.ravel()[redo]
-                _density_exact_cpu(image, dens, redo, kw, inv, sq)
+                _exact_densities(image, dens, redo, kw, inv, sq)
             tol = np.zeros((height, width), np.float64)
         else:
+            dens = _density_pairs(planes, noise, kw, inv, sq)
             tol = _density_tolerance(dens, noise, kw)
 
-    parent, dist_parent, near = _parents_cpu(image, dens, tol, odr, odc, ods, sq, kw, big)
+    parent = np.empty((height, width), np.intp)
+    dist_parent = np.empty((height, width), image.dtype)
+    near = np.zeros((height, width), np.uint8)
+    share_rows(lambda lo, hi: _parents_cpu(image, dens, tol, odr, odc, ods, sq, kw, big, parent,
+                                           dist_parent, near, lo, hi),
+               height, _per_task(height))
     if not (exact or single) and near.any():
         pixels = _near_pixels(dens, tol, near, kw)
         exact_dens = noise.copy()
-        _density_exact_cpu(image, exact_dens, pixels, kw, inv, sq)
+        _exact_densities(image, exact_dens, pixels, kw, inv, sq)
         has_exact = np.zeros((height, width), np.bool_)
         has_exact.ravel()[pixels] = True
-        _reparent_cpu(image, dens, tol, exact_dens, has_exact, np.flatnonzero(near), parent,
-                      dist_parent, odr, odc, ods, sq, kw, big)
+        redo = np.flatnonzero(near)
+        share_rows(lambda lo, hi: _reparent_cpu(image, dens, tol, exact_dens, has_exact, redo,
+                                                parent, dist_parent, odr, odc, ods, sq, kw, big,
+                                                lo, hi),
+                   redo.size, _per_task(redo.size))
     labels = _labels_cpu(parent, dist_parent, max_dist_t)
     return labels, parent, dist_parent
-
-
-def _density_tolerance(dens: np.ndarray, noise: np.ndarray, kw: int) -> np.ndarray:
-    """Bound on |fast density - scikit-image's density| per pixel (float64).
-
-    Both are the same ordered float64 sum of n <= (2 kw + 1)**2 terms after the noise; terms
-    differ by at most _EXP_REL_ERR relatively and each rounding by half an ulp of a partial sum,
-    whose magnitude is at most |density| + 2 |noise|. So the gap is at most
-    (_EXP_REL_ERR + 2 n * 2**-53) * (|density| + 2 |noise|); doubled for the slack in using the
-    fast density in place of the exact one, plus an absolute term for exponentials below 1e-307.
-    """
-    n = (2 * kw + 1) ** 2
-    rel = 2.0 * (_EXP_REL_ERR + 2.0 * n * _ULP_HALF)
-    return rel * (np.abs(dens) + 2.0 * np.abs(noise)) + n * 1e-307
