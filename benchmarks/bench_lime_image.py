@@ -150,3 +150,28 @@ def test_cold_start(tmp_path):
     note(f"cold start (new process, kernels cached on disk): first explanation {first:.3f} s "
          f"after imports and inputs ({setup:.3f} s); first-ever run (may compile) "
          f"{runs[0][1]:.3f} s")
+
+
+def _explain_default(module, image):
+    """lime's default path: quickshift segmentation inside explain_instance."""
+    explainer = module.LimeImageExplainer(random_state=0)
+    kwargs = {"progress_bar": False} if module is lime_fast else {}
+    return explainer.explain_instance(image, MODEL, top_labels=5, num_samples=NUM_SAMPLES,
+                                      **kwargs)
+
+
+@pytest.mark.benchmark(group="default-segmentation")
+def test_lime_default_segmentation(benchmark, photo_224):
+    benchmark.pedantic(_explain_default, args=(lime_ref, photo_224), rounds=3, iterations=1)
+    record("default-segmentation", "lime", benchmark)
+
+
+@pytest.mark.benchmark(group="default-segmentation")
+def test_limefast_default_segmentation(benchmark, photo_224):
+    _explain_default(lime_fast, photo_224)
+    benchmark.pedantic(_explain_default, args=(lime_fast, photo_224), rounds=20, iterations=1,
+                       warmup_rounds=2)
+    record("default-segmentation", "limefast", benchmark)
+    e = _explain_default(lime_fast, photo_224)
+    stages = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in e.timings.items())
+    note(f"limefast stages (default segmentation): {stages}")
