@@ -71,8 +71,10 @@ def _perturb_cpu(image, fudged, starts, ends, labels, rows, out, lo, hi):
     """Write perturbed images ``lo..hi-1`` of a chunk (serial; releases the GIL).
 
     Each image starts as a bulk copy of whichever source (original or fudged) most of its segments
-    take; then the spans of consecutive runs that take the other source are copied over it. Bulk
-    copies run at memory speed, and merging adjacent runs halves the number of small copies.
+    take; then the spans of consecutive runs that take the other source are copied over it. The
+    spans are found without data-dependent branches (the 0/1 rows are random, so a branch per
+    run mispredicts half the time): every run writes its start and end into the span lists and
+    only advances the list where a span begins or ends.
 
     Args:
         image: (P * C,) unsigned view of the original image, row-major, contiguous.
@@ -88,29 +90,35 @@ def _perturb_cpu(image, fudged, starts, ends, labels, rows, out, lo, hi):
     fudged_addr = fudged.ctypes.data
     out_addr = out.ctypes.data
     row_stride = out.strides[0]
+    span_lo = np.empty(n_runs + 1, np.int64)
+    span_hi = np.empty(n_runs + 1, np.int64)
     for s in range(lo, hi):
         row = rows[s]
         dst = out_addr + s * row_stride
         n_on = 0
         for k in range(row.shape[0]):
             n_on += row[k] != 0
-        base_on = 2 * n_on >= row.shape[0]
+        base_on = np.int64(2 * n_on >= row.shape[0])
         if base_on:
             _memcpy(dst, image_addr, image_bytes)
             other = fudged_addr
         else:
             _memcpy(dst, fudged_addr, image_bytes)
             other = image_addr
-        r = 0
-        while r < n_runs:
-            if (row[labels[r]] != 0) != base_on:
-                a = starts[r] * pixel_bytes
-                r += 1
-                while r < n_runs and (row[labels[r]] != 0) != base_on:
-                    r += 1
-                _memcpy(dst + a, other + a, ends[r - 1] * pixel_bytes - a)
-            else:
-                r += 1
+        n_spans = 0
+        n_ends = 0
+        prev = np.int64(0)
+        for r in range(n_runs):
+            flip = np.int64(row[labels[r]] != 0) ^ base_on  # 1: this run takes `other`
+            span_lo[n_spans] = starts[r]
+            n_spans += flip & (1 - prev)
+            span_hi[n_ends] = starts[r]  # a span that ended at run r-1 ends where r starts
+            n_ends += prev & (1 - flip)
+            prev = flip
+        span_hi[n_ends] = ends[n_runs - 1]
+        for i in range(n_spans):
+            a = span_lo[i] * pixel_bytes
+            _memcpy(dst + a, other + a, span_hi[i] * pixel_bytes - a)
 
 
 def as_bytes_view(array: np.ndarray) -> np.ndarray:
