@@ -340,6 +340,44 @@ class LimeImageExplainer:
         explanation.timings = instance.timings
         return explanation
 
+    def warmup(self, image_shape, classifier, num_samples=1000, dtype=np.uint8, top_labels=5,
+               num_features=100000, segmentation_fn=None, hide_color=None):
+        """Pay an explanation's one-time costs now: kernels compiled, buffers allocated, the
+        model run at every batch shape, so that the first ``explain_instance`` of images of
+        ``image_shape`` is as fast as the next ones.
+
+        A device classifier (``TorchClassifier``) allocates its buffers for ``num_samples``
+        samples and runs its forward; then a short explanation of a synthetic image, with a
+        random state of its own, goes through every stage. ``self.random_state`` is not drawn
+        from, so explanations after a warm-up equal those without one.
+
+        Args:
+            image_shape: (H, W, C) or (H, W) of the images to come.
+            classifier: the ``classifier_fn`` they will be explained with.
+            num_samples, top_labels, num_features, segmentation_fn, hide_color: as the
+                explanations to come will use them.
+            dtype: the images' dtype.
+        """
+        image_shape = tuple(int(s) for s in image_shape)
+        num_samples = _checks.positive_int("num_samples", num_samples)
+        rng = np.random.RandomState(0)
+        # A smooth synthetic image (segmentations of noise are not like those of photos).
+        h, w = image_shape[:2]
+        coarse = rng.rand(*((-(-h // 16), -(-w // 16)) + image_shape[2:]))
+        smooth = np.kron(coarse, np.ones((16, 16) + (1,) * (len(image_shape) - 2)))[:h, :w]
+        dtype = np.dtype(dtype)
+        image = (smooth * (255 if dtype.kind in "iu" else 1)).astype(dtype)
+        samples = min(num_samples, 50)
+        prime = getattr(executor_for(classifier), "warmup", None)
+        if prime is not None:
+            rgb_shape = image_shape if len(image_shape) == 3 else image_shape + (3,)
+            samples = prime(rgb_shape, dtype, num_samples)
+        scratch = LimeImageExplainer(feature_selection=self.feature_selection, random_state=0)
+        scratch.kernel_fn = self.kernel_fn
+        scratch.explain_instance(image, classifier, num_samples=samples, top_labels=top_labels,
+                                 num_features=num_features, segmentation_fn=segmentation_fn,
+                                 hide_color=hide_color, progress_bar=False)
+
 
 # Draws from numpy's global RandomState (random_state=None) are serialised across explainers.
 _GLOBAL_RNG_LOCK = threading.RLock()

@@ -1,0 +1,302 @@
+"""Model-ready batches: perturbed images written scaled, normalised and laid out for the model.
+
+For sample ``s`` (0/1 row ``rows[s]`` of image ``inst[s]``), pixel ``p`` and channel ``c``::
+
+    src = image if rows[s, segments[p]] else fudged
+    out[s, c, p] (NCHW) or out[s, p, c] (channels_last) = float32(src[p, c]) * k[c] + b[c]
+
+with ``k = scale / std`` and ``b = -mean / std`` rounded to float32, and the product rounded
+before the sum (no fused multiply-add), so every backend writes the same bits. The result is
+stored in the output's dtype (float32, or float16 on CUDA).
+
+- ``_model_ready_cpu``: the fused kernel for the CPU, one pass per sample (serial and GIL-free;
+  ``limefast.kernels.threads.share_rows`` spreads samples over cores); it also writes the
+  ``TorchClassifier``'s NumPy batches (rows of ones).
+- ``_model_ready_cuda``: its CUDA twin, one thread per (pixel, sample).
+- ``RunPlan``: the CPU explainer's fast path. The two model-ready source images (original and
+  fudged) are written once per image by ``_model_ready_cpu``; every sample is then a bulk copy of
+  the source most of its segments take plus copies of the runs of pixels that take the other
+  (``_select_runs_cpu``), which runs at memory speed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import cuda, float32, njit
+from numba.core import config as numba_config
+
+from limefast import config
+from limefast.kernels.perturb import _memcpy, _segment_runs_cpu
+from limefast.kernels.threads import share_rows
+
+# -- CPU ------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _model_ready_cpu(images, fudged, segments, rows, inst, row0, k, b, out, channels_last, lo,
+                     hi):
+    """Write model-ready samples ``row0 + lo .. row0 + hi - 1`` into ``out[lo .. hi - 1]``.
+
+    Serial and GIL-free: the host function shares the samples between threads.
+
+    Args:
+        images, fudged: (G, P * C) original and fudged images, row-major HWC, any numeric dtype.
+        segments: (G, P) integer segment labels 0..F-1, or (1, P) shared by all images.
+        rows: (N, F') 0/1 rows (F' >= F), any integer dtype.
+        inst: (N,) index into ``images`` of each row.
+        row0: the row written to ``out[0]``.
+        k, b: (C,) float32 scale and offset per channel.
+        out: (>= hi, C * P) float32, flat NCHW or NHWC.
+        channels_last: NHWC if true, else NCHW.
+        lo, hi: the samples of ``out`` to write.
+    """
+    channels = k.shape[0]
+    n_pixels = segments.shape[1]
+    for i in range(lo, hi):
+        s = row0 + i
+        g = inst[s]
+        row = rows[s]
+        image = images[g]
+        other = fudged[g]
+        seg = segments[g if segments.shape[0] > 1 else 0]
+        dst = out[i]
+        for p in range(n_pixels):
+            src = image if row[seg[p]] != 0 else other
+            for c in range(channels):
+                value = np.float32(src[p * channels + c]) * k[c] + b[c]
+                if channels_last:
+                    dst[p * channels + c] = value
+                else:
+                    dst[c * n_pixels + p] = value
+
+
+@njit(cache=True, nogil=True)
+def _select_runs_cpu(on, off, starts, ends, labels, run_offsets, rows, inst, row0, out,
+                     n_planes, plane_len, lo, hi):
+    """Samples ``lo .. hi - 1`` assembled from two model-ready images by segment runs.
+
+    Each sample starts as a bulk copy of the image most of its segments take; the spans of
+    consecutive runs that take the other image are copied over it, in each of ``n_planes``
+    planes (NCHW: C planes of P values; NHWC: one plane of P * C values, C per pixel).
+
+    Args:
+        on, off: (G, L) model-ready original and fudged images (L = C * P), contiguous.
+        starts, ends, labels: runs [start, end) of pixels of one segment, all images' runs
+            concatenated; image ``g`` owns runs ``run_offsets[g] .. run_offsets[g + 1] - 1``.
+        rows, inst, row0, lo, hi: as for ``_model_ready_cpu``.
+        out: (>= hi, L) contiguous, same dtype as ``on``.
+    """
+    itemsize = on.itemsize
+    sample_bytes = on.shape[1] * itemsize
+    out_addr = out.ctypes.data
+    for i in range(lo, hi):
+        s = row0 + i
+        g = inst[s]
+        row = rows[s]
+        r = run_offsets[g]
+        r_end = run_offsets[g + 1]
+        n_features = 0
+        for t in range(r, r_end):
+            n_features = max(n_features, labels[t] + 1)
+        n_on = 0
+        for f in range(n_features):
+            n_on += row[f] != 0
+        base_on = 2 * n_on >= n_features
+        on_addr = on.ctypes.data + g * sample_bytes
+        off_addr = off.ctypes.data + g * sample_bytes
+        dst = out_addr + i * out.strides[0]
+        _memcpy(dst, on_addr if base_on else off_addr, sample_bytes)
+        src = off_addr if base_on else on_addr
+        step = plane_len // ends[r_end - 1] * itemsize
+        while r < r_end:
+            if (row[labels[r]] != 0) != base_on:
+                a = starts[r] * step
+                r += 1
+                while r < r_end and (row[labels[r]] != 0) != base_on:
+                    r += 1
+                nbytes = ends[r - 1] * step - a
+                for plane in range(n_planes):
+                    o = plane * plane_len * itemsize + a
+                    _memcpy(dst + o, src + o, nbytes)
+            else:
+                r += 1
+
+
+def normalise_coefficients(scale: float, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """(k, b) float32 with ``x * k + b == (x * scale - mean) / std`` up to rounding."""
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    return (np.ascontiguousarray(scale / std, dtype=np.float32),
+            np.ascontiguousarray(-mean / std, dtype=np.float32))
+
+
+def _per_task(sample_bytes: int) -> int:
+    return max(1, config.TASK_BYTES // max(1, sample_bytes))
+
+
+def launch_model_ready_cpu(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
+                           channels_last) -> None:
+    """``_model_ready_cpu`` over ``n_rows`` samples, shared between threads."""
+    args = (images, fudged, segments, rows, inst, row0, k, b, out, channels_last)
+    share_rows(lambda lo, hi: _model_ready_cpu(*args, lo, hi), n_rows,
+               _per_task(out.shape[1] * out.itemsize))
+
+
+def kernel_input(images: np.ndarray) -> np.ndarray:
+    """Images as the kernels take them: contiguous, float16 widened to float32 (exactly)."""
+    images = np.ascontiguousarray(images)
+    return images.astype(np.float32) if images.dtype == np.float16 else images
+
+
+def model_ready_cpu(batch: np.ndarray, k: np.ndarray, b: np.ndarray, out: np.ndarray,
+                    channels_last: bool) -> None:
+    """Scale, normalise and lay out a (N, H, W, C) batch into ``out`` (>= N, C * H * W) float32.
+
+    The fused kernel with every segment switched on: each image is its own original.
+    """
+    n = batch.shape[0]
+    flat = kernel_input(batch).reshape(n, -1)
+    segments = np.zeros((1, batch.shape[1] * batch.shape[2]), np.int32)
+    ones = np.ones((n, 1), np.uint8)
+    launch_model_ready_cpu(flat, flat, segments, ones, np.arange(n, dtype=np.int32), 0, n, k, b,
+                           out, channels_last)
+
+
+class RunPlan:
+    """The CPU explainer's model-ready writer for a group of images of one shape.
+
+    Args:
+        images, fudged: (G, H, W, C) originals and fudged images.
+        segments: (G, H, W) integer labels 0..F_g-1.
+        k, b: (C,) float32 coefficients.
+        channels_last: layout of the written samples.
+        planes: optional (2, >= G, C * H * W) float32 scratch to reuse.
+    """
+
+    def __init__(self, images, fudged, segments, k, b, channels_last, planes=None):
+        g, h, w, c = images.shape
+        length = h * w * c
+        if planes is None or planes.shape[1] < g or planes.shape[2] != length:
+            planes = np.empty((2, g, length), np.float32)
+        self.planes = planes  # the scratch, for the next plan of this shape to reuse
+        self.on, self.off = planes[0, :g], planes[1, :g]
+        # The two source images of every sample, model-ready, by the fused kernel itself.
+        model_ready_cpu(images, k, b, self.on, channels_last)
+        model_ready_cpu(fudged, k, b, self.off, channels_last)
+        runs = [_segment_runs_cpu(np.ascontiguousarray(s).reshape(-1)) for s in segments]
+        self.run_offsets = np.concatenate([[0], np.cumsum([len(r[0]) for r in runs])])
+        self.starts, self.ends, self.labels = (np.concatenate([r[i] for r in runs])
+                                               for i in range(3))
+        self.n_planes, self.plane_len = (1, length) if channels_last else (c, h * w)
+
+    def write(self, rows: np.ndarray, inst: np.ndarray, row0: int, n_rows: int,
+              out: np.ndarray) -> None:
+        """Samples ``row0 .. row0 + n_rows - 1`` into ``out[:n_rows]`` (flat, float32)."""
+        if not out.flags.c_contiguous or out.shape[0] < n_rows or out.shape[1] != self.on.shape[1]:
+            raise ValueError("out must be a C-contiguous (>= n_rows, C * H * W) buffer")
+        args = (self.on, self.off, self.starts, self.ends, self.labels, self.run_offsets, rows,
+                inst, row0, out, self.n_planes, self.plane_len)
+        share_rows(lambda lo, hi: _select_runs_cpu(*args, lo, hi), n_rows,
+                   _per_task(out.shape[1] * out.itemsize))
+
+
+# -- CUDA -----------------------------------------------------------------------------------
+
+if numba_config.ENABLE_CUDASIM:
+    def _mul_rn(a, b):  # the simulator computes in NumPy float32: already rounded
+        return a * b
+else:
+    from numba.cuda import libdevice
+
+    _mul_rn = libdevice.fmul_rn  # a rounded product, never contracted into an FMA
+
+
+def _model_ready_cuda(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
+                      channels_last):
+    """CUDA twin of ``_model_ready_cpu``: thread (x, y) writes pixel x of samples y,
+    y + gridDim.y, ...
+
+    ``out`` may be float32 or float16 (rounded to nearest from the float32 value).
+    """
+    p = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    n_pixels = segments.shape[1]
+    if p >= n_pixels:
+        return
+    channels = k.shape[0]
+    for i in range(cuda.blockIdx.y, n_rows, cuda.gridDim.y):
+        s = row0 + i
+        g = inst[s]
+        on = rows[s, segments[g if segments.shape[0] > 1 else 0, p]] != 0
+        for c in range(channels):
+            if on:
+                v = images[g, p * channels + c]
+            else:
+                v = fudged[g, p * channels + c]
+            value = _mul_rn(float32(v), k[c]) + b[c]
+            if channels_last:
+                out[i, p * channels + c] = value
+            else:
+                out[i, c * n_pixels + p] = value
+
+
+def model_ready_signature(image_dtype, out_dtype, segment_dtype=np.int32, row_dtype=np.uint8):
+    """The numba signature ``_model_ready_cuda`` is compiled for."""
+    from numba import from_dtype, types
+
+    def arr(dtype, ndim):
+        return types.Array(from_dtype(np.dtype(dtype)), ndim, "C")
+
+    return types.void(arr(image_dtype, 2), arr(image_dtype, 2), arr(segment_dtype, 2),
+                      arr(row_dtype, 2), arr(np.int32, 1), types.int64, types.int64,
+                      arr(np.float32, 1), arr(np.float32, 1), arr(out_dtype, 2), types.boolean)
+
+
+@functools.cache
+def model_ready_kernel_for(device_id: int, image_dtype: str, out_dtype: str):
+    """``_model_ready_cuda`` compiled for one device, image dtype and output dtype (cached)."""
+    return cuda.jit(model_ready_signature(image_dtype, out_dtype))(_model_ready_cuda)
+
+
+def launch_model_ready_cuda(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
+                            channels_last, stream=0, device_id=0):
+    """Launch ``_model_ready_cuda`` on ``stream``; arrays are numba device arrays (or NumPy in
+    the simulator)."""
+    if n_rows <= 0:
+        return
+    kernel = model_ready_kernel_for(device_id, str(np.dtype(images.dtype)),
+                                    str(np.dtype(out.dtype)))
+    threads = config.CUDA_THREADS_PER_BLOCK
+    n_pixels = segments.shape[1]
+    grid = ((n_pixels + threads - 1) // threads, min(n_rows, config.CUDA_MAX_GRID_Y))
+    kernel[grid, threads, stream](images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
+                                  channels_last)
+
+
+def as_cuda_array(array, sync: bool = False):
+    """A numba device view of a CUDA array, without a copy.
+
+    Takes anything with ``__cuda_array_interface__`` (PyTorch, CuPy, numba) or DLPack
+    (``__dlpack__``); NumPy arrays are copied to the device (in the simulator too).
+    """
+    if isinstance(array, np.ndarray):
+        return cuda.to_device(np.ascontiguousarray(array))
+    if hasattr(array, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(array, sync=sync)
+    if hasattr(array, "__dlpack__"):
+        kind = array.__dlpack_device__()[0] if hasattr(array, "__dlpack_device__") else None
+        if kind not in (2, 13):  # kDLCUDA, kDLCUDAManaged
+            raise TypeError(f"expected an array on a CUDA device; got a {type(array).__name__} "
+                            f"on DLPack device type {kind} (move it with .cuda() / cupy.asarray)")
+        try:
+            import torch
+        except ImportError as exc:  # pragma: no cover - DLPack without torch
+            raise TypeError(
+                f"a DLPack array of type {type(array).__name__} needs torch to be read without "
+                "a copy (pip install 'limefast[torch]'), or pass a CuPy/numba array"
+            ) from exc
+        return cuda.as_cuda_array(torch.from_dlpack(array), sync=sync)
+    raise TypeError(
+        f"expected a CUDA array (__cuda_array_interface__ or DLPack); got {type(array).__name__}"
+    )

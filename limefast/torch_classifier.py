@@ -1,0 +1,409 @@
+"""``TorchClassifier``: a PyTorch model as a classifier that explanations run on its device.
+
+Called with a NumPy batch (N, H, W, C) it returns NumPy probabilities, so it is a valid
+``classifier_fn`` for lime itself. Given to ``limefast``'s ``explain_instance`` or
+``explain_batch``, it supplies the device executor (``limefast.device``): the perturbed samples
+are written model-ready on the device, the forward runs there and only the surrogate's
+coefficients come back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import threading
+
+import numpy as np
+
+from . import config
+from .kernels.model_ready import model_ready_cpu, normalise_coefficients
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+COMPILE_MODES = (None, "trace", "script", "inductor")
+OUTPUTS = ("softmax", "sigmoid", "raw")
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is installed in the test env
+        raise ImportError(
+            "limefast.TorchClassifier needs PyTorch: pip install 'limefast[torch]'"
+        ) from exc
+    return torch
+
+
+class TorchClassifier:
+    """A PyTorch image classifier for LIME, run on its device.
+
+    Args:
+        model: a ``torch.nn.Module`` mapping (N, C, H, W) float images to (N, n_classes)
+            outputs. It is put in eval mode (and converted to channels_last memory format when
+            ``channels_last``), in place.
+        mean, std: per-channel normalisation, applied after ``scale``; their length is the
+            number of channels images must have.
+        scale: factor mapping the image's values to [0, 1]; None means 1/255 for uint8,
+            1/65535 for uint16 and 1 for float images.
+        device: 'cpu', 'cuda' or 'cuda:i'; None picks CUDA when there is one, else the CPU.
+            The model must already be on it.
+        precision: 'fp32', 'fp16' or 'bf16' (autocast), or 'auto': fp16 on CUDA, fp32 on the
+            CPU.
+        channels_last: feed the model NHWC memory-format tensors (faster convolutions on
+            recent CPUs and on tensor cores).
+        compile: None, 'trace' or 'script' (TorchScript; traced once per input shape), or
+            'inductor' (``torch.compile`` with frozen weights, once per input shape).
+        output: 'softmax', 'sigmoid' or 'raw': what is applied to the model's outputs.
+        batch_size: images per forward; None chooses ``config.TORCH_CPU_BATCH`` on the CPU
+            and, on CUDA, from the device's free memory. It replaces ``explain_instance``'s
+            ``batch_size`` (lime's default of 10 is made for Python classifiers).
+        cuda_graph: capture the fixed-shape forward in a CUDA graph (CUDA only).
+
+    Raises:
+        RuntimeError: CUDA asked for without a GPU visible to PyTorch, or without a working
+            numba CUDA (the device kernels are Numba CUDA kernels).
+        ValueError, TypeError: bad arguments, or a model on another device than ``device``.
+    """
+
+    def __init__(self, model, *, mean=(0., 0., 0.), std=(1., 1., 1.), scale=None, device=None,
+                 precision="auto", channels_last=True, compile=None, output="softmax",
+                 batch_size=None, cuda_graph=False):
+        torch = _import_torch()
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"model must be a torch.nn.Module; got {type(model).__name__} (wrap a function "
+                "in an nn.Module whose forward calls it)"
+            )
+        self.mean, self.std = _channel_stats(mean, std)
+        if scale is not None:
+            if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
+                    np.isfinite(scale) and scale > 0):
+                raise ValueError(f"scale must be a positive finite number or None; got {scale!r}")
+            scale = float(scale)
+        self.scale = scale
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}; got {compile!r}")
+        if batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or (
+                    batch_size < 1):
+                raise ValueError(f"batch_size must be an integer >= 1 or None; got {batch_size!r}")
+            batch_size = int(batch_size)
+        self.batch_size = batch_size
+        self.output = output
+        self.compile = compile
+        self.channels_last = bool(channels_last)
+        self.device = _resolve_device(torch, device)
+        self.precision = _resolve_precision(torch, precision, self.device)
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError("cuda_graph=True needs a CUDA device; got device="
+                             f"'{self.device}' (drop cuda_graph, or pass device='cuda')")
+        self.cuda_graph = bool(cuda_graph)
+        _check_model_device(model, self.device)
+
+        model.eval()
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._batches: dict = {}
+        self._start()
+
+    def _start(self) -> None:
+        """The compiled module, caches, buffers and lock: what pickling leaves out."""
+        torch = _import_torch()
+        self._module = self.model
+        if self.compile == "script":
+            try:
+                self._module = torch.jit.script(self.model)
+            except Exception as exc:
+                raise ValueError(
+                    f"torch.jit.script failed on this model ({exc}); use compile='trace' or None"
+                ) from exc
+        elif self.compile == "inductor":
+            # Frozen: the weights become constants, batch norms fold into the convolutions
+            # and the weights are prepacked (on the CPU nearly twice as fast as eager fp32 for
+            # a ResNet); weights changed after the first call are not seen.
+            self._module = torch.compile(self.model, dynamic=False, options={"freezing": True})
+        self._traced: dict = {}
+        self._checked: set = set()
+        self._numpy_buffers: dict = {}
+        self._executor = None
+        # One forward at a time through the shared buffers (explanations in several threads).
+        self.lock = threading.RLock()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in ("_module", "_traced", "_checked", "_numpy_buffers", "_executor", "lock"):
+            del state[key]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._start()
+
+    # -- what the forward runs with ------------------------------------------------------------
+    @property
+    def amp_dtype(self):
+        """The autocast dtype, or None for fp32."""
+        torch = _import_torch()
+        return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+    @property
+    def input_dtype(self):
+        """The dtype model-ready batches are written in: float16 for fp16 on CUDA, else float32."""
+        torch = _import_torch()
+        if self.precision == "fp16" and self.device.type == "cuda":
+            return torch.float16
+        return torch.float32
+
+    def inference(self):
+        """The context every forward runs in: inference mode and, unless fp32, autocast."""
+        torch = _import_torch()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.amp_dtype is not None:
+            # The cast weights are cached for the whole context (one loop over the batches),
+            # except under CUDA-graph capture, which must not hold on to them.
+            stack.enter_context(torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                               cache_enabled=not self.cuda_graph))
+        return stack
+
+    def scale_for(self, dtype) -> float:
+        """The factor mapping images of ``dtype`` to [0, 1]."""
+        if self.scale is not None:
+            return self.scale
+        dtype = np.dtype(dtype)
+        if dtype == np.uint8:
+            return 1.0 / 255.0
+        if dtype == np.uint16:
+            return 1.0 / 65535.0
+        if dtype.kind == "f":
+            return 1.0
+        raise ValueError(
+            f"no default scale for {dtype} images: pass TorchClassifier(..., scale=...) mapping "
+            "their values to [0, 1]"
+        )
+
+    def coefficients(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """(k, b) float32 per channel: model-ready = pixel * k + b."""
+        return normalise_coefficients(self.scale_for(dtype), self.mean, self.std)
+
+    def check_image_shape(self, shape) -> None:
+        """Images must be (H, W, C) with C the length of ``mean``/``std``."""
+        shape = tuple(shape)
+        if len(shape) != 3 or shape[2] != self.mean.size:
+            got = f"{shape[2]} channels" if len(shape) == 3 else f"shape {shape}"
+            raise ValueError(
+                f"the image has {got} but the TorchClassifier's mean/std have "
+                f"{self.mean.size} values: pass mean= and std= with one value per channel, or "
+                "convert the image (a 2-D image becomes RGB through gray2rgb)"
+            )
+
+    def batch_for(self, image_shape) -> int:
+        """Images per forward for images of ``image_shape`` (fixed once chosen)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        key = tuple(image_shape)
+        if key not in self._batches:
+            if self.device.type == "cpu":
+                batch = config.TORCH_CPU_BATCH
+            else:
+                torch = _import_torch()
+                free, _ = torch.cuda.mem_get_info(self.device)
+                itemsize = torch.empty((), dtype=self.input_dtype).element_size()
+                per_image = int(np.prod(key)) * itemsize * config.TORCH_ACTIVATION_FACTOR
+                batch = int(free * config.DEVICE_MEMORY_FRACTION // max(1, per_image))
+                batch = max(1, min(config.TORCH_MAX_DEVICE_BATCH, batch))
+            self._batches[key] = batch
+        return self._batches[key]
+
+    def forward(self, x):
+        """Probabilities (n, n_classes) float32 of a model-ready (n, C, H, W) device tensor.
+
+        Call inside ``inference()``. The output is checked once per input shape.
+        """
+        torch = _import_torch()
+        module = self._module
+        if self.compile == "trace":
+            module = self._traced_for(x)
+        out = module(x)
+        key = tuple(x.shape)
+        if key not in self._checked:
+            _check_output(torch, out, x.shape[0])
+            self._checked.add(key)
+        out = out.float()
+        if self.output == "softmax":
+            return torch.softmax(out, dim=1)
+        if self.output == "sigmoid":
+            return torch.sigmoid(out)
+        return out
+
+    def _traced_for(self, x):
+        torch = _import_torch()
+        key = (tuple(x.shape), x.dtype, self.channels_last)
+        if key not in self._traced:
+            # Traced in float32 outside autocast and inference mode (autocast's cast weights
+            # and inference tensors would be baked in as constants); the traced graph then runs
+            # under the forward's autocast like the module itself.
+            with torch.inference_mode(False), torch.no_grad(), torch.autocast(
+                    self.device.type, enabled=False):
+                example = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
+                if self.channels_last:
+                    example = example.to(memory_format=torch.channels_last)
+                self._traced[key] = torch.jit.trace(self.model, example, check_trace=False)
+        return self._traced[key]
+
+    # -- the NumPy classifier_fn ---------------------------------------------------------------
+    def __call__(self, batch) -> np.ndarray:
+        """(N, n_classes) float32 NumPy probabilities of a (N, H, W, C) NumPy batch.
+
+        The batch is scaled, normalised and laid out by the same kernel as the device path,
+        then run ``batch_for`` images at a time.
+        """
+        torch = _import_torch()
+        if torch.is_tensor(batch):
+            batch = batch.detach().cpu().numpy()
+        batch = np.asarray(batch)
+        if batch.ndim != 4:
+            raise ValueError(f"TorchClassifier takes a (N, H, W, C) batch; got shape {batch.shape}")
+        self.check_image_shape(batch.shape[1:])
+        if batch.dtype.kind not in "iuf":
+            raise TypeError(f"the batch must hold numbers; got dtype {batch.dtype}")
+        n = batch.shape[0]
+        step = self.batch_for(batch.shape[1:])
+        outputs = []
+        with self.lock, self.inference():
+            for start in range(0, n, step):
+                chunk = batch[start:start + step]
+                x = self._model_ready(chunk)
+                outputs.append(self.forward(x).cpu().numpy())
+        if not outputs:
+            raise ValueError("TorchClassifier got an empty batch")
+        return np.concatenate(outputs)
+
+    def _model_ready(self, chunk: np.ndarray):
+        torch = _import_torch()
+        n, h, w, c = chunk.shape
+        k, b = self.coefficients(chunk.dtype)
+        if self.device.type == "cpu":
+            key = (h, w, c)
+            buf = self._numpy_buffers.get(key)
+            if buf is None or buf.shape[0] < n:
+                buf = np.empty((max(n, self.batch_for(key)), h * w * c), np.float32)
+                self._numpy_buffers[key] = buf
+            model_ready_cpu(chunk, k, b, buf, self.channels_last)
+            return as_nchw(torch.from_numpy(buf[:n]), (n, h, w, c), self.channels_last)
+        from .device import model_ready_numpy_cuda
+
+        return model_ready_numpy_cuda(self, chunk, k, b)
+
+    # -- the explainer's hook ------------------------------------------------------------------
+    def limefast_executor(self):
+        """The device executor (``limefast.device.TorchExecutor``) for this classifier."""
+        if self._executor is None:
+            from .device import TorchExecutor
+
+            self._executor = TorchExecutor(self)
+        return self._executor
+
+    def __repr__(self) -> str:
+        return (f"TorchClassifier({type(self.model).__name__}, device='{self.device}', "
+                f"precision='{self.precision}', channels_last={self.channels_last}, "
+                f"compile={self.compile!r}, output='{self.output}', "
+                f"batch_size={self.batch_size})")
+
+
+def as_nchw(flat, shape, channels_last: bool):
+    """(n, C, H, W) view of a flat (n, C*H*W) model-ready tensor written NHWC or NCHW."""
+    n, h, w, c = shape
+    if channels_last:
+        return flat.view(n, h, w, c).permute(0, 3, 1, 2)
+    return flat.view(n, c, h, w)
+
+
+def _channel_stats(mean, std):
+    try:
+        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+        std = np.asarray(std, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"mean and std must be sequences of numbers; got {mean!r}, {std!r}"
+        ) from exc
+    if mean.size == 0 or mean.size != std.size:
+        raise ValueError(
+            f"mean and std must have one value per channel, the same number; got {mean.size} "
+            f"and {std.size}"
+        )
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()) or (std <= 0).any():
+        raise ValueError(f"mean must be finite and std positive; got mean={mean}, std={std}")
+    return mean, std
+
+
+def _resolve_device(torch, device):
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:i'; got {device!r}") from exc
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type != "cuda":
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:i'; got '{device}'")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device='{device}' was asked for but PyTorch sees no CUDA GPU "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}): pass "
+            "device='cpu', or run where a GPU and its driver are visible"
+        )
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device='{device}' but only {torch.cuda.device_count()} CUDA device(s) are visible"
+        )
+    from numba import cuda as numba_cuda
+
+    if not numba_cuda.is_available():
+        raise RuntimeError(
+            "the CUDA device path launches Numba CUDA kernels, but numba.cuda finds no usable "
+            "driver or toolkit: install numba-cuda and the CUDA runtime "
+            "(pip install 'limefast[cuda]'), or pass device='cpu'"
+        )
+    return torch.device("cuda", index)
+
+
+def _resolve_precision(torch, precision, device):
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision='bf16' but {torch.cuda.get_device_name(device)} has no "
+                         "bfloat16 support: use precision='fp16'")
+    return precision
+
+
+def _check_model_device(model, device) -> None:
+    tensors = list(model.parameters()) + list(model.buffers())
+    found = {t.device for t in tensors}
+    wrong = sorted(str(d) for d in found if d.type != device.type or (
+        device.type == "cuda" and d.index != device.index))
+    if wrong:
+        raise ValueError(
+            f"the model's parameters are on {', '.join(wrong)} but device='{device}' was asked "
+            f"for: move the model with model.to('{device}'), or pass device='{wrong[0]}'"
+        )
+
+
+def _check_output(torch, out, n) -> None:
+    if not torch.is_tensor(out):
+        raise TypeError(
+            f"the model returned a {type(out).__name__}; TorchClassifier needs one (N, n_classes) "
+            "tensor: wrap the model in an nn.Module whose forward returns it (e.g. out['logits'] "
+            "or out[0])"
+        )
+    if out.ndim != 2 or out.shape[0] != n:
+        raise ValueError(
+            f"the model must return (N, n_classes) outputs; got shape {tuple(out.shape)} for "
+            f"N={n} images: flatten or select the class scores in a wrapper module"
+        )
