@@ -1,0 +1,310 @@
+"""What the command line reads and writes, checked before any work starts.
+
+Every problem with the user's input (an unknown model, an unreadable image, weights that do not
+fit, an output folder that cannot be written) raises ``InputError`` with one line that says what
+is wrong; the command line prints it and exits with status 2. Outputs are written into a hidden
+staging folder inside the output folder and moved into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import io
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Seconds a stalled download of pretrained weights may wait on the network before giving up.
+DOWNLOAD_TIMEOUT = 20.0
+
+
+class InputError(Exception):
+    """Bad input from the user: one line of explanation, exit status 2."""
+
+
+# -- images -----------------------------------------------------------------------------------
+
+def load_image(path: str, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB: the shorter side resized to ``size``, then a centre crop (as
+    the torchvision tutorials do); ``size`` 0 keeps the image as it is."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if size:
+                scale = size / min(img.size)
+                w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+                img = img.resize((w, h), Image.BILINEAR)
+                left, top = (w - size) // 2, (h - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+            return np.asarray(img, dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot read image {path}: {_reason(exc)}") from exc
+
+
+def image_names(paths: list[str]) -> list[str]:
+    """A distinct, file-system-safe name per image: its stem, numbered when stems repeat."""
+    names, seen = [], {}
+    for path in paths:
+        stem = _safe(Path(path).stem) or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return names
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-.")
+
+
+# -- models -----------------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    """A model ready to explain: ``classifier`` takes (N, H, W, 3) uint8, returns probabilities.
+
+    ``module`` is the torch module (None for a plain callable from a factory), with the
+    preprocessing ``mean``/``std`` (on images scaled to [0, 1]) that Grad-CAM must repeat.
+    """
+
+    spec: str
+    tag: str
+    classifier: object
+    module: object = None
+    weights: str = "random"
+    categories: list | None = None
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    notes: list = field(default_factory=list)
+
+    def label_name(self, label: int) -> str:
+        if self.categories and 0 <= label < len(self.categories):
+            return str(self.categories[label])
+        return f"class {label}"
+
+
+def load_model(spec: str, weights: str | None, *, device=None, precision="auto",
+               mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int = 0,
+               batch_size: int | None = None) -> LoadedModel:
+    """The model ``spec`` names: a torchvision classification model, or ``module:factory``.
+
+    Args:
+        spec: torchvision model name (``resnet18``), or ``package.module:function`` returning a
+            ``torch.nn.Module`` (wrapped in a TorchClassifier) or any ``classifier_fn``.
+        weights: None (random weights, with a warning), ``DEFAULT`` (torchvision's pretrained
+            weights, downloaded if not cached) or a state-dict file.
+        device, precision, batch_size: the TorchClassifier's.
+        mean, std: preprocessing of a module's input.
+        seed: seeds torch before building, so random weights are the same on every run.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    categories = None
+    if ":" in spec:
+        module = _from_factory(spec)
+        if weights == "DEFAULT":
+            raise InputError(f"--weights DEFAULT asks torchvision for pretrained weights; "
+                             f"{spec} is not a torchvision model (give a weights file)")
+    else:
+        module, categories = _torchvision_model(spec, weights)
+    tag = _safe(spec.replace(":", "-")) or "model"
+    if not isinstance(module, torch.nn.Module):
+        if weights not in (None, "DEFAULT"):
+            raise InputError(f"--weights {weights}: {spec} returned a callable, not a torch "
+                             "module, so there is nothing to load the weights into")
+        return LoadedModel(spec, tag, module, None, "given by the factory", None)
+    described = "random"
+    if weights is not None and weights != "DEFAULT":
+        load_state_dict_file(module, weights, spec)
+        described = weights
+    elif weights == "DEFAULT":
+        described = "DEFAULT"
+    module.eval()
+    classifier = _torch_classifier(module, mean, std, device, precision, batch_size, spec)
+    loaded = LoadedModel(spec, tag, classifier, module, described, categories, tuple(mean),
+                         tuple(std))
+    if weights is None:
+        loaded.notes.append(f"{spec} has random weights (no --weights file): its explanations "
+                            "describe an untrained network")
+    return loaded
+
+
+def _from_factory(spec: str):
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InputError(f"--model {spec}: write module:factory, e.g. mypackage.models:build")
+    if os.getcwd() not in sys.path:  # a console script does not look in the current folder
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"--model {spec}: cannot import {module_name}: {_reason(exc)}") from exc
+    factory = getattr(mod, attr, None)
+    if not callable(factory):
+        raise InputError(f"--model {spec}: {module_name} has no callable {attr!r}")
+    try:
+        built = factory()
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
+        raise InputError(f"--model {spec}: {attr}() failed: {_reason(exc)}") from exc
+    if not callable(built):
+        raise InputError(f"--model {spec}: {attr}() returned {type(built).__name__}, not a "
+                         "torch module or a classifier function")
+    return built
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _torchvision_model(name: str, weights: str | None):
+    import torchvision
+
+    names = torchvision_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InputError(f"unknown model {name!r}: not a torchvision classification model{hint}; "
+                         "use one of torchvision.models.list_models() or module:factory")
+    extra = {"init_weights": False} if name in ("inception_v3", "googlenet") else {}
+    module = torchvision.models.get_model(name, weights=None, **extra)
+    if weights != "DEFAULT":
+        return module, None
+    enum = torchvision.models.get_model_weights(name).DEFAULT
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    chatter = io.StringIO()  # torch.hub's "Downloading: ..." line: the error alone is enough
+    try:
+        with contextlib.redirect_stderr(chatter):
+            state = enum.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # noqa: BLE001 - network, disk and hash failures alike
+        raise InputError(f"cannot get torchvision's pretrained weights {enum} for {name}: "
+                         f"{_reason(exc)} (download them where the network allows it, or give "
+                         "--weights FILE)") from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+    if chatter.getvalue().strip():
+        print(f"limefast: downloaded {enum} for {name}", file=sys.stderr)
+    module.load_state_dict(state)
+    return module, list(enum.meta.get("categories") or []) or None
+
+
+def load_state_dict_file(module, path: str, spec: str) -> None:
+    """Load a state dict saved with ``torch.save`` into ``module``, or say why it does not fit."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read weights file {path}: {_reason(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+        raise InputError(f"cannot read weights file {path}: {_reason(exc)}") from exc
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"weights file {path} holds {type(state).__name__}, not a state dict "
+                         "(save one with torch.save(model.state_dict(), path))")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    problems = []
+    if mismatched:
+        k = mismatched[0]
+        problems.append(f"{len(mismatched)} shape mismatch(es), first {k}: "
+                        f"{tuple(own[k].shape)} in the model, {tuple(state[k].shape)} in the file")
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), first {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), first {unexpected[0]}")
+    if problems:
+        raise InputError(f"weights file {path} does not fit {spec}: {'; '.join(problems)}")
+    module.load_state_dict(state)
+
+
+def _torch_classifier(module, mean, std, device, precision, batch_size, spec):
+    import torch
+
+    try:
+        from .torch_classifier import TorchClassifier
+    except ImportError as exc:
+        raise InputError(f"--model {spec} needs limefast.TorchClassifier: {_reason(exc)}") from exc
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        module.to(device)  # a TorchClassifier wants the model on its device already
+        return TorchClassifier(module, mean=mean, std=std, device=device, precision=precision,
+                               batch_size=batch_size)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(f"--model {spec} on --device {device}: {_reason(exc)}") from exc
+
+
+# -- output -----------------------------------------------------------------------------------
+
+class Staging:
+    """Outputs go to a hidden folder inside ``out``; ``commit`` moves them into place.
+
+    Creating ``out`` and the staging folder up front checks that it can be written before any
+    work; ``abort`` removes what was staged (and ``out`` itself if this run created it).
+    """
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"output folder {out} exists and is not a folder")
+        self.created = not self.out.exists()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.root = Path(tempfile.mkdtemp(prefix=".limefast-", dir=self.out))
+        except OSError as exc:
+            self._remove_out()
+            raise InputError(f"cannot write to output folder {out}: {_reason(exc)}") from exc
+
+    def path(self, *parts: str) -> Path:
+        """Where to write ``out/parts...`` for now (parent folders created)."""
+        target = self.root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def commit(self) -> list[Path]:
+        """Move every staged file into ``out`` (same relative path), replacing older files."""
+        moved = []
+        for staged in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            target = self.out / staged.relative_to(self.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+            moved.append(target)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return moved
+
+    def abort(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self._remove_out()
+
+    def _remove_out(self) -> None:
+        if self.created:
+            try:
+                self.out.rmdir()
+            except OSError:
+                pass
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,213 @@
+"""A small CNN on scikit-learn's bundled handwritten digits: a model to explain, nothing downloaded.
+
+scikit-learn ships 1797 8x8 digits (``sklearn.datasets.load_digits``). They are upscaled to
+``size x size`` RGB uint8 images, the form a ``classifier_fn`` gets from the explainer, and a
+small CNN is trained on 80% of them in a few seconds on two CPU cores. The trained weights
+are cached as a small state-dict file (``$LIMEFAST_CACHE``, else ``$XDG_CACHE_HOME/limefast`` or
+``~/.cache/limefast``), so only the first run trains.
+
+Training is seeded: the same machine and thread count give the same weights.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "limefast.digits needs PyTorch: pip install 'limefast[torch]'"
+    ) from exc
+
+SIZE = 32
+# Bump when the data, the architecture or the training change: old cache files are then ignored.
+MODEL_VERSION = 2
+EPOCHS = 6
+BATCH = 64
+
+
+def cache_dir() -> Path:
+    """Folder of limefast's cached files: ``$LIMEFAST_CACHE``, else the user cache folder."""
+    if os.environ.get("LIMEFAST_CACHE"):
+        return Path(os.environ["LIMEFAST_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "limefast"
+
+
+@dataclass
+class DigitsData:
+    """Upscaled digits split into train and test: images (N, size, size, 3) uint8, labels (N,)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def load_data(size: int = SIZE, test_fraction: float = 0.2, seed: int = 0) -> DigitsData:
+    """scikit-learn's digits as RGB uint8 images of ``size x size``, split at random (seeded).
+
+    Args:
+        size: side of the upscaled images (bilinear from 8x8).
+        test_fraction: share of the 1797 digits held out for testing.
+        seed: seed of the split.
+
+    Returns:
+        A DigitsData.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    small = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
+    big = nn.functional.interpolate(small, size=(size, size), mode="bilinear",
+                                    align_corners=False)
+    grey = (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    images = np.repeat(grey[..., None], 3, axis=-1)
+    order = np.random.RandomState(seed).permutation(len(images))
+    n_test = int(round(len(images) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    labels = digits.target.astype(np.int64)
+    return DigitsData(images[train], labels[train], images[test], labels[test])
+
+
+def _block(inputs: int, outputs: int) -> list:
+    return [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs),
+            nn.ReLU()]
+
+
+class DigitsCNN(nn.Module):
+    """Four 3x3 convolutions, global average pooling and a linear layer.
+
+    The pooled head keeps Grad-CAM meaningful: with it, a class score is a weighted sum of the
+    last feature maps' means (a flattened head weighs every position apart, and Grad-CAM's
+    per-map averages of those weights mostly cancel out).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_block(3, 8), nn.MaxPool2d(2), *_block(8, 16), nn.MaxPool2d(2),
+            *_block(16, 32), *_block(32, 32),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) float in [0, 1] -> (N, 10) logits."""
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+def to_tensor(batch: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 images -> (N, 3, H, W) float32 in [0, 1], the model's input."""
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def train_model(data: DigitsData, seed: int = 0, epochs: int = EPOCHS) -> DigitsCNN:
+    """Train a DigitsCNN on ``data``'s training images (Adam, seeded shuffles)."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    # One thread: the same weights from run to run whatever the core count, and no OpenMP
+    # spinning against other processes on a busy CPU (two threads were 10x slower under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(data, generator, epochs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(data: DigitsData, generator: torch.Generator, epochs: int) -> DigitsCNN:
+    model = DigitsCNN()
+    x = to_tensor(data.train_images)
+    y = torch.from_numpy(data.train_labels)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=generator).split(BATCH):
+            optimiser.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            optimiser.step()
+    return model.eval()
+
+
+@dataclass
+class TrainedDigits:
+    """A trained model, its data, where it came from and its test accuracy."""
+
+    model: DigitsCNN
+    data: DigitsData
+    accuracy: float
+    path: Path | None
+    trained: bool  # False when loaded from the cache
+    seconds: float
+
+
+def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -> TrainedDigits:
+    """The trained digits CNN: from the cache if it is there, else trained (and cached).
+
+    Args:
+        size: side of the images the model takes.
+        cache: read and write the cached state dict under ``cache_dir()``.
+        retrain: train even if a cached model exists (and overwrite it).
+
+    Returns:
+        A TrainedDigits with the model in eval mode.
+    """
+    t0 = time.perf_counter()
+    data = load_data(size)
+    path = cache_dir() / f"digits-cnn-{size}px-v{MODEL_VERSION}.pt" if cache else None
+    model, trained = None, False
+    if path is not None and path.is_file() and not retrain:
+        model = DigitsCNN()
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
+            warnings.warn(f"ignoring unreadable cached digits model {path}: {exc}", stacklevel=2)
+            model = None
+    if model is None:
+        model, trained = train_model(data), True
+        if path is not None:
+            _save_atomically(model, path)
+    model.eval()
+    with torch.no_grad():
+        predicted = model(to_tensor(data.test_images)).argmax(1).numpy()
+    accuracy = float(np.mean(predicted == data.test_labels))
+    return TrainedDigits(model, data, accuracy, path, trained, time.perf_counter() - t0)
+
+
+def _save_atomically(model: nn.Module, path: Path) -> None:
+    # A half-written file must never be mistaken for a model: write aside, then rename.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not cache the digits model at {path}: {exc} (set LIMEFAST_CACHE "
+                      "to a writable folder)", stacklevel=3)
+
+
+class DigitsClassifier:
+    """``classifier_fn`` for the digits model: (N, H, W, 3) uint8 -> (N, 10) float64 softmax.
+
+    Args:
+        model: a trained DigitsCNN (or any module taking (N, 3, H, W) floats in [0, 1]).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.model(to_tensor(batch))
+        return torch.softmax(logits.double(), dim=1).numpy()
