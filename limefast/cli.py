@@ -111,7 +111,7 @@ def add_compare(subparsers) -> None:
     p.set_defaults(func=run_compare)
 
 
-SUBCOMMANDS: list = [add_explain, add_compare]
+SUBCOMMANDS: list = [add_explain, add_compare, "limefast.benchsuite:add_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
