@@ -11,7 +11,7 @@ PYTEST := $(PY) -m pytest
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test,torch,bench]'
+	$(PY) -m pip install -q -e '.[test,torch,bench,dataset]'
 	touch $(STAMP)
 
 setup: $(STAMP)

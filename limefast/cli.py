@@ -111,7 +111,8 @@ def add_compare(subparsers) -> None:
     p.set_defaults(func=run_compare)
 
 
-SUBCOMMANDS: list = [add_explain, add_compare, "limefast.benchsuite:add_parser"]
+SUBCOMMANDS: list = [add_explain, add_compare, "limefast.benchsuite:add_parser",
+                     "limefast.dataset_cli:add_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,155 @@
+"""``limefast explain-dataset SOURCE --model MODULE:FACTORY --output DIR``: explain a folder of
+images on Ray (local mode on this machine, or a cluster with ``--address`` / ``RAY_ADDRESS``).
+
+``add_parser(subparsers)`` registers the subcommand on an argparse subparsers object and
+``run(args)`` runs it; ``python -m limefast.dataset_cli`` runs it alone. Ray is imported only
+when the command runs, so ``limefast --help`` works without the ``dataset`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ImportedFactory:
+    """A model factory named by ``module:attribute`` or ``path/to/file.py:attribute``.
+
+    Picklable (it is only the name), so each Ray worker imports the module and calls the
+    attribute itself. ``cwd`` is put on ``sys.path`` first, as ``python -m`` would.
+    """
+
+    spec: str
+    cwd: str
+
+    def resolve(self):
+        module_name, sep, attribute = self.spec.rpartition(":")
+        if not sep or not module_name or not attribute:
+            raise ValueError(
+                f"--model must be MODULE:FACTORY or FILE.py:FACTORY (a callable with no "
+                f"arguments returning the classifier); got {self.spec!r}"
+            )
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = os.path.join(self.cwd, module_name)
+            spec = importlib.util.spec_from_file_location(
+                f"_limefast_model_{abs(hash(path))}", path)
+            if spec is None or not os.path.isfile(path):
+                raise ValueError(f"--model file {path!r} does not exist")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if self.cwd not in sys.path:
+                sys.path.insert(0, self.cwd)
+            module = importlib.import_module(module_name)
+        try:
+            factory = getattr(module, attribute)
+        except AttributeError:
+            raise ValueError(f"--model: {module_name} has no attribute {attribute!r}") from None
+        if not callable(factory):
+            raise TypeError(f"--model: {self.spec} is not callable; got {type(factory).__name__}")
+        return factory
+
+    def __call__(self):
+        return self.resolve()()
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``explain-dataset`` on ``subparsers`` (from ``ArgumentParser.add_subparsers``).
+
+    Returns:
+        The subcommand's parser; its ``func`` default is ``run``.
+    """
+    p = subparsers.add_parser(
+        "explain-dataset",
+        help="explain every image of a folder on Ray (needs limefast[dataset])",
+        description="Explain every image of a folder on Ray: in local mode on this machine, or "
+                    "on a cluster with --address or RAY_ADDRESS. Rows go to Parquet files in "
+                    "--output; running the same command again resumes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("source", help="folder of images (searched recursively)")
+    p.add_argument("--model", required=True, metavar="MODULE:FACTORY",
+                   help="callable with no arguments returning the classifier (e.g. a "
+                        "TorchClassifier), as module:name or file.py:name")
+    p.add_argument("--output", required=True, help="folder (or URI) for the Parquet rows")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--top-labels", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--segmentation", choices=("quickshift", "slic", "felzenszwalb"),
+                   default=None, help="default: lime's quickshift")
+    p.add_argument("--image-size", type=_size, default=None, metavar="H[,W]",
+                   help="resize images to H x W (default: keep their size)")
+    p.add_argument("--batch-images", type=int, default=8, help="images per task and part file")
+    p.add_argument("--model-batch-size", type=int, default=10,
+                   help="images per classifier call")
+    p.add_argument("--workers", type=int, default=None,
+                   help="number of workers (default: as many as the GPUs or CPUs allow)")
+    p.add_argument("--gpus-per-worker", type=float, default=0)
+    p.add_argument("--cpus-per-worker", type=float, default=1)
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="worker deaths on one image before it is recorded as an error")
+    p.add_argument("--overlays", action="store_true", help="also write an overlay PNG per image")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``explain-dataset``; 0 when every image has rows (error rows included), 1 on bad
+    arguments, 2 when the ``dataset`` extra is missing."""
+    from .dataset import explain_dataset
+    from .dataset_worker import INSTALL_HINT
+
+    factory = ImportedFactory(args.model, os.getcwd())
+    try:
+        factory.resolve()  # fail here, not in every worker
+        result = explain_dataset(
+            args.source, factory, output=args.output, num_samples=args.num_samples,
+            top_labels=args.top_labels, seed=args.seed, segmentation=args.segmentation,
+            image_size=args.image_size, batch_images=args.batch_images,
+            model_batch_size=args.model_batch_size, concurrency=args.workers,
+            num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=args.cpus_per_worker,
+            max_retries=args.max_retries, overlays=args.overlays, address=args.address,
+            progress=not args.no_progress,
+        )
+    except ImportError as exc:
+        if INSTALL_HINT in str(exc):
+            print(f"limefast explain-dataset: {INSTALL_HINT}", file=sys.stderr)
+            return 2
+        print(f"limefast explain-dataset: --model {args.model}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as exc:
+        print(f"limefast explain-dataset: {exc}", file=sys.stderr)
+        return 1
+    rate = result.explained / result.seconds if result.seconds else 0.0
+    print(f"explained {result.explained} images ({rate:.2f}/s), {result.errors} errors, "
+          f"{result.skipped} already done; rows in {result.output}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="limefast")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected H or H,W (positive ints); got {text!r}")
+    return (parts[0], parts[-1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
