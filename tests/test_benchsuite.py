@@ -42,3 +42,18 @@ def test_slope_of_a_power_law():
 def test_unknown_section_is_a_one_line_error(tmp_path, capsys):
     assert benchsuite.main(["--sections", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown section" in capsys.readouterr().err
+
+
+def test_targets_say_met_or_missed():
+    stages = {"segmentation": 0.0, "sampling": 0.0, "perturbation": 0.0, "model": 0.0,
+              "surrogate": 0.0}
+    results = {"end_to_end": [{"impl": "lime", "seconds": 1.0, "stages": stages},
+                              {"impl": "limefast-cpu", "seconds": 0.1, "stages": stages,
+                               "max_rel_weight_diff": 1e-12}],
+               "slopes": {"superpixels": {"limefast_perturbation": 0.5,
+                                          "limefast_total": 0.5}}}
+    checks = {name: ok for name, _, ok in report.targets(results)}
+    assert checks["default explain_instance >= 15x lime"] is False  # 10x
+    assert checks["agreement with lime <= 1e-9 relative"] is True
+    assert checks["perturbation flat in superpixels (slope < 0.2)"] is False
+    assert "| MISSED |" in report.markdown({"machine": {}, "date": "d", **results})

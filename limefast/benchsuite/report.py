@@ -96,8 +96,48 @@ def markdown(results: dict) -> str:
                   f"p50 {lat['p50'] * 1e3:.1f} ms, p99 {lat['p99'] * 1e3:.1f} ms over "
                   f"{lat['repeats']} explanations ({lat['side']}x{lat['side']}, "
                   f"{lat['num_samples']} samples)", ""]
+    checks = targets(results)
+    if checks:
+        lines += ["## Targets of the issues", "", "| target | measured | |", "|---|---|---|"]
+        lines += [f"| {name} | {value} | {'met' if ok else 'MISSED'} |"
+                  for name, value, ok in checks]
+        lines.append("")
     lines += ["## Not measured here", ""] + [f"- {n}" for n in results.get("not_measured", [])]
     return "\n".join(lines) + "\n"
+
+
+def targets(results: dict) -> list[tuple[str, str, bool]]:
+    """(target, measured value, met?) for every issue target this run measured."""
+    out = []
+    e2e = {r["impl"]: r for r in results.get("end_to_end", []) if "seconds" in r}
+    if "lime" in e2e and "limefast-cpu" in e2e:
+        ratio = e2e["lime"]["seconds"] / e2e["limefast-cpu"]["seconds"]
+        out.append(("default explain_instance >= 15x lime", f"{ratio:.1f}x", ratio >= 15))
+        diff = e2e["limefast-cpu"].get("max_rel_weight_diff", float("nan"))
+        out.append(("agreement with lime <= 1e-9 relative", f"{diff:.1e}", diff <= 1e-9))
+    slopes = results.get("slopes", {})
+    if "samples" in slopes:
+        v = slopes["samples"]["limefast_perturbation"]
+        out.append(("perturbation slope in samples ~1", f"{v:.2f}", 0.8 <= v <= 1.2))
+    if "side" in slopes:
+        v = slopes["side"]["limefast_perturbation"] / 2  # pixels = side^2
+        out.append(("perturbation slope in pixels ~1", f"{v:.2f}", 0.8 <= v <= 1.2))
+    if "superpixels" in slopes:
+        v = slopes["superpixels"]["limefast_perturbation"]
+        out.append(("perturbation flat in superpixels (slope < 0.2)", f"{v:.2f}", v < 0.2))
+    model_rows = [r for r in results.get("models", []) if "seconds" in r]
+    for name in {r["model"] for r in model_rows}:
+        rows = {r["impl"]: r for r in model_rows if r["model"] == name}
+        if "lime" not in rows:
+            continue
+        for impl, goal in (("limefast-device-fp32", 1.8), ("limefast-device-bf16", 4.0)):
+            if impl in rows:
+                ratio = rows["lime"]["seconds"] / rows[impl]["seconds"]
+                out.append((f"{name} {impl} >= {goal}x lime", f"{ratio:.2f}x", ratio >= goal))
+                outside = 1 - rows[impl]["stages"]["model"] / rows[impl]["seconds"]
+                out.append((f"{name} {impl}: time outside the forward <= 5%",
+                            f"{outside:.1%}", outside <= 0.05))
+    return out
 
 
 def _fmt(x) -> str:
