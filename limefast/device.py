@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .kernels.model_ready import RunPlan, as_cuda_array, kernel_input, launch_model_ready_cuda
-from .surrogate import WeightedProblem
+from .surrogate import WeightedProblem, resolve_method
 from .surrogate_torch import DEVICE_METHODS, fit_labels
 from .torch_classifier import as_nchw
 
@@ -130,9 +130,7 @@ class TorchExecutor:
         fits them, exactly as the CPU executor does.
         """
         columns = list(dict.fromkeys(int(label) for label in labels))
-        resolved = method
-        if method == "auto":
-            resolved = "forward_selection" if num_features <= 6 else "highest_weights"
+        resolved = resolve_method(method, num_features)
         index = torch.as_tensor(columns, device=predictions.probs.device)
         targets = predictions.probs.index_select(1, index)
         if model_regressor is not None or resolved not in DEVICE_METHODS:

@@ -21,6 +21,13 @@ from . import config
 FEATURE_SELECTION_METHODS = ("auto", "none", "forward_selection", "highest_weights", "lasso_path")
 
 
+def resolve_method(method: str, num_features: int) -> str:
+    """lime's ``auto``: forward selection up to 6 features, highest weights beyond."""
+    if method == "auto":
+        return "forward_selection" if num_features <= 6 else "highest_weights"
+    return method
+
+
 @dataclass
 class LabelFit:
     """One label's surrogate, in lime's return types."""
@@ -108,8 +115,7 @@ class WeightedProblem:
     def select(self, method: str, label: int, num_features: int) -> np.ndarray:
         """lime_base.LimeBase.feature_selection for one label (column ``label`` of targets)."""
         n = self.gram.shape[0]
-        if method == "auto":
-            method = "forward_selection" if num_features <= 6 else "highest_weights"
+        method = resolve_method(method, num_features)
         if method == "none":
             return np.arange(n)
         if method == "forward_selection":
