@@ -256,6 +256,40 @@ def test_torchscript_gives_the_eager_explanation(mode):
                       next(iter(compiled_clf._traced.values())), torch.jit.ScriptModule)
 
 
+class BatchNormCNN(torch.nn.Module):
+    """TinyCNN with batch norms holding non-trivial running statistics."""
+
+    def __init__(self):
+        super().__init__()
+        tiny = TinyCNN()
+        self.conv = tiny.features[0]
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.rest = tiny.features[1:]
+        self.head = tiny.head
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x):
+        x = self.rest(self.bn(self.conv(x)))
+        return self.head(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("mode", ["trace", "script"])
+def test_torchscript_modes_are_frozen_with_batch_norms_folded(mode):
+    eager = explain(classifier(BatchNormCNN()))
+    compiled_clf = classifier(BatchNormCNN(), compile=mode)
+    compiled = explain(compiled_clf)
+    assert_close(eager, compiled, rtol=1e-4)
+    module = (compiled_clf._module if mode == "script"
+              else next(iter(compiled_clf._traced.values())))
+    graph = str(module.graph)
+    assert "prim::GetAttr" not in graph  # frozen: the weights are constants
+    assert "batch_norm" not in graph  # folded into the convolution
+
+
 @pytest.mark.parametrize("compile_mode", [None, "trace"])
 def test_bf16_runs_and_is_sane(compile_mode):
     batch = np.stack([IMAGE, bundled("coffee", 48)])
@@ -270,6 +304,16 @@ def test_bf16_runs_and_is_sane(compile_mode):
     wa, wb = dict(a.local_exp[label]), dict(b.local_exp[label])
     features = sorted(wa)
     assert spearmanr([wa[f] for f in features], [wb[f] for f in features])[0] > 0.8
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((224, 224, 3), 8),  # 5 MiB of float32 input: activations under glibc's mmap ceiling
+    ((32, 32, 3), 64),  # capped
+    ((2048, 2048, 3), 1),  # never 0
+])
+def test_cpu_batch_follows_the_image_size(shape, expected):
+    assert classifier().batch_for(shape) == expected
+    assert classifier(batch_size=5).batch_for(shape) == 5
 
 
 def test_channels_first_layout_gives_the_same_explanation():
