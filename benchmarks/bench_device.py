@@ -1,14 +1,16 @@
 """Issue 4 targets: ``TorchClassifier`` (the device path) against lime with a tutorial classifier.
 
-ResNet-18 (torchvision, random weights, seed 0) on a 224x224 photo, 1000 samples, 5 labels, the
-default quickshift segmentation computed by each explainer (end to end). The reference is lime
-0.2.0.1 with the classifier of lime's PyTorch tutorial: per-image torchvision transforms
-(ToTensor + Normalize) in a Python loop, ``batch_size=10``, fp32, NCHW, ``torch.no_grad``.
-limefast runs ``TorchClassifier(precision="fp32")`` and ``precision="bf16"`` (autocast), and
-the same with ``compile="inductor"``, all warmed up with ``explainer.warmup``. They are run
-alternately, round after round, in this process; the ratios are of their medians.
+ResNet-18 and ResNet-50 (torchvision, random weights, seed 0) on a 224x224 photo, 1000 samples,
+5 labels, the default quickshift segmentation computed by each explainer (end to end). The
+reference is lime 0.2.0.1 with the classifier of lime's PyTorch tutorial: per-image
+torchvision transforms (ToTensor + Normalize) in a Python loop, ``batch_size=10``, fp32, NCHW,
+``torch.no_grad``. limefast runs ``TorchClassifier(precision="fp32")`` and
+``precision="bf16"`` (autocast), and the same with ``compile="trace"`` (frozen TorchScript)
+and, for ResNet-18, ``compile="inductor"``, all warmed up with ``explainer.warmup``. They are
+run alternately, round after round, in this process; the ratios are of their medians.
 
-Printed: the speed-ups, the fraction of limefast's time in the model's forward, everything but
+Printed: the speed-ups, the fraction of limefast's time in the model's forward, the forward's
+GFLOP/s against those of one compute-bound convolution (what this CPU can reach), everything but
 the forward against the time of writing the model-ready batches once, the agreement of the
 fp32 device path with lime run on the same ``TorchClassifier``, and the AMP agreement (bf16
 against fp32: per label, the overlap of the top-5 features and the Spearman correlation of the
@@ -45,23 +47,31 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GROUP = "resnet18-224-end-to-end"
 
 
-def resnet18():
+def resnet(name="resnet18"):
     torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None).eval()
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
+# ResNet-50 runs the variants without inductor (its compilation alone takes minutes here).
+VARIANTS = {"resnet18": ("fp32", "bf16", "fp32+trace", "bf16+trace", "fp32+inductor",
+                         "bf16+inductor"),
+            "resnet50": ("fp32", "bf16", "fp32+trace", "bf16+trace")}
+
+
+def make_setting(image, model_name):
+    reference_model = resnet(model_name)
+    setting = {"image": image, "tutorial": TutorialClassifier(reference_model),
+               "model": reference_model}
+    for name in VARIANTS[model_name]:
+        precision, _, compile_mode = name.partition("+")
+        setting[name] = TorchClassifier(copy.deepcopy(reference_model), mean=MEAN, std=STD,
+                                        precision=precision, compile=compile_mode or None)
+    return setting
 
 
 @pytest.fixture(scope="module")
 def setting(photo_224):
-    reference_model = resnet18()
-    fp32 = TorchClassifier(copy.deepcopy(reference_model), mean=MEAN, std=STD,
-                           precision="fp32")
-    bf16 = TorchClassifier(copy.deepcopy(reference_model), mean=MEAN, std=STD,
-                           precision="bf16")
-    extra = {f"{p}+inductor": TorchClassifier(copy.deepcopy(reference_model), mean=MEAN,
-                                              std=STD, precision=p, compile="inductor")
-             for p in ("fp32", "bf16")}
-    return {"image": photo_224, "tutorial": TutorialClassifier(reference_model), "fp32": fp32,
-            "bf16": bf16, **extra}
+    return make_setting(photo_224, "resnet18")
 
 
 def _run_lime(setting):
@@ -85,9 +95,19 @@ def _run_limefast(setting, name):
 
 @pytest.mark.benchmark(group=GROUP)
 def test_resnet18_lime_vs_torch_classifier(benchmark, setting):
+    _lime_vs_torch_classifier(benchmark, setting, "resnet18", GROUP)
+
+
+@pytest.mark.benchmark(group="resnet50-224-end-to-end")
+def test_resnet50_lime_vs_torch_classifier(benchmark, photo_224):
+    setting = make_setting(photo_224, "resnet50")
+    _lime_vs_torch_classifier(benchmark, setting, "resnet50", "resnet50-224-end-to-end")
+
+
+def _lime_vs_torch_classifier(benchmark, setting, model_name, group):
     image = setting["image"]
-    names = ("fp32", "bf16", "fp32+inductor", "bf16+inductor")
-    for name in names:  # kernels, buffers, both batch shapes (and inductor's compilations)
+    names = VARIANTS[model_name]
+    for name in names:  # kernels, buffers, both batch shapes (and the compilations)
         lime_fast.LimeImageExplainer(random_state=0).warmup(image.shape, setting[name],
                                                             num_samples=NUM_SAMPLES)
     runs = {name: [] for name in ("lime",) + names}
@@ -99,17 +119,20 @@ def test_resnet18_lime_vs_torch_classifier(benchmark, setting):
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     medians = {k: float(np.median([r[0] for r in v])) for k, v in runs.items()}
-    record(GROUP, "lime", medians["lime"])
+    record(group, "lime", medians["lime"])
     for name in names:
-        record(GROUP, f"TorchClassifier {name}", medians[name])
+        record(group, f"TorchClassifier {name}", medians[name])
     benchmark.extra_info.update({f"{k}_median_s": v for k, v in medians.items()})
 
-    lines = [f"ResNet-18 224x224, {NUM_SAMPLES} samples, {TOP_LABELS} labels, {ROUNDS} "
+    flop = 2 * macs_per_image(setting["model"], image.shape[:2])
+    lines = [f"{model_name} 224x224, {NUM_SAMPLES} samples, {TOP_LABELS} labels, {ROUNDS} "
              f"alternating rounds; amx_bf16 units: {_amx()}; torch threads "
-             f"{torch.get_num_threads()}"]
+             f"{torch.get_num_threads()}; {flop / 1e9:.2f} GFLOP per image (convolutions and "
+             "linear layers)"]
     lime_fwd = float(np.median([r[2] for r in runs["lime"]]))
     lines.append(f"  lime (tutorial classifier)  {medians['lime']:7.2f} s  forward "
-                 f"{lime_fwd:6.2f} s ({lime_fwd / medians['lime']:.0%})")
+                 f"{lime_fwd:6.2f} s ({lime_fwd / medians['lime']:.0%}), "
+                 f"{flop * NUM_SAMPLES / lime_fwd / 1e9:.0f} GFLOP/s")
     for name in names:
         # Medians over the rounds of every figure: one preempted stage does not decide a ratio.
         total = medians[name]
@@ -119,25 +142,81 @@ def test_resnet18_lime_vs_torch_classifier(benchmark, setting):
         outside = float(np.median([r[0] - r[2] for r in runs[name]]))
         lines.append(
             f"  TorchClassifier {name:13s} {total:7.2f} s  x{medians['lime'] / total:4.2f} vs "
-            f"lime; forward {forward:6.2f} s ({forward / total:.1%}); outside the forward "
+            f"lime; forward {forward:6.2f} s ({forward / total:.1%}), "
+            f"{flop * NUM_SAMPLES / forward / 1e9:.0f} GFLOP/s; outside the forward "
             f"{outside:.3f} s ({outside / total:.1%}); model-ready writes "
             f"{stages['model_ready']:.3f} s; everything but the forward / writing the batches "
             f"once = {outside / stages['model_ready']:.2f} (without the segmentation "
             f"{(outside - stages['segmentation']) / stages['model_ready']:.2f}); stages: "
             + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in stages.items()))
+    peaks = conv_peaks()
+    at_peak = {k: flop * NUM_SAMPLES / v / 1e9 for k, v in peaks.items()}
+    lines.append(
+        "  ceiling: one large 3x3 convolution (256 channels, 28x28, batch 32, channels_last) runs "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+        + "; at those rates the forward alone would take "
+        + ", ".join(f"{k} {t:.2f} s (x{medians['lime'] / t:.2f} lime)"
+                    for k, t in at_peak.items()))
     amp = agreement(runs["fp32"][0][1], runs["bf16"][0][1])
     lines.append("  AMP (bf16) vs fp32, per fp32 top label: top-5 overlap / Spearman: " + ", ".join(
         f"{label}: {v['top5_overlap']} / "
         + ("-" if v["spearman"] is None else f"{v['spearman']:.3f}") for label, v in amp.items()))
     same_top = runs["fp32"][0][1].top_labels == runs["bf16"][0][1].top_labels
     lines.append(f"  AMP top labels equal to fp32's: {same_top}")
-    frozen = agreement(runs["fp32"][0][1], runs["fp32+inductor"][0][1])
-    lines.append("  fp32+inductor (frozen, batch norms folded) vs fp32: top-5 overlap / Spearman: "
-                 + ", ".join(f"{label}: {v['top5_overlap']} / {v['spearman']:.4f}"
-                             for label, v in frozen.items() if v["spearman"] is not None))
+    for name in names:
+        if name.startswith("fp32+"):
+            frozen = agreement(runs["fp32"][0][1], runs[name][0][1])
+            lines.append(
+                f"  {name} (frozen, batch norms folded) vs fp32: top-5 overlap / Spearman: "
+                + ", ".join(f"{label}: {v['top5_overlap']} / {v['spearman']:.4f}"
+                            for label, v in frozen.items() if v["spearman"] is not None))
     for line in lines:
         print(line)
         note(line)
+
+
+def macs_per_image(model, size) -> int:
+    """Multiply-adds of the model's convolutions and linear layers for one image."""
+    macs = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            macs.append(output[0].numel() * k)
+        else:
+            macs.append(output[0].numel() * module.in_features)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros((1, 3) + tuple(size)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return int(sum(macs))
+
+
+def conv_peaks() -> dict:
+    """GFLOP/s of one compute-bound convolution, fp32 and bf16: what this CPU can reach."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).eval()
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(32, 256, 28, 28).contiguous(memory_format=torch.channels_last)
+    flop = 2 * 32 * 28 * 28 * 256 * 256 * 9
+    out = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=dtype is not None):
+            conv(x)
+            best = min(_timed(conv, x) for _ in range(5))
+        out[name] = flop / best / 1e9
+    return out
+
+
+def _timed(fn, x) -> float:
+    t0 = time.perf_counter()
+    fn(x)
+    return time.perf_counter() - t0
 
 
 @pytest.mark.benchmark(group="resnet18-224-agreement")

@@ -28,6 +28,14 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path):
         assert len(points) >= 2 and all(p["limefast"]["seconds"] > 0 for p in points)
         assert np.isfinite(data["slopes"][param]["limefast_total"])
         assert (tmp_path / f"scaling-{param}.png").stat().st_size > 1000
+    models = {r["impl"]: r for r in data["models"] if "seconds" in r}
+    if models:  # torch installed
+        assert {"lime", "limefast-cpu", "limefast-device-fp32",
+                "limefast-device-bf16-trace"} <= set(models)
+        for impl in ("limefast-device-fp32", "limefast-device-fp32-trace"):
+            row = models[impl]
+            assert 0 < row["stages"]["model"] < row["seconds"]  # the device path's forward
+            assert row["top5_overlap"] >= 0.8  # fp32: lime's explanation up to rounding
     md = path.with_suffix(".md").read_text()
     assert "| limefast-cpu |" in md and "## Scaling (log-log slopes)" in md
     assert data["latency"]["p99"] >= data["latency"]["p50"] > 0

@@ -130,7 +130,9 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
         rows = {r["impl"]: r for r in model_rows if r["model"] == name}
         if "lime" not in rows:
             continue
-        for impl, goal in (("limefast-device-fp32", 1.8), ("limefast-device-bf16", 4.0)):
+        for impl, goal in (("limefast-device-fp32", 1.8), ("limefast-device-bf16", 4.0),
+                           ("limefast-device-fp32-trace", 1.8),
+                           ("limefast-device-bf16-trace", 4.0)):
             if impl in rows:
                 ratio = rows["lime"]["seconds"] / rows[impl]["seconds"]
                 out.append((f"{name} {impl} >= {goal}x lime", f"{ratio:.2f}x", ratio >= goal))

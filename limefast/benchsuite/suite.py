@@ -8,6 +8,7 @@ section uses each implementation's own default quickshift.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -162,12 +163,15 @@ def scaling(cfg: Config, progress=None) -> dict:
 
 def models(cfg: Config, progress=None) -> list[dict]:
     """Real CNNs (random weights): lime with a tutorial-style classifier, limefast CPU with the
-    same classifier, limefast's device path fp32 and bf16, captum."""
+    same classifier, limefast's device path fp32 and bf16 (eager and frozen TorchScript),
+    captum."""
     try:
         import torch
         import torchvision
     except ImportError:
         return [{"skipped": "torch/torchvision not installed (pip install limefast[torch])"}]
+    from limefast.lime_image import LimeImageExplainer
+
     try:
         from limefast import TorchClassifier
     except ImportError:
@@ -185,10 +189,14 @@ def models(cfg: Config, progress=None) -> list[dict]:
         cpu = run_limefast(image, seg, tutorial, name="limefast-cpu", **kw)
         rows.append(_record(cpu, model=name, **agreement(ref, cpu)))
         if TorchClassifier is not None:
-            for precision in ("fp32", "bf16"):
-                clf = TorchClassifier(net, mean=MEAN, std=STD, precision=precision, device="cpu")
-                run_limefast(image, seg, clf, num_samples=20, top_labels=cfg.labels)
-                dev = run_limefast(image, seg, clf, name=f"limefast-device-{precision}", **kw)
+            for precision, compile_mode in itertools.product(("fp32", "bf16"), (None, "trace")):
+                clf = TorchClassifier(net, mean=MEAN, std=STD, precision=precision, device="cpu",
+                                      compile=compile_mode)
+                # Every batch shape of the timed run: kernels, buffers and traces outside it.
+                LimeImageExplainer(random_state=0).warmup(image.shape, clf,
+                                                          num_samples=cfg.model_samples)
+                impl = f"limefast-device-{precision}" + (f"-{compile_mode}" if compile_mode else "")
+                dev = run_limefast(image, seg, clf, name=impl, **kw)
                 rows.append(_record(dev, model=name, **agreement(ref, dev)))
         else:
             rows.append({"impl": "limefast-device", "model": name,
