@@ -95,7 +95,7 @@ class LoadedModel:
 
 def load_model(spec: str, weights: str | None, *, device=None, precision="auto",
                mean=IMAGENET_MEAN, std=IMAGENET_STD, seed: int = 0,
-               batch_size: int | None = None) -> LoadedModel:
+               batch_size: int | None = None, compile: str | None = None) -> LoadedModel:
     """The model ``spec`` names: a torchvision classification model, or ``module:factory``.
 
     Args:
@@ -103,7 +103,7 @@ def load_model(spec: str, weights: str | None, *, device=None, precision="auto",
             ``torch.nn.Module`` (wrapped in a TorchClassifier) or any ``classifier_fn``.
         weights: None (random weights, with a warning), ``DEFAULT`` (torchvision's pretrained
             weights, downloaded if not cached) or a state-dict file.
-        device, precision, batch_size: the TorchClassifier's.
+        device, precision, batch_size, compile: the TorchClassifier's.
         mean, std: preprocessing of a module's input.
         seed: seeds torch before building, so random weights are the same on every run.
     """
@@ -131,7 +131,8 @@ def load_model(spec: str, weights: str | None, *, device=None, precision="auto",
     elif weights == "DEFAULT":
         described = "DEFAULT"
     module.eval()
-    classifier = _torch_classifier(module, mean, std, device, precision, batch_size, spec)
+    classifier = _torch_classifier(module, mean, std, device, precision, batch_size, spec,
+                                   compile)
     loaded = LoadedModel(spec, tag, classifier, module, described, categories, tuple(mean),
                          tuple(std))
     if weights is None:
@@ -237,7 +238,7 @@ def load_state_dict_file(module, path: str, spec: str) -> None:
     module.load_state_dict(state)
 
 
-def _torch_classifier(module, mean, std, device, precision, batch_size, spec):
+def _torch_classifier(module, mean, std, device, precision, batch_size, spec, compile=None):
     import torch
 
     try:
@@ -249,7 +250,7 @@ def _torch_classifier(module, mean, std, device, precision, batch_size, spec):
     try:
         module.to(device)  # a TorchClassifier wants the model on its device already
         return TorchClassifier(module, mean=mean, std=std, device=device, precision=precision,
-                               batch_size=batch_size)
+                               batch_size=batch_size, compile=compile)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise InputError(f"--model {spec} on --device {device}: {_reason(exc)}") from exc
 

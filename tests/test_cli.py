@@ -111,6 +111,26 @@ def test_explain_torchvision_models_side_by_side(images, tmp_path, capsys):
     assert len(tiny["top_labels"]) == 2 and all(0 <= k < 5 for k in tiny["top_labels"])
 
 
+def test_compile_trace_gives_the_eager_explanation(images, tmp_path, capsys):
+    records = {}
+    for mode in ("none", "trace"):
+        out = tmp_path / mode
+        code, err = run(["explain", images[0], "--model", "cli_models:tiny", "--size", 48,
+                         "--num-samples", 60, "--top-labels", 2, "--device", "cpu",
+                         "--compile", mode, "--out", out], capsys)
+        assert code == 0, err
+        records[mode] = json.loads((out / "cat" / "cli_models-tiny" / "explanation.json")
+                                   .read_text())
+    eager, traced = records["none"], records["trace"]
+    assert traced["top_labels"] == eager["top_labels"]
+    for label, entry in eager["labels"].items():
+        np.testing.assert_allclose([w for _, w in traced["labels"][label]["weights"]],
+                                   [w for _, w in entry["weights"]], rtol=1e-4, atol=1e-9)
+    code, err = run(["explain", images[0], "--model", "cli_models:tiny", "--compile", "jit",
+                     "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "--compile" in err
+
+
 def test_weights_file_is_loaded(images, tmp_path, capsys):
     from cli_models import tiny
 
