@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .kernels.model_ready import RunPlan, as_cuda_array, kernel_input, launch_model_ready_cuda
 from .surrogate import WeightedProblem, resolve_method
 from .surrogate_torch import DEVICE_METHODS, fit_labels
-from .torch_classifier import as_nchw
+from .torch_classifier import as_nchw, device_guard
 
 
 @dataclass
@@ -77,7 +77,7 @@ class TorchExecutor:
         for inst in instances:  # before any device work
             clf.check_image_shape(inst.image.shape)
             clf.scale_for(inst.image.dtype)
-        with clf.lock:
+        with clf.lock, device_guard(clf.device):
             return self._predict(instances, progress_bar)
 
     def _predict(self, instances, progress_bar):
@@ -153,7 +153,7 @@ class TorchExecutor:
         shape = tuple(int(s) for s in image_shape)
         clf = self.classifier
         clf.check_image_shape(shape)
-        with clf.lock:
+        with clf.lock, device_guard(clf.device):
             ws = self._workspace(shape, np.dtype(dtype))
             self._rows.host_view((num_samples, max_features))
             self._inst.host_view((num_samples,))
@@ -274,8 +274,10 @@ class _CudaWorkspace(_Workspace):
     def __init__(self, clf, shape, dtype):
         super().__init__(clf, shape, dtype)
         self.device_index = clf.device.index
-        self.k_dev = as_cuda_array(self.k)
-        self.b_dev = as_cuda_array(self.b)
+        # On the classifier's GPU (numba's to_device would use its own current context).
+        self.k_t = torch.from_numpy(self.k).to(clf.device)
+        self.b_t = torch.from_numpy(self.b).to(clf.device)
+        self.k_dev, self.b_dev = as_cuda_array(self.k_t), as_cuda_array(self.b_t)
         self.out_nb = as_cuda_array(self.flat)
         self.stream = None
         self.images = self.fudged = self.segments = None
@@ -286,6 +288,7 @@ class _CudaWorkspace(_Workspace):
     def stage(self, group, rows, inst):
         from numba import cuda
 
+        self.events = []  # a call that failed may have left some
         # The kernels go on PyTorch's current stream, in order with the forwards.
         self.stream = cuda.external_stream(torch.cuda.current_stream(self.clf.device).cuda_stream)
         g = len(group)
@@ -377,7 +380,10 @@ class _GraphForward:
                 clf.forward(x)
         torch.cuda.current_stream(clf.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: another thread's allocations (explanations sharing the classifier fit
+        # their surrogates outside its lock) do not invalidate the capture.
+        with torch.cuda.device(clf.device), torch.cuda.graph(
+                self.graph, capture_error_mode="thread_local"):
             self.out = clf.forward(x)
 
     def __call__(self, n):
@@ -409,14 +415,18 @@ def segment_means(image, segments, n_segments: int):
     """(n_segments, C) float64 per-segment means of an image already on a CUDA device.
 
     The same means as ``limefast.kernels.segment_means.segment_means`` (and lime's), bit for
-    bit, computed where the image is. Takes PyTorch or CuPy CUDA arrays without a copy and
-    returns a torch tensor on the image's device.
+    bit, computed where the image is, on PyTorch's current stream of that device. Takes PyTorch
+    tensors and CuPy (or any DLPack / ``__cuda_array_interface__``) CUDA arrays without a copy
+    when they are contiguous, and returns a torch tensor on the image's device.
 
     Args:
         image: (H, W, C) CUDA array, integer or float32/float64.
-        segments: (H, W) integer labels 0..n_segments-1 (int32), every label present.
+        segments: (H, W) integer labels 0..n_segments-1, every label present: a CUDA array
+            or a host array (uploaded to the image's device).
         n_segments: the number of segments.
     """
+    from numba import cuda
+
     from .kernels.segment_means_cuda import segment_means_cuda
 
     if isinstance(image, np.ndarray) or not (hasattr(image, "__cuda_array_interface__")
@@ -428,5 +438,36 @@ def segment_means(image, segments, n_segments: int):
     if isinstance(n_segments, bool) or not isinstance(n_segments, (int, np.integer)) or (
             n_segments < 1):
         raise ValueError(f"n_segments must be a positive integer; got {n_segments!r}")
-    means = segment_means_cuda(image, segments, int(n_segments))
-    return torch.as_tensor(means, device="cuda")
+    image = _as_torch_cuda(image)
+    if image.device.type != "cuda":
+        raise TypeError(f"segment_means takes a CUDA array; got one on {image.device} (for host "
+                        "arrays use limefast.kernels.segment_means.segment_means)")
+    if image.dtype in (torch.float16, torch.bfloat16) or image.is_complex() or (
+            image.dtype == torch.bool):
+        raise TypeError(f"segment_means takes integer or float32/float64 images; got "
+                        f"{image.dtype} (convert with image.float())")
+    device = image.device
+    segments = (_as_torch_cuda(segments) if not isinstance(segments, np.ndarray)
+                else torch.from_numpy(np.asarray(segments)))
+    if segments.shape != image.shape[:2]:
+        raise ValueError(f"image must be (H, W, C) and segments (H, W); got "
+                         f"{tuple(image.shape)} and {tuple(segments.shape)}")
+    with device_guard(device), _numba_device(device.index):
+        segments = segments.to(device=device, dtype=torch.int32).contiguous()
+        lo, hi = (int(v) for v in torch.aminmax(segments))  # labels index the kernels' arrays
+        if lo < 0 or hi >= n_segments:
+            raise ValueError(f"segment labels must lie in 0..{n_segments - 1}; got {lo}..{hi}")
+        stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
+        means = segment_means_cuda(image.contiguous(), segments, int(n_segments), stream=stream,
+                                   device_id=device.index)
+        return torch.as_tensor(means, device=device)
+
+
+def _as_torch_cuda(array) -> torch.Tensor:
+    """A torch view of a CUDA array: DLPack first (it orders the producer's stream before
+    torch's), else ``__cuda_array_interface__``."""
+    if torch.is_tensor(array):
+        return array
+    if hasattr(array, "__dlpack__"):
+        return torch.from_dlpack(array)
+    return torch.as_tensor(array)  # on the device the interface's pointer belongs to

@@ -248,12 +248,13 @@ class TorchClassifier:
         torch = _import_torch()
         key = (tuple(x.shape), x.dtype, self.channels_last)
         if key not in self._traced:
-            # Traced in float32 outside autocast and inference mode (autocast's cast weights
-            # and inference tensors would be baked in as constants); the traced graph then runs
+            # Traced in float32 (a float16 batch, as CUDA's fp16 path writes, would meet float32
+            # weights) outside autocast and inference mode (autocast's cast weights and
+            # inference tensors would be baked in as constants); the traced graph then runs
             # under the forward's autocast like the module itself.
             with torch.inference_mode(False), torch.no_grad(), torch.autocast(
                     self.device.type, enabled=False):
-                example = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
+                example = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
                 if self.channels_last:
                     example = example.to(memory_format=torch.channels_last)
                 self._traced[key] = _frozen(
@@ -279,7 +280,7 @@ class TorchClassifier:
         n = batch.shape[0]
         step = self.batch_for(batch.shape[1:])
         outputs = []
-        with self.lock, self.inference():
+        with self.lock, device_guard(self.device), self.inference():
             for start in range(0, n, step):
                 chunk = batch[start:start + step]
                 x = self._model_ready(chunk)
@@ -318,6 +319,14 @@ class TorchClassifier:
                 f"precision='{self.precision}', channels_last={self.channels_last}, "
                 f"compile={self.compile!r}, output='{self.output}', "
                 f"batch_size={self.batch_size})")
+
+
+def device_guard(device):
+    """Makes ``device`` the current CUDA device (streams, events and graphs follow it); nothing
+    on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return _import_torch().cuda.device(device)
 
 
 def _frozen(torch, module):
@@ -392,7 +401,12 @@ def _resolve_device(torch, device):
 def _resolve_precision(torch, precision, device):
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16" and device.type == "cuda":
+        with torch.cuda.device(device):
+            supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = True
+    if not supported:
         raise ValueError(f"precision='bf16' but {torch.cuda.get_device_name(device)} has no "
                          "bfloat16 support: use precision='fp16'")
     return precision

@@ -125,6 +125,9 @@ def test_segment_means_cuda_rejects_bad_input():
         segment_means(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.int32), 1)
     import torch
 
+    with pytest.raises(TypeError, match="takes a CUDA array; got one on cpu"):
+        segment_means(torch.zeros((4, 4, 3)), np.zeros((4, 4), np.int32), 1)
+
     with pytest.raises(TypeError, match="on a CUDA device"):
         model_ready.as_cuda_array(torch.zeros(3))
 

@@ -290,6 +290,19 @@ def test_torchscript_modes_are_frozen_with_batch_norms_folded(mode):
     assert "batch_norm" not in graph  # folded into the convolution
 
 
+def test_trace_takes_a_float16_batch():
+    """CUDA's fp16 path writes float16 batches: the graph is traced in float32 all the same
+    (a float16 example would meet the float32 weights) and autocast casts when it runs."""
+    clf = classifier(compile="trace")
+    x = torch.rand(2, 3, 48, 48).to(torch.float16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.float16):
+        probs = clf.forward(x)
+    with torch.inference_mode():
+        expected = classifier().forward(x.float())
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs, expected, atol=0.02, rtol=0)
+
+
 @pytest.mark.parametrize("compile_mode", [None, "trace"])
 def test_bf16_runs_and_is_sane(compile_mode):
     batch = np.stack([IMAGE, bundled("coffee", 48)])
@@ -565,3 +578,21 @@ def test_cuda_arrays_are_taken_without_copies():
 
     dlpack_view = model_ready.as_cuda_array(OnlyDLPack())
     assert dlpack_view.__cuda_array_interface__["data"][0] == tensor.data_ptr()
+
+
+@pytest.mark.cuda
+def test_segment_means_of_a_cuda_tensor_on_its_device():
+    from limefast.device import segment_means
+    from limefast.kernels.segment_means import segment_means as host_means
+
+    seg = grid_segments(48, 48).astype(np.int32)
+    n = int(seg.max()) + 1
+    # A channels-first tensor seen as (H, W, C): not contiguous.
+    hwc = torch.from_numpy(IMAGE.transpose(2, 0, 1).copy()).cuda().permute(1, 2, 0)
+    got = segment_means(hwc, torch.from_numpy(seg).cuda(), n)
+    assert got.device == hwc.device
+    np.testing.assert_array_equal(got.cpu().numpy(), host_means(IMAGE, seg, n))
+    np.testing.assert_array_equal(segment_means(hwc, seg, n).cpu().numpy(),
+                                  host_means(IMAGE, seg, n))  # host segments are uploaded
+    with pytest.raises(ValueError, match="segment labels must lie in"):
+        segment_means(hwc, seg, n - 1)
