@@ -37,7 +37,7 @@ CUDA_MAX_GRID_Y: int = 65535
 # TORCH_CPU_INPUT_BYTES of float32 input (8 at 224x224 RGB), at most TORCH_CPU_MAX_BATCH. A
 # CNN's widest activation is about 5x its input, so the batch's activations stay under glibc's
 # 32 MiB mmap ceiling: larger ones are mapped afresh and page-faulted on every forward (at batch
-# 16 a ResNet-18 forward took 1600 page faults per image and ran 7% slower, ResNet-50 up to 40%).
+# 16 a ResNet-18 forward took 1600 page faults per image and ran 7-10% slower, ResNet-50 30%).
 TORCH_CPU_INPUT_BYTES: int = 5 << 20
 TORCH_CPU_MAX_BATCH: int = 64
 
