@@ -1,7 +1,7 @@
 """The device path on a GPU: ResNet-18 and ResNet-50, fp32 and fp16, against lime. Writes JSON.
 
     python benchmarks/gpu_bench.py OUT.json [--rounds 3] [--samples 1000] [--size 224]
-                                            [--cuda-graph]
+                                            [--cuda-graph] [--compile none|trace|inductor]
 
 For each model (torchvision, random weights, seed 0) on a 224x224 photo with 5 labels and the
 default quickshift segmentation: lime 0.2.0.1 with lime's tutorial classifier on the GPU
@@ -103,6 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--models", default="resnet18,resnet50")
     parser.add_argument("--cuda-graph", action="store_true", help="capture the forward")
+    parser.add_argument("--compile", choices=("none", "trace", "inductor"), default="none",
+                        help="TorchClassifier compile mode of limefast's runs")
     args = parser.parse_args(argv)
 
     import torch
@@ -127,13 +129,15 @@ def main(argv=None) -> int:
     image = _photo(args.size)
     report = {"machine": _machine(torch), "samples": args.samples, "size": args.size,
               "rounds": args.rounds, "top_labels": 5, "cuda_graph": args.cuda_graph,
+              "compile": args.compile,
               "models": {}}
     for arch in args.models.split(","):
         torch.manual_seed(0)
         model = getattr(torchvision.models, arch)(weights=None).eval().cuda()
         tutorial = TutorialClassifier(copy.deepcopy(model), device="cuda")
         clfs = {p: TorchClassifier(copy.deepcopy(model), mean=MEAN, std=STD, device="cuda",
-                                   precision=p, cuda_graph=args.cuda_graph)
+                                   precision=p, cuda_graph=args.cuda_graph,
+                                   compile=None if args.compile == "none" else args.compile)
                 for p in ("fp32", "fp16")}
         for clf in clfs.values():
             lime_fast.LimeImageExplainer(random_state=0).warmup(image.shape, clf,
