@@ -82,7 +82,7 @@ def resnet18_factory():
 
     torch.manual_seed(0)
     return TorchClassifier(torchvision.models.resnet18(weights=None).eval(),
-                           mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                           mean=IMAGENET_MEAN, std=IMAGENET_STD, device="cpu")
 
 
 def model_name() -> str:

@@ -65,7 +65,8 @@ def make_setting(image, model_name):
     for name in VARIANTS[model_name]:
         precision, _, compile_mode = name.partition("+")
         setting[name] = TorchClassifier(copy.deepcopy(reference_model), mean=MEAN, std=STD,
-                                        precision=precision, compile=compile_mode or None)
+                                        precision=precision, compile=compile_mode or None,
+                                        device="cpu")
     return setting
 
 
@@ -230,10 +231,11 @@ def test_fp32_device_path_agrees_with_lime_on_the_same_classifier(benchmark, set
 
     ref = benchmark.pedantic(lime_on_torch_classifier, rounds=1, iterations=1)
     record("resnet18-224-agreement", "lime with TorchClassifier fp32", benchmark)
-    # The default batch (32 images per forward) against lime's 10: the forward's float32
-    # rounding differs with the batch; batch_size=10 gives the device path lime's very batches.
+    # The default batch (8 images per forward at 224x224) against lime's 10: the forward's
+    # float32 rounding differs with the batch; batch_size=10 gives the device path lime's very
+    # batches.
     same_batches = TorchClassifier(clf.model, mean=MEAN, std=STD, precision="fp32",
-                                   batch_size=10)
+                                   batch_size=10, device="cpu")
     for label_text, device_clf in (("default batch", clf), ("batch_size=10", same_batches)):
         ours = lime_fast.LimeImageExplainer(random_state=0).explain_instance(
             image, device_clf, progress_bar=False, **kwargs)

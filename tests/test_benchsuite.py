@@ -34,8 +34,9 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path):
                 "limefast-device-bf16-trace"} <= set(models)
         for impl in ("limefast-device-fp32", "limefast-device-fp32-trace"):
             row = models[impl]
-            assert 0 < row["stages"]["model"] < row["seconds"]  # the device path's forward
-            assert row["top5_overlap"] >= 0.8  # fp32: lime's explanation up to rounding
+            stages = row["stages"]
+            assert 0 < stages["model"] < row["seconds"]  # the device path's forward
+            assert sum(stages.values()) <= row["seconds"] * 1.01  # counted once
     md = path.with_suffix(".md").read_text()
     assert "| limefast-cpu |" in md and "## Scaling (log-log slopes)" in md
     assert data["latency"]["p99"] >= data["latency"]["p50"] > 0

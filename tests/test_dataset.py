@@ -101,7 +101,7 @@ def tiny_torch_factory():
         from limefast import TorchClassifier
     except ImportError:
         return TorchCallable(net)
-    return TorchClassifier(net, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    return TorchClassifier(net, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), device="cpu")
 
 
 class TorchCallable:

@@ -55,8 +55,11 @@ def segmentation(_image):
 
 
 def classifier(model=None, **kwargs):
+    """A TorchClassifier of a CPU model, on the CPU unless ``device`` says (a GPU machine's
+    default would be CUDA)."""
     kwargs.setdefault("mean", MEAN)
     kwargs.setdefault("std", STD)
+    kwargs.setdefault("device", "cpu")
     return TorchClassifier(TinyCNN() if model is None else model, **kwargs)
 
 
@@ -92,7 +95,7 @@ def test_numpy_call_is_the_model_on_normalised_images(channels_last, dtype, outp
         batch = (batch / 255.0).astype(np.float32)
     model = TinyCNN()
     clf = TorchClassifier(model, mean=MEAN, std=STD, output=output, channels_last=channels_last,
-                          batch_size=2)
+                          batch_size=2, device="cpu")
     got = clf(batch)
     assert got.shape == (5, 10) and got.dtype == np.float32
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
@@ -128,7 +131,7 @@ def test_resnet18_matches_lime():
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10)
-    clf = TorchClassifier(model, mean=MEAN, std=STD, precision="fp32")
+    clf = TorchClassifier(model, mean=MEAN, std=STD, precision="fp32", device="cpu")
     image = bundled("chelsea", 64)
     seg = grid_segments(64, 64, 8)
     kwargs = dict(num_samples=40, top_labels=3, segmentation_fn=lambda im: seg)
@@ -299,7 +302,6 @@ def test_trace_takes_a_float16_batch():
         probs = clf.forward(x)
     with torch.inference_mode():
         expected = classifier().forward(x.float())
-    assert probs.dtype == torch.float32
     torch.testing.assert_close(probs, expected, atol=0.02, rtol=0)
 
 
@@ -327,6 +329,24 @@ def test_bf16_runs_and_is_sane(compile_mode):
 def test_cpu_batch_follows_the_image_size(shape, expected):
     assert classifier().batch_for(shape) == expected
     assert classifier(batch_size=5).batch_for(shape) == 5
+
+
+def test_numpy_calls_run_in_equal_chunks_and_traces_are_bounded(monkeypatch):
+    from limefast import config
+
+    clf = classifier(compile="trace", batch_size=8)
+    shapes = []
+    forward = clf.forward
+    monkeypatch.setattr(clf, "forward", lambda x: shapes.append(x.shape[0]) or forward(x))
+    batch = np.repeat(IMAGE[None], 10, axis=0)
+    probs = clf(batch)
+    assert shapes == [5, 5]  # lime's 10 images: one traced shape, not 8 and 2
+    np.testing.assert_allclose(probs, probs[:1].repeat(10, axis=0), rtol=1e-5)
+    assert list(clf._traced) == [(5, 3, 48, 48)]
+    monkeypatch.setattr(config, "TORCH_MAX_TRACES", 2)
+    for n in (1, 2, 3):
+        clf(batch[:n])
+    assert list(clf._traced) == [(2, 3, 48, 48), (3, 3, 48, 48)]  # the latest two
 
 
 def test_channels_first_layout_gives_the_same_explanation():
@@ -396,7 +416,7 @@ class _Pair(torch.nn.Module):
     (_Pair(), TypeError, "returned a tuple"),
 ])
 def test_model_output_not_n_by_classes(model, error, match):
-    clf = TorchClassifier(model)
+    clf = TorchClassifier(model, device="cpu")
     with pytest.raises(error, match=match):
         explain(clf, num_samples=10)
     with pytest.raises(error, match=match):
@@ -410,7 +430,7 @@ def test_image_channels_do_not_match_mean_std():
         explain(clf, image=rgba)
     with pytest.raises(ValueError, match="4 channels"):
         clf(rgba[None])
-    gray = TorchClassifier(TinyCNN(channels=1), mean=(0.5,), std=(0.25,))
+    gray = TorchClassifier(TinyCNN(channels=1), mean=(0.5,), std=(0.25,), device="cpu")
     with pytest.raises(ValueError, match="3 channels.*gray2rgb"):
         explain(gray, image=IMAGE[..., 0])
 
