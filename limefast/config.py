@@ -41,6 +41,10 @@ CUDA_MAX_GRID_Y: int = 65535
 TORCH_CPU_INPUT_BYTES: int = 5 << 20
 TORCH_CPU_MAX_BATCH: int = 64
 
+# compile='trace' keeps the frozen traces of this many input shapes (the least recently used
+# goes): each holds its own copy of the weights with the batch norms folded in.
+TORCH_MAX_TRACES: int = 4
+
 # On CUDA, batch_size=None takes the largest batch whose input, times this factor for the
 # activations (generous for ResNet-like models at inference), fits in DEVICE_MEMORY_FRACTION of
 # the free device memory, capped at TORCH_MAX_DEVICE_BATCH.

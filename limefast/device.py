@@ -382,8 +382,10 @@ class _GraphForward:
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: another thread's allocations (explanations sharing the classifier fit
         # their surrogates outside its lock) do not invalidate the capture.
+        # On a stream of the classifier's device: torch's own capture stream is made once per
+        # process, on whichever device was current at the first capture.
         with torch.cuda.device(clf.device), torch.cuda.graph(
-                self.graph, capture_error_mode="thread_local"):
+                self.graph, stream=side, capture_error_mode="thread_local"):
             self.out = clf.forward(x)
 
     def __call__(self, n):
@@ -447,16 +449,20 @@ def segment_means(image, segments, n_segments: int):
         raise TypeError(f"segment_means takes integer or float32/float64 images; got "
                         f"{image.dtype} (convert with image.float())")
     device = image.device
-    segments = (_as_torch_cuda(segments) if not isinstance(segments, np.ndarray)
-                else torch.from_numpy(np.asarray(segments)))
+    segments = (torch.from_numpy(np.ascontiguousarray(segments))
+                if isinstance(segments, np.ndarray) else _as_torch_cuda(segments))
+    if segments.is_floating_point() or segments.is_complex() or segments.dtype == torch.bool:
+        raise TypeError(f"segments must hold integer labels; got {segments.dtype}")
     if segments.shape != image.shape[:2]:
         raise ValueError(f"image must be (H, W, C) and segments (H, W); got "
                          f"{tuple(image.shape)} and {tuple(segments.shape)}")
     with device_guard(device), _numba_device(device.index):
-        segments = segments.to(device=device, dtype=torch.int32).contiguous()
-        lo, hi = (int(v) for v in torch.aminmax(segments))  # labels index the kernels' arrays
+        segments = segments.to(device=device)
+        # Checked before the cast to int32 (which could wrap): labels index the kernels' arrays.
+        lo, hi = (int(v) for v in torch.aminmax(segments))
         if lo < 0 or hi >= n_segments:
             raise ValueError(f"segment labels must lie in 0..{n_segments - 1}; got {lo}..{hi}")
+        segments = segments.to(torch.int32).contiguous()
         stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
         means = segment_means_cuda(image.contiguous(), segments, int(n_segments), stream=stream,
                                    device_id=device.index)
