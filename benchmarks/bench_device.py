@@ -222,21 +222,23 @@ def _timed(fn, x) -> float:
 
 @pytest.mark.benchmark(group="resnet18-224-agreement")
 def test_fp32_device_path_agrees_with_lime_on_the_same_classifier(benchmark, setting):
-    """lime run with the fp32 TorchClassifier as its classifier_fn against the device path."""
+    """lime run with an fp32 TorchClassifier as its classifier_fn against the device path with
+    the same classifier: the default one (forwards of 8 images at 224x224; lime's calls of 10
+    run as two forwards of 5), and one with batch_size=10 (lime's very batches: its calls of 10
+    are the device path's batches of 10). The forward's float32 rounding depends on the batch."""
     clf, image = setting["fp32"], setting["image"]
     kwargs = dict(top_labels=TOP_LABELS, num_samples=NUM_SAMPLES)
-
-    def lime_on_torch_classifier():
-        return lime_ref.LimeImageExplainer(random_state=0).explain_instance(image, clf, **kwargs)
-
-    ref = benchmark.pedantic(lime_on_torch_classifier, rounds=1, iterations=1)
-    record("resnet18-224-agreement", "lime with TorchClassifier fp32", benchmark)
-    # The default batch (8 images per forward at 224x224) against lime's 10: the forward's
-    # float32 rounding differs with the batch; batch_size=10 gives the device path lime's very
-    # batches.
     same_batches = TorchClassifier(clf.model, mean=MEAN, std=STD, precision="fp32",
                                    batch_size=10, device="cpu")
-    for label_text, device_clf in (("default batch", clf), ("batch_size=10", same_batches)):
+
+    def lime_on(classifier):
+        return lime_ref.LimeImageExplainer(random_state=0).explain_instance(
+            image, classifier, **kwargs)
+
+    refs = {"default batch": benchmark.pedantic(lime_on, args=(clf,), rounds=1, iterations=1)}
+    record("resnet18-224-agreement", "lime with TorchClassifier fp32", benchmark)
+    refs["batch_size=10"] = lime_on(same_batches)
+    for (label_text, ref), device_clf in zip(refs.items(), (clf, same_batches)):
         ours = lime_fast.LimeImageExplainer(random_state=0).explain_instance(
             image, device_clf, progress_bar=False, **kwargs)
         worst = max_relative_difference(ref, ours)
@@ -245,7 +247,7 @@ def test_fp32_device_path_agrees_with_lime_on_the_same_classifier(benchmark, set
             / max(abs(w) for _, w in exp) for label, exp in ref.local_exp.items())
         top10 = all([f for f, _ in ref.local_exp[label][:10]]
                     == [f for f, _ in ours.local_exp[label][:10]] for label in ref.local_exp)
-        line = (f"fp32 device path ({label_text}) vs lime on the same TorchClassifier: top "
+        line = (f"fp32 device path vs lime on the same TorchClassifier ({label_text}): top "
                 f"labels equal {ref.top_labels == ours.top_labels}; largest relative difference "
                 f"of a weight {worst:.1e} (of the label's largest weight: {worst_scaled:.1e}); "
                 f"top-10 feature order equal for every label: {top10}")
