@@ -6,7 +6,9 @@ Each check says what it received and what it wants, and raises before any work s
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -121,3 +123,16 @@ def label_list(labels, n_classes: int | None) -> list:
                 f"(valid: 0..{n_classes - 1})"
             )
     return labels
+
+
+def output_folder(path, prog: str) -> Path | None:
+    """``path`` created (with its parents) as a Path, or None after one line on stderr saying
+    why it cannot be: what a command reports before it exits with status 2."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"{prog}: cannot write to output folder {out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return None
+    return out

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import output_folder
+
 ZOOM = 4  # 32 px digits drawn at 128 px
 SLIC = dict(n_segments=40, compactness=10, start_label=0)
 # Hidden superpixels turn black, the digits' background (lime's MNIST tutorial does the same):
@@ -153,11 +155,8 @@ def main(argv=None) -> int:
     if args.num_samples < 1 or args.digits < 1:
         print("limefast demo: --num-samples and --digits must be >= 1", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"limefast demo: cannot create output folder {out}: {exc}", file=sys.stderr)
+    out = output_folder(args.out, "limefast demo")
+    if out is None:
         return 2
 
     from . import digits

@@ -66,3 +66,17 @@ def test_targets_say_met_or_missed():
     assert checks["agreement with lime <= 1e-9 relative"] is True
     assert checks["perturbation flat in superpixels (slope < 0.2)"] is False
     assert "| MISSED |" in report.markdown({"machine": {}, "date": "d", **results})
+
+
+@pytest.mark.parametrize("main", ["bench", "demo"])
+def test_an_output_folder_under_a_file_is_a_one_line_error(main, tmp_path, capsys):
+    from limefast import demo
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = str(blocker / "out")
+    code = (benchsuite.main(["--out", out, "--quick"]) if main == "bench"
+            else demo.main(["--out", out, "--no-lime"]))
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"limefast {main}: cannot write to output folder {out}: Not a directory"

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from .._checks import output_folder
 from . import report, suite
 
 SECTIONS = ("end_to_end", "scaling", "models", "latency")
@@ -122,11 +123,8 @@ def run(args) -> int:
         print(f"limefast bench: unknown section(s) {unknown}; choose from {SECTIONS}",
               file=sys.stderr)
         return 2
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"limefast bench: cannot write to {out}: {exc}", file=sys.stderr)
+    out = output_folder(args.out, "limefast bench")
+    if out is None:
         return 2
     cfg = suite.Config.quick() if args.quick else suite.Config()
     results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr))
