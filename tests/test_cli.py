@@ -9,6 +9,7 @@ import urllib.error
 
 import numpy as np
 import pytest
+from agreement import assert_label_agreement, forward_rtol
 from conftest import bundled
 from PIL import Image
 
@@ -123,10 +124,15 @@ def test_compile_trace_gives_the_eager_explanation(images, tmp_path, capsys):
                                    .read_text())
     eager, traced = records["none"], records["trace"]
     assert traced["top_labels"] == eager["top_labels"]
+    from cli_models import tiny
+
+    # A frozen trace is other float32 kernels: the float32 contract (tests/agreement.py).
     for label, entry in eager["labels"].items():
-        weights = [w for _, w in entry["weights"]]
-        np.testing.assert_allclose([w for _, w in traced["labels"][label]["weights"]], weights,
-                                   rtol=0, atol=1e-4 * max(abs(w) for w in weights))
+        ours = traced["labels"][label]
+        assert_label_agreement(dict(map(tuple, entry["weights"])),
+                               dict(map(tuple, ours["weights"])),
+                               (entry["intercept"], None), (ours["intercept"], None),
+                               forward_rtol(tiny()), what=f"label {label}")
     code, err = run(["explain", images[0], "--model", "cli_models:tiny", "--compile", "jit",
                      "--out", tmp_path / "bad"], capsys)
     assert code == 2 and "--compile" in err

@@ -6,6 +6,14 @@ import lime.lime_image as lime_ref
 import numpy as np
 import pytest
 import torch
+from agreement import (
+    U_FLOAT32,
+    U_TF32,
+    assert_float32_agreement,
+    assert_same_explanation,
+    forward_rtol,
+    logit_scale,
+)
 from conftest import bundled
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -70,17 +78,12 @@ def explain(clf, image=IMAGE, seed=0, explainer_kwargs=None, **kwargs):
     return explainer.explain_instance(image, clf, progress_bar=False, **kwargs)
 
 
-def assert_close(ref, ours, rtol, top=10):
-    """Same labels, same order of the top features, weights and intercepts within rtol."""
-    assert getattr(ref, "top_labels", None) == getattr(ours, "top_labels", None)
-    assert set(ref.local_exp) == set(ours.local_exp)
-    for label in ref.local_exp:
-        features = [f for f, _ in ref.local_exp[label]]
-        assert features[:top] == [f for f, _ in ours.local_exp[label]][:top]
-        a = np.array([w for _, w in ref.local_exp[label]])
-        b = np.array([dict(ours.local_exp[label])[f] for f in features])
-        np.testing.assert_allclose(b, a, rtol=rtol, atol=1e-6 * np.abs(a).max())
-        np.testing.assert_allclose(ours.intercept[label], ref.intercept[label], rtol=rtol)
+def float32_close(ref, ours, model=None, unit=U_FLOAT32):
+    """The float32 contract (``tests/agreement.py``) for explanations of ``model``'s forwards
+    (default: the tests' TinyCNN) computed two ways."""
+    model = TinyCNN() if model is None else model
+    logits = logit_scale(classifier(model), np.stack([ref.image, ref.image // 2]))
+    assert_float32_agreement(ref, ours, forward_rtol(model, unit, logits))
 
 
 # -- the NumPy classifier_fn -----------------------------------------------------------------
@@ -115,16 +118,16 @@ def test_numpy_call_is_the_model_on_normalised_images(channels_last, dtype, outp
     ("forward_selection", 3), ("lasso_path", 6),
 ])
 def test_matches_lime_fp32(method, num_features):
-    clf = classifier()
+    """With lime's batches of 10 as the device path's batches, the model sees the same input
+    bits in the same batches both ways: exact. (lime 0.2.0.1 keeps the score and local
+    prediction of the last label fitted, the top one.)"""
+    clf = classifier(batch_size=10)
     kwargs = dict(num_samples=100, top_labels=3, num_features=num_features,
                   segmentation_fn=segmentation)
     ref = lime_ref.LimeImageExplainer(random_state=4, feature_selection=method).explain_instance(
         IMAGE, clf, **kwargs)
     ours = explain(clf, seed=4, explainer_kwargs={"feature_selection": method}, **kwargs)
-    assert_close(ref, ours, rtol=1e-4)
-    # lime 0.2.0.1 keeps the score and local prediction of the last label fitted, the top one.
-    np.testing.assert_allclose(ours.score[ref.top_labels[0]], ref.score, rtol=1e-4)
-    np.testing.assert_allclose(ours.local_pred[ref.top_labels[0]], ref.local_pred, rtol=1e-4)
+    assert_same_explanation(ref, ours, score_label=ref.top_labels[0])
 
 
 def test_resnet18_matches_lime():
@@ -137,29 +140,59 @@ def test_resnet18_matches_lime():
     kwargs = dict(num_samples=40, top_labels=3, segmentation_fn=lambda im: seg)
     ref = lime_ref.LimeImageExplainer(random_state=1).explain_instance(image, clf, **kwargs)
     ours = explain(clf, image=image, seed=1, **kwargs)
-    assert_close(ref, ours, rtol=1e-4)
+    # lime's calls of 10 against the device path's one batch of 40: other float32 kernels.
+    assert_float32_agreement(ref, ours, forward_rtol(model, logits=logit_scale(clf, image[None])))
 
 
-def test_explicit_labels_and_hide_color():
-    clf = classifier()
+@pytest.mark.parametrize("batch_size", [10, None])
+def test_explicit_labels_and_hide_color(batch_size):
+    clf = classifier(batch_size=batch_size)
     kwargs = dict(num_samples=80, top_labels=None, labels=(2, 7), hide_color=0,
                   segmentation_fn=segmentation)
     ref = lime_ref.LimeImageExplainer(random_state=3).explain_instance(IMAGE, clf, **kwargs)
     ours = explain(clf, seed=3, **kwargs)
-    assert_close(ref, ours, rtol=1e-4)
+    if batch_size == 10:  # lime's batches: exact
+        assert_same_explanation(ref, ours, score_label=7)
+    else:
+        float32_close(ref, ours)
 
 
 # -- the device path against the CPU drop-in path ----------------------------------------------
 
+def cpu_path(clf):
+    """``clf`` as a plain function: the CPU executor, which calls it with NumPy batches."""
+    return lambda batch: clf(batch)
+
+
+def recording(clf):
+    """Wrap ``clf.forward`` to keep a copy of every model-ready batch it is given."""
+    seen = []
+    forward = clf.forward
+
+    def record(x):
+        seen.append(x.detach().clone().contiguous())
+        return forward(x)
+
+    clf.forward = record
+    return seen
+
+
 @pytest.mark.parametrize("batch_size", [None, 1, 7])
 def test_device_path_equals_cpu_path(batch_size):
+    """The CPU path in the device path's batches: the model gets bitwise-equal inputs in the
+    same batches, so the explanations are equal to the float64 surrogate's rounding."""
     clf = classifier(batch_size=batch_size)
+    seen = recording(clf)
     device = explain(clf, num_samples=90)
-    cpu = explain(lambda batch: clf(batch), num_samples=90, batch_size=10)
-    assert_close(cpu, device, rtol=1e-5)
+    seen_device = seen[:]
+    seen.clear()
+    cpu = explain(cpu_path(clf), num_samples=90, batch_size=clf.batch_for(IMAGE.shape))
+    seen_cpu = seen[:]
+    assert [x.shape for x in seen_device] == [x.shape for x in seen_cpu] != []
+    for a, b in zip(seen_device, seen_cpu):
+        assert torch.equal(a, b)
+    assert_same_explanation(cpu, device)
     for label in cpu.local_exp:
-        np.testing.assert_allclose(device.score[label], cpu.score[label], rtol=1e-5)
-        np.testing.assert_allclose(device.local_pred[label], cpu.local_pred[label], rtol=1e-5)
         assert device.local_pred[label].shape == (1,)
         feature, weight = device.local_exp[label][0]
         assert isinstance(feature, np.int64) and isinstance(weight, np.float64)
@@ -168,22 +201,32 @@ def test_device_path_equals_cpu_path(batch_size):
     assert {"upload", "model_ready", "forward"} <= set(device.timings)
 
 
+def test_device_path_in_other_batches_than_the_cpu_path():
+    """Batches of 7 against 10: other float32 kernels, the float32 contract."""
+    clf = classifier(batch_size=7)
+    float32_close(explain(cpu_path(clf), num_samples=90, batch_size=10),
+                  explain(clf, num_samples=90))
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float64])
 def test_float_images_device_equals_cpu(dtype):
     clf = classifier()
     image = (IMAGE / 255).astype(dtype)
     device = explain(clf, image=image, num_samples=60)
-    cpu = explain(lambda batch: clf(batch), image=image, num_samples=60)
-    assert_close(cpu, device, rtol=1e-5)
+    cpu = explain(cpu_path(clf), image=image, num_samples=60,
+                  batch_size=clf.batch_for(IMAGE.shape))
+    assert_same_explanation(cpu, device)
 
 
 def test_host_fallbacks_model_regressor_and_lasso_path():
     clf = classifier()
+    batch = clf.batch_for(IMAGE.shape)
     for kwargs, explainer_kwargs in [({"model_regressor": Ridge(alpha=0.5)}, {}),
                                      ({"num_features": 4}, {"feature_selection": "lasso_path"})]:
         device = explain(clf, explainer_kwargs=explainer_kwargs, **kwargs)
-        cpu = explain(lambda batch: clf(batch), explainer_kwargs=explainer_kwargs, **kwargs)
-        assert_close(cpu, device, rtol=1e-6)
+        cpu = explain(cpu_path(clf), explainer_kwargs=explainer_kwargs, batch_size=batch,
+                      **kwargs)
+        assert_same_explanation(cpu, device)
 
 
 def test_explain_batch_equals_explain_instance_in_turn():
@@ -195,7 +238,9 @@ def test_explain_batch_equals_explain_instance_in_turn():
     batch = lime_fast.LimeImageExplainer(random_state=5).explain_batch(images, clf, **kwargs)
     single = lime_fast.LimeImageExplainer(random_state=5)
     for image, explanation in zip(images, batch):
-        assert_close(single.explain_instance(image, clf, **kwargs), explanation, rtol=1e-5)
+        # A batch of explain_batch holds rows of several images, so the last batch of each
+        # image is another shape than explain_instance's: the float32 contract.
+        float32_close(single.explain_instance(image, clf, **kwargs), explanation)
 
 
 # -- latency -----------------------------------------------------------------------------------
@@ -254,7 +299,7 @@ def test_torchscript_gives_the_eager_explanation(mode):
     eager = explain(classifier())
     compiled_clf = classifier(compile=mode)
     compiled = explain(compiled_clf)
-    assert_close(eager, compiled, rtol=1e-5)
+    float32_close(eager, compiled)
     assert isinstance(compiled_clf._module if mode == "script" else
                       next(iter(compiled_clf._traced.values())), torch.jit.ScriptModule)
 
@@ -285,7 +330,7 @@ def test_torchscript_modes_are_frozen_with_batch_norms_folded(mode):
     eager = explain(classifier(BatchNormCNN()))
     compiled_clf = classifier(BatchNormCNN(), compile=mode)
     compiled = explain(compiled_clf)
-    assert_close(eager, compiled, rtol=1e-4)
+    float32_close(eager, compiled, BatchNormCNN())
     module = (compiled_clf._module if mode == "script"
               else next(iter(compiled_clf._traced.values())))
     graph = str(module.graph)
@@ -352,7 +397,7 @@ def test_numpy_calls_run_in_equal_chunks_and_traces_are_bounded(monkeypatch):
 def test_channels_first_layout_gives_the_same_explanation():
     a = explain(classifier(channels_last=True))
     b = explain(classifier(channels_last=False))
-    assert_close(a, b, rtol=1e-5)
+    float32_close(a, b)
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -561,13 +606,13 @@ def test_model_ready_run_plan_property(case):
 # -- on a GPU (skipped without one) ------------------------------------------------------------
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("precision,rtol", [("fp32", 1e-3), ("fp16", None)])
-def test_cuda_device_path(precision, rtol):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_device_path(precision):
     cpu = explain(classifier(device="cpu"), num_samples=120)
     gpu = explain(classifier(TinyCNN().cuda(), device="cuda", precision=precision),
                   num_samples=120)
-    if rtol is not None:
-        assert_close(cpu, gpu, rtol=rtol, top=3)
+    if precision == "fp32":  # cuDNN convolutions run in TF32 by default
+        float32_close(cpu, gpu, unit=U_TF32)
     label = cpu.top_labels[0]
     wa, wb = dict(cpu.local_exp[label]), dict(gpu.local_exp[label])
     features = sorted(wa)
@@ -578,7 +623,7 @@ def test_cuda_device_path(precision, rtol):
 def test_cuda_graph_and_numpy_call_on_the_gpu():
     plain = classifier(TinyCNN().cuda(), device="cuda", precision="fp32")
     graph = classifier(TinyCNN().cuda(), device="cuda", precision="fp32", cuda_graph=True)
-    assert_close(explain(plain, num_samples=70), explain(graph, num_samples=70), rtol=1e-5)
+    float32_close(explain(plain, num_samples=70), explain(graph, num_samples=70), unit=U_TF32)
     np.testing.assert_allclose(plain(IMAGE[None]), classifier()(IMAGE[None]), rtol=1e-3,
                                atol=1e-5)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from agreement import forward_rtol, logit_scale
 from conftest import GridClassifier, bundled
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -166,5 +167,8 @@ def test_torch_classifier_runs_the_curves_on_its_executor():
 
     on_device = faithfulness(exp, classifier, steps=3)
     on_host = faithfulness(exp, plain, steps=3)
-    np.testing.assert_allclose(on_device.deletion, on_host.deletion, rtol=1e-5)
-    np.testing.assert_allclose(on_device.insertion, on_host.insertion, rtol=1e-5)
+    # The curves are probabilities of a float32 model run in other batches: within the
+    # forward's relative error of the probability scale (tests/agreement.py).
+    atol = forward_rtol(module, logits=logit_scale(classifier, image[None]))
+    np.testing.assert_allclose(on_device.deletion, on_host.deletion, rtol=0, atol=atol)
+    np.testing.assert_allclose(on_device.insertion, on_host.insertion, rtol=0, atol=atol)
