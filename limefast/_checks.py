@@ -26,6 +26,40 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+class ArgumentTypeError(ValueError, TypeError):
+    """An argument of the wrong kind: both a ValueError (the issue a user meets: "what values
+    does this take?") and the TypeError earlier releases raised for it."""
+
+
+def int_or_auto(name: str, value, minimum: int = 1):
+    """``"auto"``, or ``value`` as an int >= ``minimum``; a clear ValueError otherwise."""
+    if isinstance(value, str):
+        if value == "auto":
+            return "auto"
+        raise ValueError(f"{name} must be an integer >= {minimum} or 'auto'; got {value!r}")
+    try:
+        return positive_int(name, value, minimum)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"{name} must be an integer >= {minimum} or 'auto'; got {value!r}") from None
+
+
+def optional_int(name: str, value, minimum: int = 1):
+    """None, or ``value`` as an int >= ``minimum``."""
+    return None if value is None else positive_int(name, value, minimum)
+
+
+def time_budget(value):
+    """None, or a positive finite number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"time_budget must be a positive number of seconds; got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"time_budget must be a positive number of seconds; got {value!r}")
+    return float(value)
+
+
 def image_array(image) -> np.ndarray:
     """A 2-D or 3-D numeric, finite, non-empty NumPy image (not yet converted to RGB)."""
     if hasattr(image, "__cuda_array_interface__") or (

@@ -53,6 +53,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count_or_auto(text: str):
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
+    return value
+
+
 def _triple(text: str) -> tuple:
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -74,10 +88,19 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="a state-dict file, or DEFAULT for torchvision's pretrained weights; "
                         "once per --model, in the same order (default: random weights)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--num-samples", type=_positive_int, default=1000)
-    p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="perturbed images per model call (default: the TorchClassifier's "
-                        f"choice for torch models, {PLAIN_BATCH} for classifier functions)")
+    p.add_argument("--num-samples", type=_count_or_auto, default=1000, metavar="N|auto",
+                   help="perturbed images per explanation, or auto: rounds until the top "
+                        "superpixels settle (default 1000)")
+    p.add_argument("--max-samples", type=_positive_int, default=None,
+                   help="the most rows --num-samples auto may take")
+    p.add_argument("--time-budget", type=_seconds, default=None, metavar="SECONDS",
+                   help="stop each explanation's rounds when the next would not fit")
+    p.add_argument("--dedupe", action="store_true",
+                   help="evaluate each distinct perturbed image once (deterministic models)")
+    p.add_argument("--batch-size", type=_count_or_auto, default=None, metavar="N|auto",
+                   help="perturbed images per model call, or auto (default: the "
+                        "TorchClassifier's choice for torch models, "
+                        f"{PLAIN_BATCH} for classifier functions)")
     p.add_argument("--segmentation", choices=sorted(SEGMENTATIONS), default="quickshift")
     p.add_argument("--size", type=int, default=224,
                    help="resize the shorter side and centre-crop to SIZE x SIZE (0: as is)")
@@ -171,8 +194,10 @@ def _prepare(args, check_models=None):
     images = [load_image(path, args.size) for path in args.images]
     norm = {k: v for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     compile_mode = None if args.compile == "none" else args.compile
+    # A TorchClassifier chooses its own batch for "auto" (its device's memory, the image size).
+    torch_batch = args.batch_size if isinstance(args.batch_size, int) else None
     models = [load_model(spec, w, device=args.device, precision=args.precision, seed=args.seed,
-                         batch_size=args.batch_size, compile=compile_mode, **norm)
+                         batch_size=torch_batch, compile=compile_mode, **norm)
               for spec, w in zip(args.model, weights)]
     tags = [m.tag for m in models]
     for i, m in enumerate(models):
@@ -201,10 +226,18 @@ def _explain(model, images, args, top_labels):
     explanations = explainer.explain_batch(
         images, model.classifier, top_labels=top_labels, num_samples=args.num_samples,
         batch_size=args.batch_size or PLAIN_BATCH, segmentation_fn=segmentation,
-        progress_bar=True)
+        progress_bar=True, **sampling_options(args))
     probabilities = [np.asarray(model.classifier(image[None]), dtype=np.float64)[0]
                      for image in images]
     return explanations, probabilities
+
+
+def sampling_options(args) -> dict:
+    """The fewer-model-calls switches of the command line, as ``explain_batch`` takes them."""
+    options = {"dedupe": args.dedupe, "time_budget": args.time_budget}
+    if args.max_samples is not None:
+        options["max_samples"] = args.max_samples
+    return options
 
 
 def _run_staged(staging, work) -> int:
@@ -260,6 +293,7 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
             "score": float(exp.score[label]),
             "local_pred": [float(v) for v in np.ravel(exp.local_pred[label])],
             "weights": [[int(f), float(w)] for f, w in exp.local_exp[label]],
+            "stderr": [[int(f), float(exp.stderr[label][f])] for f, _ in exp.local_exp[label]],
             "png": png,
         }
     record = {
@@ -269,7 +303,10 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
         "size": list(exp.image.shape[:2]),
         "segmentation": args.segmentation,
         "n_superpixels": int(exp.segments.max()) + 1,
-        "num_samples": args.num_samples,
+        "num_samples": int(exp.num_samples),
+        "num_evaluated": int(exp.num_evaluated),
+        "converged": bool(exp.converged),
+        "stop_reason": exp.stop_reason,
         "seed": args.seed,
         "top_labels": [int(label) for label in exp.top_labels],
         "labels": labels,
@@ -311,11 +348,13 @@ def run_compare(args) -> int:
             cams = _gradcams(gradcam, model, images, labels, args.target_layer)
             for name, exp, probs, label, cam in zip(names, explanations, probabilities, labels,
                                                     cams):
+                # The curves' calls are few: a fixed batch (auto's probe would not pay).
+                batch = args.batch_size if isinstance(args.batch_size, int) else PLAIN_BATCH
                 lime_f = faithfulness(exp, model.classifier, args.steps, label=label,
-                                      batch_size=args.batch_size or PLAIN_BATCH)
+                                      batch_size=batch)
                 cam_f = faithfulness(exp, model.classifier, args.steps, label=label,
                                      weights=segment_scores(cam, exp.segments),
-                                     batch_size=args.batch_size or PLAIN_BATCH)
+                                     batch_size=batch)
                 curves = render.curve_plot(lime_f.fractions, [
                     ("LIME", lime_f.deletion, "green"), ("Grad-CAM", cam_f.deletion, "purple")],
                     xlabel="share deleted")

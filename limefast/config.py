@@ -26,6 +26,38 @@ CPU_THREADS: int = 0
 # Rows of a chunk are shared between threads in blocks of about this many bytes.
 TASK_BYTES: int = 512 * 1024
 
+# batch_size="auto" (``sampling.BatchSizer``): the first batch, the largest (in images and in
+# bytes of perturbed images), and the fall in time per image a doubling must bring to be kept.
+AUTO_BATCH_START: int = 16
+AUTO_BATCH_MAX: int = 1024
+AUTO_BATCH_BYTES: int = 64 * 1024 * 1024
+AUTO_BATCH_GAIN: float = 0.10
+
+# num_samples="auto" (``limefast.adaptive``): the rows of the first round, the most rows, how
+# much each later round adds (a fraction of the rows so far, at least AUTO_ROUND_MIN), the
+# confidence of the test that the shown ranking is settled, and its indifference zone: a
+# boundary between two features whose weights are known to within this fraction of the
+# label's largest weight counts as settled (their order then hardly matters to a reader).
+AUTO_MIN_SAMPLES: int = 100
+AUTO_MAX_SAMPLES: int = 4000
+AUTO_ROUND_MIN: int = 50
+AUTO_GROWTH: float = 0.25
+AUTO_CONFIDENCE: float = 0.9
+AUTO_INDIFFERENCE: float = 0.1
+# The ranking a reader looks at when num_features does not say: get_image_and_mask's default.
+AUTO_STABLE_FEATURES: int = 5
+# Under a time_budget, the first round's rows (before the model's speed is known) and the
+# share of the budget the rounds plan to use (the rest is kept for the final fit and noise).
+BUDGET_FIRST_ROUND: int = 20
+BUDGET_SHARE: float = 0.9
+
+# The once-per-explainer hint (``lime_image.PerformanceHint``): given when an explanation took
+# at least HINT_MIN_SECONDS, HINT_MODEL_SHARE of it inside classifier_fn, in batches of at most
+# HINT_SMALL_BATCH images.
+HINT_MIN_SECONDS: float = 1.0
+HINT_MODEL_SHARE: float = 0.8
+HINT_SMALL_BATCH: int = 32
+
 # CUDA launch configuration.
 CUDA_THREADS_PER_BLOCK: int = 256
 

@@ -62,7 +62,8 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
                     concurrency: int | None = None, image_size: int | tuple[int, int] | None = None,
                     model_batch_size: int = 10, hide_color=None, overlays: bool = False,
                     address: str | None = None, max_retries: int = 3, progress: bool = True,
-                    image_column: str = "image", id_column: str | None = None) -> DatasetRun:
+                    image_column: str = "image", id_column: str | None = None,
+                    time_budget: float | None = None, dedupe: bool = False) -> DatasetRun:
     """Explain every image of ``source`` with ``model_factory()``'s classifier, on Ray Data.
 
     Args:
@@ -75,7 +76,9 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
             once per worker (and again if Ray restarts the worker).
         output: folder, or pyarrow filesystem URI (``s3://bucket/run``), for the Parquet part
             files, ``_limefast.json`` and ``overlays/``; every worker must reach it.
-        num_samples, top_labels, hide_color: as for ``explain_instance``.
+        num_samples, top_labels, hide_color, time_budget, dedupe: as for
+            ``explain_instance`` (``num_samples`` may be ``"auto"``; a run with a time budget
+            depends on the machine's speed, so it is not deterministic).
         seed: run seed; an image is explained with ``random_state=image_seed(seed, its id)``.
         segmentation: None (lime's quickshift), ``'quickshift'``, ``'slic'``,
             ``'felzenszwalb'`` (``SegmentationAlgorithm`` defaults), or a picklable callable
@@ -104,7 +107,7 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
     ray = _ray()
     settings = Settings(
         output=_absolute(output),
-        num_samples=_checks.positive_int("num_samples", num_samples),
+        num_samples=_checks.int_or_auto("num_samples", num_samples),
         top_labels=_checks.positive_int("top_labels", top_labels),
         seed=_checks.positive_int("seed", seed, minimum=0),
         segmentation=_check_segmentation(segmentation),
@@ -113,6 +116,7 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
         hide_color=hide_color, overlays=bool(overlays),
         threads=max(1, math.floor(num_cpus_per_worker)),
         max_retries=_checks.positive_int("max_retries", max_retries, minimum=0),
+        time_budget=_checks.time_budget(time_budget), dedupe=bool(dedupe),
     )
     batch_images = _checks.positive_int("batch_images", batch_images)
     if concurrency is not None:

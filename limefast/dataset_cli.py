@@ -77,7 +77,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="callable with no arguments returning the classifier (e.g. a "
                         "TorchClassifier), as module:name or file.py:name")
     p.add_argument("--output", required=True, help="folder (or URI) for the Parquet rows")
-    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--num-samples", type=_count_or_auto, default=1000, metavar="N|auto",
+                   help="perturbed images per image, or auto (rounds until the top "
+                        "superpixels settle)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop each image's rounds when the next would not fit")
+    p.add_argument("--dedupe", action="store_true",
+                   help="evaluate each distinct perturbed image once (deterministic models)")
     p.add_argument("--top-labels", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--segmentation", choices=("quickshift", "slic", "felzenszwalb"),
@@ -101,6 +107,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _count_or_auto(text: str):
+    return "auto" if text == "auto" else int(text)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``explain-dataset``; 0 when every image has rows (error rows included), 1 on bad
     arguments, 2 when the ``dataset`` extra is missing."""
@@ -117,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             model_batch_size=args.model_batch_size, concurrency=args.workers,
             num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=args.cpus_per_worker,
             max_retries=args.max_retries, overlays=args.overlays, address=args.address,
-            progress=not args.no_progress,
+            progress=not args.no_progress, time_budget=args.time_budget, dedupe=args.dedupe,
         )
     except ImportError as exc:
         if INSTALL_HINT in str(exc):

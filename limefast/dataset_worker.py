@@ -19,7 +19,7 @@ from . import config
 from .lime_image import LimeImageExplainer
 
 INSTALL_HINT = "explain_dataset needs Ray Data and pyarrow: pip install 'limefast[dataset]'"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: stderr, num_samples and num_evaluated columns
 
 
 def image_seed(seed: int, image_id: str) -> int:
@@ -83,7 +83,7 @@ class Settings:
     """Everything a worker needs besides the model."""
 
     output: str
-    num_samples: int
+    num_samples: int | str  # or "auto"
     top_labels: int
     seed: int
     segmentation: object  # None, an algorithm name, or a callable
@@ -93,11 +93,14 @@ class Settings:
     overlays: bool
     threads: int
     max_retries: int
+    time_budget: float | None = None
+    dedupe: bool = False
 
     def metadata(self) -> dict:
         """The settings that decide the rows, as JSON values: a resumed run must match them."""
         meta = asdict(self)
-        for key in ("output", "overlays", "threads", "model_batch_size", "max_retries"):
+        for key in ("output", "overlays", "threads", "model_batch_size", "max_retries",
+                    "dedupe"):
             meta.pop(key)
         fn = self.segmentation
         if fn is not None and not isinstance(fn, str):
@@ -166,7 +169,8 @@ class ExplainWorker:
             explanation = LimeImageExplainer(random_state=seed).explain_instance(
                 image, self.classifier, top_labels=s.top_labels, num_samples=s.num_samples,
                 batch_size=s.model_batch_size, segmentation_fn=self.segmentation,
-                hide_color=s.hide_color, progress_bar=False)
+                hide_color=s.hide_color, progress_bar=False, dedupe=s.dedupe,
+                time_budget=s.time_budget)
         except Exception as exc:  # noqa: BLE001
             # An unreadable or invalid image is this image's problem: record it and go on.
             # Anything else (the model failing, memory) is the run's, and fails the task.
@@ -181,14 +185,18 @@ class ExplainWorker:
         rows = []
         for rank, label in enumerate(explanation.top_labels):
             weights = np.zeros(n_segments)
+            stderr = np.full(n_segments, np.nan)
             for feature, weight in explanation.local_exp[label]:
                 weights[feature] = weight
+                stderr[feature] = explanation.stderr[label][feature]
             rows.append({
                 "image_id": image_id, "label": int(label), "rank": rank,
                 "weights": weights.tolist(), "intercept": float(explanation.intercept[label]),
                 "score": float(explanation.score[label]),
                 "local_pred": float(np.ravel(explanation.local_pred[label])[0]),
                 "num_segments": n_segments, "seconds": seconds, "seed": seed, "error": None,
+                "stderr": stderr.tolist(), "num_samples": int(explanation.num_samples),
+                "num_evaluated": int(explanation.num_evaluated),
             })
         if s.overlays:
             self._write_overlay(image_id, explanation)
@@ -228,6 +236,8 @@ def schema(pa):
         ("weights", pa.list_(pa.float64())), ("intercept", pa.float64()),
         ("score", pa.float64()), ("local_pred", pa.float64()), ("num_segments", pa.int32()),
         ("seconds", pa.float64()), ("seed", pa.int64()), ("error", pa.string()),
+        ("stderr", pa.list_(pa.float64())), ("num_samples", pa.int64()),
+        ("num_evaluated", pa.int64()),
     ])
 
 

@@ -32,8 +32,8 @@ from itertools import groupby
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from . import sampling
 from .kernels.model_ready import RunPlan, as_cuda_array, kernel_input, launch_model_ready_cuda
 from .surrogate import WeightedProblem, resolve_method
 from .surrogate_torch import DEVICE_METHODS, fit_labels
@@ -67,7 +67,7 @@ class TorchExecutor:
         self.timings: dict = {}
 
     # -- the protocol --------------------------------------------------------------------------
-    def predict(self, instances, classifier_fn, batch_size, progress_bar):
+    def predict(self, instances, classifier_fn, batch_size, progress_bar, stats=None):
         """Probabilities of every row of every instance, as ``DevicePrediction``s.
 
         ``classifier_fn`` is this executor's classifier and ``batch_size`` is ignored: the
@@ -78,7 +78,10 @@ class TorchExecutor:
             clf.check_image_shape(inst.image.shape)
             clf.scale_for(inst.image.dtype)
         with clf.lock, device_guard(clf.device):
-            return self._predict(instances, progress_bar)
+            out = self._predict(instances, progress_bar)
+            if stats is not None:
+                stats.add(sum(inst.data.shape[0] for inst in instances), self.timings["forward"])
+            return out
 
     def _predict(self, instances, progress_bar):
         t0 = time.perf_counter()
@@ -99,7 +102,7 @@ class TorchExecutor:
         rows, inst_index = self._rows.to_device(rows_host), self._inst.to_device(inst_host)
         self.timings = {"upload": time.perf_counter() - t0, "model_ready": 0.0, "forward": 0.0}
         probs = None
-        with tqdm(total=total, disable=not progress_bar, desc="limefast") as bar:
+        with sampling._progress(progress_bar, total) as bar:
             for group in groups:
                 first = instances[group[0]]
                 ws = self._workspace(first.image.shape, first.image.dtype)
@@ -120,6 +123,24 @@ class TorchExecutor:
 
     def first_row(self, predictions: DevicePrediction) -> np.ndarray:
         return predictions.probs[0].cpu().numpy()
+
+    def to_numpy(self, predictions: DevicePrediction, columns=None) -> np.ndarray:
+        probs = predictions.probs
+        if columns is not None:
+            probs = probs.index_select(1, torch.as_tensor(columns, device=probs.device))
+        return probs.double().cpu().numpy()
+
+    def concat(self, predictions_list) -> DevicePrediction:
+        if len(predictions_list) == 1:
+            return predictions_list[0]
+        return DevicePrediction(torch.cat([p.probs for p in predictions_list]),
+                                torch.cat([p.rows for p in predictions_list]))
+
+    def take(self, predictions: DevicePrediction, index: np.ndarray) -> DevicePrediction:
+        index = torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)).to(
+            predictions.probs.device)
+        return DevicePrediction(predictions.probs.index_select(0, index),
+                                predictions.rows.index_select(0, index))
 
     def fit(self, instance, predictions: DevicePrediction, weights, labels, num_features,
             method, model_regressor=None) -> dict:

@@ -2,12 +2,18 @@
 the surrogate fit. The CPU executor is always there; a classifier that knows a faster way (a
 ``TorchClassifier`` on its device) supplies its own through ``limefast_executor()``.
 
-An executor has three methods:
+An executor has these methods:
 
-- ``predict(instances, classifier_fn, batch_size, progress_bar)``: one (N, n_classes) array-like
-  per instance, in the executor's own array type;
+- ``predict(instances, classifier_fn, batch_size, progress_bar, stats=None)``: one
+  (N, n_classes) array-like per instance, in the executor's own array type (``batch_size`` an
+  int or a ``sampling.BatchSizer``; ``stats`` a ``sampling.ModelStats`` to add the model's
+  cost to);
 - ``first_row(predictions)``: row 0 of one instance's predictions as a NumPy array (for
   ``top_labels``);
+- ``to_numpy(predictions, columns=None)``: those columns (all by default) as a float64
+  NumPy array;
+- ``concat(predictions_list)`` and ``take(predictions, index)``: predictions of rounds joined,
+  and rows picked (repeated rows scattered back after ``dedupe``);
 - ``fit(instance, predictions, weights, labels, num_features, method, model_regressor)``: a dict
   label -> ``LabelFit`` in lime's return types.
 """
@@ -43,18 +49,30 @@ class CpuExecutor:
 
     name = "cpu"
 
-    def predict(self, instances, classifier_fn, batch_size, progress_bar):
+    def predict(self, instances, classifier_fn, batch_size, progress_bar, stats=None):
         outputs = []
         # Images of one shape and dtype share model batches; a new shape starts new batches.
         for _, group in groupby(instances, key=lambda inst: (inst.image.shape, inst.image.dtype)):
             group = list(group)
             plans = [PerturbPlan(inst.image, inst.fudged, inst.segments) for inst in group]
             outputs += sampling.predict_rows(plans, [inst.data for inst in group],
-                                             classifier_fn, batch_size, progress_bar)
+                                             classifier_fn, batch_size, progress_bar, stats)
         return outputs
 
     def first_row(self, predictions) -> np.ndarray:
         return predictions[0]
+
+    def to_numpy(self, predictions, columns=None) -> np.ndarray:
+        picked = predictions if columns is None else predictions[:, columns]
+        return picked.astype(np.float64)
+
+    def concat(self, predictions_list):
+        if len(predictions_list) == 1:
+            return predictions_list[0]
+        return np.concatenate(predictions_list)
+
+    def take(self, predictions, index: np.ndarray):
+        return predictions[index]
 
     def fit(self, instance, predictions, weights, labels, num_features, method,
             model_regressor=None) -> dict:

@@ -9,16 +9,19 @@ classifier outputs, any channel count.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 
 import numpy as np
 from skimage.color import gray2rgb
 from sklearn.utils import check_random_state
+from tqdm.auto import tqdm
 
-from . import _checks, sampling
+from . import _checks, adaptive, config, sampling
 from .executor import Instance, executor_for
 from .kernels.segment_means import segment_means
 from .surrogate import FEATURE_SELECTION_METHODS
@@ -33,6 +36,14 @@ class ImageExplanation:
         intercept, local_exp, score, local_pred: dicts keyed by label. ``local_exp[label]`` is a
             list of ``(feature, weight)`` sorted by decreasing ``|weight|``.
         top_labels: labels by decreasing predicted probability (only with ``top_labels=``).
+        stderr: dict keyed by label: feature -> standard error of its weight (HC1 sandwich of
+            the weighted ridge: how much the weight would move with other random rows).
+        num_samples: the 0/1 rows the surrogate was fitted on.
+        num_evaluated: the images the model saw (fewer than ``num_samples`` with ``dedupe``).
+        converged: False when ``num_samples="auto"`` stopped at ``max_samples`` or at the
+            ``time_budget`` before the ranking settled; True otherwise.
+        stop_reason: 'num_samples' (the fixed count), 'settled', 'max_samples' or
+            'time_budget'.
         timings: seconds spent in each stage of the explanation.
     """
 
@@ -43,7 +54,24 @@ class ImageExplanation:
         self.local_exp = {}
         self.local_pred = {}
         self.score = {}
+        self.stderr = {}
+        self.num_samples = 0
+        self.num_evaluated = 0
+        self.converged = True
+        self.stop_reason = "num_samples"
         self.timings = {}
+
+    def interval(self, label, confidence: float = 0.9) -> dict:
+        """feature -> (low, high): the normal ``confidence`` interval of each weight
+        (``w +- z * stderr``; nan where no standard error is known)."""
+        from .render import two_sided_z
+
+        z = two_sided_z(confidence)
+        if label not in self.local_exp:
+            raise KeyError('Label not in explanation')
+        se = self.stderr.get(label, {})
+        return {f: (w - z * se.get(f, np.nan), w + z * se.get(f, np.nan))
+                for f, w in self.local_exp[label]}
 
     def get_image_and_mask(self, label, positive_only=True, negative_only=False, hide_rest=False,
                            num_features=5, min_weight=0.):
@@ -100,13 +128,16 @@ class ImageExplanation:
         return temp, mask
 
     def render(self, label=None, *, positive="green", negative="red", coverage=0.05,
-               opacity=0.6, num_segments=None, boundaries=True, as_pil=False):
+               opacity=0.6, num_segments=None, boundaries=True, as_pil=False,
+               fade_uncertain=False, confidence=0.9):
         """The image with the label's strongest superpixels tinted and outlined.
 
         Args:
             label: label to show; default the first top label (or first explained label).
             positive, negative, coverage, opacity, num_segments, boundaries, as_pil: as for
                 ``limefast.render_explanation``.
+            fade_uncertain: fade the superpixels whose ``confidence`` interval
+                (``w +- z * stderr``) crosses zero: the explanation is not sure of their sign.
 
         Returns:
             (H, W, 3) uint8 array, or a PIL image with ``as_pil=True``.
@@ -114,10 +145,24 @@ class ImageExplanation:
         from .render import explanation_label, render_explanation
 
         label = explanation_label(self, label)
+        stderr = self.stderr.get(label, {}) if fade_uncertain else None
         return render_explanation(self.image, self.segments, self.local_exp[label],
                                   positive=positive, negative=negative, coverage=coverage,
                                   opacity=opacity, num_segments=num_segments,
-                                  boundaries=boundaries, as_pil=as_pil)
+                                  boundaries=boundaries, as_pil=as_pil, stderr=stderr,
+                                  confidence=confidence)
+
+    def plot(self, label=None, ax=None, **kwargs):
+        """A bar chart of the label's strongest weights with their intervals, into a
+        matplotlib Axes (a new figure when ``ax`` is None); ``kwargs`` as for
+        ``limefast.render.plot_explanation``.
+
+        Returns:
+            The matplotlib Axes.
+        """
+        from .render import plot_explanation
+
+        return plot_explanation(self, label, ax, **kwargs)
 
     def heatmap(self, label=None, *, colored=False, as_pil=False, **kwargs):
         """The label's weight of every pixel's superpixel.
@@ -201,8 +246,12 @@ class LimeImageExplainer:
     def explain_instance(self, image, classifier_fn: Callable, labels=(1,), hide_color=None,
                          top_labels=5, num_features=100000, num_samples=1000, batch_size=10,
                          segmentation_fn=None, distance_metric='cosine', model_regressor=None,
-                         random_seed=None, progress_bar=True) -> ImageExplanation:
+                         random_seed=None, progress_bar=True, *, dedupe=False,
+                         max_samples=None, min_samples=None, time_budget=None,
+                         stable_features=None) -> ImageExplanation:
         """Explain ``classifier_fn``'s prediction on ``image``.
+
+        Without the keyword-only switches this is lime's ``explain_instance``, draw for draw.
 
         Args:
             image: (H, W, C) or (H, W) image, integer or float; (H, W) goes through gray2rgb.
@@ -213,14 +262,30 @@ class LimeImageExplainer:
             hide_color: value of hidden pixels; None fills each superpixel with its mean colour.
             top_labels: explain the K labels with the highest probability on the image.
             num_features: maximum number of superpixels in each explanation.
-            num_samples: number of perturbed images.
-            batch_size: images per ``classifier_fn`` call.
+            num_samples: number of perturbed images, or ``"auto"``: rows are drawn in rounds
+                until the ranking shown for every explained label is settled
+                (``limefast.adaptive`` states the rule), between ``min_samples`` and
+                ``max_samples``.
+            batch_size: images per ``classifier_fn`` call, or ``"auto"``: batches grow while
+                the time per image falls (``limefast.sampling.BatchSizer``). A
+                ``TorchClassifier`` always uses its own batch.
             segmentation_fn: callable image -> (H, W) integer labels; default quickshift with
                 lime's parameters (kernel_size=4, max_dist=200, ratio=0.2).
             distance_metric: metric on the 0/1 rows, by scikit-learn name or a callable.
             model_regressor: a scikit-learn regressor used in place of ``Ridge(alpha=1)``.
             random_seed: seed for the segmentation; drawn from ``random_state`` if None.
             progress_bar: show a tqdm bar over the samples.
+            dedupe: the model sees each distinct 0/1 row once and its output is copied to the
+                repeats: the same explanation for a deterministic classifier. A classifier
+                whose answer for one image varies (dropout left on, sampling) must not be used
+                with it; a repeated row is checked once and a ValueError raised when it differs.
+            max_samples, min_samples: the bounds of ``num_samples="auto"`` (default
+                ``config.AUTO_MAX_SAMPLES`` and ``config.AUTO_MIN_SAMPLES``).
+            time_budget: seconds; rounds stop when the next would not fit, and the explanation
+                of the rows so far is returned (``stop_reason='time_budget'``). With an integer
+                ``num_samples`` that is the most rows drawn.
+            stable_features: the number of top superpixels whose set ``"auto"`` must settle;
+                default ``num_features`` when it is smaller than the superpixel count, else 5.
 
         Returns:
             An ImageExplanation.
@@ -230,21 +295,28 @@ class LimeImageExplainer:
             num_features=num_features, num_samples=num_samples, batch_size=batch_size,
             segmentation_fn=segmentation_fn, distance_metric=distance_metric,
             model_regressor=model_regressor, random_seed=random_seed, progress_bar=progress_bar,
+            dedupe=dedupe, max_samples=max_samples, min_samples=min_samples,
+            time_budget=time_budget, stable_features=stable_features,
         )[0]
 
     def explain_batch(self, images, classifier_fn: Callable, labels=(1,), hide_color=None,
                       top_labels=5, num_features=100000, num_samples=1000, batch_size=10,
                       segmentation_fn=None, distance_metric='cosine', model_regressor=None,
-                      random_seed=None, progress_bar=True) -> list[ImageExplanation]:
+                      random_seed=None, progress_bar=True, *, dedupe=False, max_samples=None,
+                      min_samples=None, time_budget=None,
+                      stable_features=None) -> list[ImageExplanation]:
         """Explain several images: what ``explain_instance`` on each in turn would return.
 
         The random state is drawn in the same order as those calls would draw it, while the
-        perturbed samples of consecutive images of one shape share ``classifier_fn`` batches.
+        perturbed samples of consecutive images of one shape share ``classifier_fn`` batches
+        (with ``dedupe``, ``num_samples="auto"`` or a ``time_budget``, each image runs on
+        its own, the budget counting from its own start).
         Arguments as for ``explain_instance``; ``images`` is a sequence of images.
 
         Returns:
             A list of ImageExplanation, one per image.
         """
+        start = time.perf_counter()
         if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype != object:
             raise ValueError(
                 f"explain_batch takes a sequence of images; got one array of shape "
@@ -255,8 +327,9 @@ class LimeImageExplainer:
             return []
         if not callable(classifier_fn):
             raise TypeError(f"classifier_fn must be callable; got {type(classifier_fn).__name__}")
-        num_samples = _checks.positive_int("num_samples", num_samples)
-        batch_size = _checks.positive_int("batch_size", batch_size)
+        rounds = _Rounds.from_arguments(num_samples, max_samples, min_samples, time_budget,
+                                        stable_features, dedupe)
+        batch_size = _checks.int_or_auto("batch_size", batch_size)
         num_features = _checks.positive_int("num_features", num_features)
         if top_labels:
             top_labels = _checks.positive_int("top_labels", top_labels)
@@ -270,19 +343,158 @@ class LimeImageExplainer:
         # each explanation equals what sequential calls in that order would give.
         with self._draw_lock():
             instances = [
-                self._prepare(image, hide_color, segmentation_fn, num_samples, random_seed,
+                self._prepare(image, hide_color, segmentation_fn, rounds.rows, random_seed,
                               distance_metric)
                 for image in images
             ]
+        if rounds.per_image:
+            return [self._explain_in_rounds(inst, classifier_fn, executor, rounds, batch_size,
+                                            labels, top_labels, num_features, model_regressor,
+                                            progress_bar, start if i == 0 else None)
+                    for i, inst in enumerate(instances)]
+        stats = sampling.ModelStats()
         t0 = time.perf_counter()
-        predictions = executor.predict(instances, classifier_fn, batch_size, progress_bar)
+        predictions = executor.predict(instances, classifier_fn,
+                                       self._batches(batch_size, instances[0], classifier_fn),
+                                       progress_bar, stats)
         model_time = (time.perf_counter() - t0) / len(instances)
         explanations = []
         for instance, prediction in zip(instances, predictions):
             instance.timings["perturb_and_model"] = model_time
-            explanations.append(self._finish(instance, prediction, executor, labels, top_labels,
-                                             num_features, model_regressor))
+            instance.timings["model"] = stats.seconds / len(instances)
+            explanation = self._finish(instance, prediction, executor, labels, top_labels,
+                                       num_features, model_regressor)
+            explanation.num_evaluated = instance.data.shape[0]
+            explanations.append(explanation)
+        self._hint(stats, time.perf_counter() - start, batch_size, instances)
         return explanations
+
+    def _batches(self, batch_size, instance, classifier_fn):
+        """An int, or the explainer's ``BatchSizer`` for this classifier and image kind (the
+        probe runs once; later explanations start from the size it chose)."""
+        if batch_size != "auto":
+            return batch_size
+        key = (id(classifier_fn), instance.image.shape, instance.image.dtype.str)
+        sizers = self.__dict__.setdefault("_sizers", {})
+        if key not in sizers:
+            sizers[key] = sampling.BatchSizer(instance.image.nbytes)
+        return sizers[key]
+
+    def _hint(self, stats, total: float, batch_size, instances) -> None:
+        """Once per explainer: say so when a Python classifier spends most of an explanation
+        in small batches, and what ``batch_size="auto"`` and ``dedupe=True`` would do."""
+        if (getattr(self, "_hinted", False) or batch_size == "auto" or stats.calls < 10
+                or total < config.HINT_MIN_SECONDS
+                or stats.seconds < config.HINT_MODEL_SHARE * total
+                or stats.largest_batch > config.HINT_SMALL_BATCH):
+            return
+        self._hinted = True
+        rows = sum(inst.data.shape[0] for inst in instances)
+        distinct = sum(_distinct_rows(inst.data) for inst in instances)
+        warnings.warn(
+            f"limefast: classifier_fn took {stats.seconds / total:.0%} of {total:.2f} s in "
+            f"{stats.calls} calls of at most {stats.largest_batch} images; "
+            f"batch_size='auto' would call it with larger batches"
+            + (f", and dedupe=True would evaluate {distinct} distinct images instead of {rows}"
+               if distinct < rows else "")
+            + " (the same explanation for a deterministic classifier)",
+            PerformanceHint, stacklevel=4)
+
+    def _explain_in_rounds(self, instance, classifier_fn, executor, rounds, batch_size, labels,
+                           top_labels, num_features, model_regressor, progress_bar,
+                           start) -> ImageExplanation:
+        """One image through rounds of rows: ``dedupe``, ``num_samples="auto"`` and
+        ``time_budget`` (the fixed count is one round)."""
+        start = time.perf_counter() if start is None else start
+        data, n_total = instance.data, instance.data.shape[0]
+        n_features = instance.n_features
+        batches = self._batches(batch_size, instance, classifier_fn)
+        stats = sampling.ModelStats()
+        cache = _RowCache(data) if rounds.dedupe else None
+        evaluated, index = [], np.empty(n_total, dtype=np.intp)
+        stored = 0  # rows of the evaluated predictions, in order
+        fit = columns = previous = None
+        reason = "max_samples" if rounds.auto else "num_samples"
+        k = rounds.stable_features or (num_features if num_features < n_features
+                                       else config.AUTO_STABLE_FEATURES)
+        k = min(k, n_features)
+        z = adaptive.z_value(config.AUTO_CONFIDENCE)
+        kernel_weights = self._kernel_weights(instance.distances)
+        t_model = time.perf_counter()
+        n = 0
+        sizes = rounds.sizes(n_total)
+        size = next(sizes)
+        with tqdm(total=n_total, disable=not progress_bar, desc="limefast") as bar:
+            while True:
+                t_round = time.perf_counter()
+                rows = slice(n, n + size)
+                if cache is None:
+                    picked = data[rows]
+                    index[rows] = np.arange(stored, stored + size)
+                else:
+                    picked, check = cache.new_rows(n, n + size, stored)
+                    index[rows] = cache.index[rows]
+                t_predict = time.perf_counter()
+                if len(picked):
+                    sub = dataclasses.replace(instance, data=picked, timings={})
+                    pred = executor.predict([sub], classifier_fn, batches,
+                                            bar if cache is None else False, stats)[0]
+                    if cache is not None and check is not None:
+                        pred = _verify_repeat(executor, evaluated, pred, stored, check)
+                    evaluated.append(pred)
+                    stored += len(picked) - (cache is not None and check is not None)
+                t_after_predict = time.perf_counter()
+                if cache is not None:
+                    bar.update(size)
+                n += size
+                if columns is None:  # the labels: known from row 0's answer
+                    columns = _explained_columns(executor.first_row(evaluated[0]), labels,
+                                                 top_labels)
+                    fit = adaptive.RunningFit(n_features, len(columns))
+                if rounds.auto:
+                    targets = executor.to_numpy(
+                        executor.take(executor.concat(evaluated), index[rows]), columns)
+                    fit.add(data[rows], targets, kernel_weights[rows])
+                    if n >= rounds.min_samples and n > 2 * (n_features + 1):
+                        looks = fit.boundaries(k, z, config.AUTO_INDIFFERENCE)
+                        sets = [top for _, top in looks]
+                        if all(ok for ok, _ in looks) and sets == previous:
+                            reason = "settled"
+                            break
+                        previous = sets
+                if n >= n_total:
+                    break
+                size = next(sizes)
+                if rounds.time_budget is not None:
+                    # The next round costs its rows at this round's time per row (the model,
+                    # waits for a shared classifier included) plus this round's other work
+                    # (the check); the final fit costs about as much again.
+                    now = time.perf_counter()
+                    per_row = (t_after_predict - t_predict) / max(1, rows.stop - rows.start)
+                    other = (now - t_round) - (t_after_predict - t_predict)
+                    left = (rounds.time_budget * config.BUDGET_SHARE - (now - start)
+                            - 2 * other)
+                    size = min(size, int(left / max(per_row, 1e-12)))
+                    if size < 1:
+                        reason = "time_budget"
+                        break
+        instance.timings["perturb_and_model"] = time.perf_counter() - t_model
+        instance.timings["model"] = stats.seconds
+        instance.data = data[:n]
+        instance.distances = instance.distances[:n]
+        predictions = executor.take(executor.concat(evaluated), index[:n])
+        explanation = self._finish(instance, predictions, executor, labels, top_labels,
+                                   num_features, model_regressor)
+        explanation.num_evaluated = stats.images
+        explanation.stop_reason = reason
+        explanation.converged = reason in ("settled", "num_samples")
+        if rounds.auto and not explanation.converged:
+            warnings.warn(
+                f"limefast: num_samples='auto' stopped at {n} rows ({reason}) before the top "
+                f"{k} superpixels settled; the explanation says converged=False (a flat or "
+                "noisy model, or raise max_samples / time_budget)", SamplingWarning,
+                stacklevel=4)
+        return explanation
 
     def _prepare(self, image, hide_color, segmentation_fn, num_samples, random_seed,
                  distance_metric) -> Instance:
@@ -306,6 +518,15 @@ class LimeImageExplainer:
         timings = {"segmentation": t1 - t0, "sampling": time.perf_counter() - t1}
         return Instance(image, segments, n_features, fudged, data, distances, timings)
 
+    def _kernel_weights(self, distances) -> np.ndarray:
+        weights = np.asarray(self.kernel_fn(distances), dtype=np.float64)
+        if weights.shape != distances.shape:
+            raise ValueError(
+                f"kernel must return one weight per sample, shape {distances.shape}; "
+                f"got shape {weights.shape}"
+            )
+        return weights
+
     def _finish(self, instance, predictions, executor, labels, top_labels, num_features,
                 model_regressor) -> ImageExplanation:
         """Labels to explain, kernel weights and the surrogate: the ImageExplanation."""
@@ -318,12 +539,7 @@ class LimeImageExplainer:
             explanation.top_labels.reverse()
         else:
             top = _checks.label_list(labels, first.shape[0])
-        weights = np.asarray(self.kernel_fn(instance.distances), dtype=np.float64)
-        if weights.shape != instance.distances.shape:
-            raise ValueError(
-                f"kernel must return one weight per sample, shape {instance.distances.shape}; "
-                f"got shape {weights.shape}"
-            )
+        weights = self._kernel_weights(instance.distances)
         fits = executor.fit(instance, predictions, weights, top, num_features,
                             self.feature_selection, model_regressor)
         for label in top:
@@ -332,10 +548,12 @@ class LimeImageExplainer:
             explanation.local_exp[label] = fit.local_exp
             explanation.score[label] = fit.score
             explanation.local_pred[label] = fit.local_pred
+            explanation.stderr[label] = fit.stderr
             if self.verbose:
                 print('Intercept', fit.intercept)
                 print('Prediction_local', fit.local_pred,)
                 print('Right:', first[label])
+        explanation.num_samples = instance.data.shape[0]
         instance.timings["surrogate"] = time.perf_counter() - t0
         explanation.timings = instance.timings
         return explanation
@@ -381,6 +599,128 @@ class LimeImageExplainer:
 
 # Draws from numpy's global RandomState (random_state=None) are serialised across explainers.
 _GLOBAL_RNG_LOCK = threading.RLock()
+
+
+class PerformanceHint(UserWarning):
+    """The classifier dominates an explanation in a way a switch of limefast would cut."""
+
+
+class SamplingWarning(UserWarning):
+    """``num_samples="auto"`` stopped before the shown ranking settled."""
+
+
+@dataclasses.dataclass
+class _Rounds:
+    """How an explanation's rows are taken: one round of ``rows``, or rounds (see
+    ``limefast.adaptive``)."""
+
+    auto: bool
+    rows: int  # rows drawn: num_samples, or max_samples for "auto"
+    min_samples: int
+    time_budget: float | None
+    stable_features: int | None
+    dedupe: bool
+
+    @classmethod
+    def from_arguments(cls, num_samples, max_samples, min_samples, time_budget,
+                       stable_features, dedupe) -> _Rounds:
+        num_samples = _checks.int_or_auto("num_samples", num_samples)
+        max_samples = _checks.optional_int("max_samples", max_samples)
+        min_samples = _checks.optional_int("min_samples", min_samples)
+        stable_features = _checks.optional_int("stable_features", stable_features)
+        time_budget = _checks.time_budget(time_budget)
+        if not isinstance(dedupe, (bool, np.bool_)):
+            raise TypeError(f"dedupe must be True or False; got {dedupe!r}")
+        if num_samples != "auto":
+            if max_samples is not None or min_samples is not None:
+                raise ValueError(
+                    "max_samples and min_samples bound num_samples='auto'; got num_samples="
+                    f"{num_samples} with max_samples={max_samples}, min_samples={min_samples} "
+                    "(drop them, or pass num_samples='auto')")
+            return cls(False, num_samples, num_samples, time_budget, stable_features,
+                       bool(dedupe))
+        if max_samples is not None and min_samples is not None and max_samples < min_samples:
+            raise ValueError(f"max_samples ({max_samples}) must be at least min_samples "
+                             f"({min_samples}) with num_samples='auto'")
+        high = max_samples if max_samples is not None else max(config.AUTO_MAX_SAMPLES,
+                                                               min_samples or 0)
+        low = min_samples if min_samples is not None else min(config.AUTO_MIN_SAMPLES, high)
+        return cls(True, high, low, time_budget, stable_features, bool(dedupe))
+
+    @property
+    def per_image(self) -> bool:
+        return self.auto or self.dedupe or self.time_budget is not None
+
+    def sizes(self, n_total: int):
+        if not self.auto and self.time_budget is None:
+            yield n_total
+            return
+        first = self.min_samples if self.auto else n_total
+        if self.time_budget is not None:  # the model's speed is not known yet
+            first = min(first, config.BUDGET_FIRST_ROUND)
+        yield from adaptive.round_sizes(first, n_total, config.AUTO_GROWTH,
+                                        config.AUTO_ROUND_MIN)
+
+
+class _RowCache:
+    """``dedupe``: which rows were evaluated already, and where their outputs are."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.index = np.empty(data.shape[0], dtype=np.intp)  # row -> stored output
+        self._keys: dict[bytes, int] = {}
+        self._checked = False
+
+    def new_rows(self, start: int, stop: int, stored: int):
+        """The rows of start..stop-1 not seen before (the first of each), and, once, a repeat
+        evaluated again to check that the classifier is deterministic: (rows, check) with check
+        None or the stored position of the repeated row's output (the check row comes last)."""
+        new, check = [], None
+        for i in range(start, stop):
+            key = self.data[i].tobytes()
+            j = self._keys.get(key)
+            if j is None:
+                j = stored + len(new)
+                self._keys[key] = j
+                new.append(i)
+            elif not self._checked and check is None:
+                check = (i, j)
+            self.index[i] = j
+        if check is None:
+            return self.data[new], None
+        self._checked = True
+        return self.data[new + [check[0]]], check[1]
+
+
+def _verify_repeat(executor, evaluated, pred, stored: int, twin: int):
+    """The check row (last of ``pred``) against its twin's output; ``pred`` without it."""
+    n = len(pred) if isinstance(pred, np.ndarray) else pred.probs.shape[0]
+    own = np.arange(n - 1)
+    if twin >= stored:
+        twin_out = executor.take(pred, np.array([twin - stored]))
+    else:
+        twin_out = executor.take(executor.concat(evaluated), np.array([twin]))
+    a = executor.to_numpy(twin_out)[0]
+    b = executor.to_numpy(executor.take(pred, np.array([n - 1])))[0]
+    scale = max(1.0, float(np.abs(a).max()))
+    if np.abs(a - b).max() > 1e-3 * scale:
+        raise ValueError(
+            "dedupe=True needs a deterministic classifier_fn, but it gave two answers for the "
+            f"same image (largest difference {np.abs(a - b).max():.3g}): put the model in "
+            "evaluation mode (no dropout) or pass dedupe=False")
+    return executor.take(pred, own)
+
+
+def _explained_columns(first: np.ndarray, labels, top_labels) -> list[int]:
+    """The labels an explanation fits, as _finish chooses them."""
+    if top_labels:
+        return [int(label) for label in np.argsort(first)[-top_labels:]]
+    return list(dict.fromkeys(int(label) for label in _checks.label_list(labels,
+                                                                       first.shape[0])))
+
+
+def _distinct_rows(data: np.ndarray) -> int:
+    return len({row.tobytes() for row in data})
 
 
 def _fudged_image(image: np.ndarray, segments: np.ndarray, n_segments: int, hide_color):

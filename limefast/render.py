@@ -1,8 +1,11 @@
-"""Pictures of explanations, drawn with NumPy and Pillow (no plotting library).
+"""Pictures of explanations, drawn with NumPy and Pillow (matplotlib only for one plot).
 
 - ``render_explanation``: the image with the superpixels of strongest weight tinted, positive in
   green and negative in red, and their boundaries drawn (visualime's ``render_explanation`` form:
-  an image, a segment mask and one weight per segment).
+  an image, a segment mask and one weight per segment). Given standard errors, superpixels whose
+  weight the explanation is not sure of are drawn faded.
+- ``plot_explanation``: a matplotlib bar chart of a label's strongest weights with their
+  confidence intervals, for notebooks (matplotlib is imported when it is called).
 - ``heatmap``: every superpixel coloured by its weight, on one symmetric scale.
 - ``cam_overlay``: a Grad-CAM map in a jet palette over the image.
 - ``curve_plot`` and ``panel``: deletion/insertion curves, and tiles side by side with titles,
@@ -14,17 +17,23 @@ Every function returns a (H, W, 3) uint8 array, or a PIL image with ``as_pil=Tru
 from __future__ import annotations
 
 import io
+import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFont
+from scipy.special import ndtri
 from skimage.segmentation import find_boundaries
+
+from ._checks import positive_int
 
 # CSS "green" is (0, 128, 0): too dark to read as a tint over a photo.
 _NAMED = {"green": (0, 200, 0), "red": (220, 0, 0)}
 # Anchors of the jet palette Grad-CAM pictures are usually drawn in.
 _JET = np.array([[0, 0, 128], [0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0],
                  [128, 0, 0]], dtype=np.float64)
+# Share of its opacity a superpixel keeps when its confidence interval crosses zero.
+_FADED = 0.25
 
 
 def colour(value) -> tuple[int, int, int]:
@@ -66,22 +75,55 @@ def to_rgb8(image) -> np.ndarray:
     return np.clip(np.round(image.astype(np.float64)), 0, 255).astype(np.uint8)
 
 
-def segment_weights(weights, n_segments: int) -> np.ndarray:
-    """(n_segments,) float64 weights from an array, a dict or ``local_exp``'s (feature, weight)
-    pairs; segments without a weight get 0."""
+def segment_weights(weights, n_segments: int, *, fill: float = 0.0,
+                    name: str = "weight") -> np.ndarray:
+    """(n_segments,) float64 values from an array, a dict or ``local_exp``'s (feature, weight)
+    pairs; segments without a value get ``fill``. ``name`` is what errors call a value."""
     if isinstance(weights, Mapping):
         weights = list(weights.items())
     if isinstance(weights, np.ndarray) and weights.ndim == 1:
         if weights.shape[0] != n_segments:
-            raise ValueError(f"weights must have one value per segment ({n_segments}); "
+            raise ValueError(f"{name}s must have one value per segment ({n_segments}); "
                              f"got {weights.shape[0]}")
         return weights.astype(np.float64)
-    out = np.zeros(n_segments, dtype=np.float64)
+    out = np.full(n_segments, fill, dtype=np.float64)
     for feature, weight in weights:
         if not 0 <= int(feature) < n_segments:
-            raise ValueError(f"weight for segment {feature}, outside 0..{n_segments - 1}")
+            raise ValueError(f"{name} for segment {feature}, outside 0..{n_segments - 1}")
         out[int(feature)] = weight
     return out
+
+
+def two_sided_z(confidence: float) -> float:
+    """The two-sided normal quantile of ``confidence``: intervals ``w +- z * se`` hold it.
+
+    Args:
+        confidence: coverage of the interval, in (0, 1); 0.9 gives z = 1.645.
+
+    Returns:
+        z, with ``scipy.stats.norm.ppf(0.5 + confidence / 2) == z``.
+    """
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) \
+            or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), such as 0.9; "
+                         f"got {confidence!r}")
+    return float(ndtri(0.5 + confidence / 2))
+
+
+def _uncertain(weights: np.ndarray, stderr: np.ndarray, z: float) -> np.ndarray:
+    """Where the interval ``w +- z * se`` reaches zero, or ``se`` is unknown (NaN): the
+    explanation cannot tell the weight's sign."""
+    return ~(np.abs(weights) > z * stderr)
+
+
+def _stderr_values(stderr, n_segments: int) -> np.ndarray:
+    """(n_segments,) standard errors; NaN (unknown) where none is given."""
+    se = segment_weights(stderr, n_segments, fill=np.nan, name="standard error")
+    if np.any(se < 0):
+        bad = np.flatnonzero(se < 0)
+        raise ValueError(f"standard errors must be >= 0 (NaN or inf when unknown); got "
+                         f"{se[bad[0]]} for segment {bad[0]}")
+    return se
 
 
 def select_segments(weights: np.ndarray, segments: np.ndarray, coverage: float | None = None,
@@ -103,9 +145,14 @@ def select_segments(weights: np.ndarray, segments: np.ndarray, coverage: float |
 def render_explanation(image, segments, weights, positive="green", negative="red",
                        coverage: float | None = 0.05, opacity: float = 0.6, *,
                        num_segments: int | None = None, boundaries: bool = True,
-                       as_pil: bool = False):
+                       as_pil: bool = False, stderr=None, confidence: float = 0.9):
     """The image with its strongest superpixels tinted: evidence for in ``positive``, against in
     ``negative``.
+
+    With ``stderr``, a chosen superpixel whose interval ``w +- z * se`` reaches zero (z the
+    two-sided normal quantile of ``confidence``), or whose standard error is NaN or missing, is
+    faded: tinted at a quarter of the opacity it would have, and not outlined. The others are
+    drawn exactly as without ``stderr``.
 
     Args:
         image: (H, W, C) or (H, W) image (uint8, or floats in [0, 1] or [0, 255]).
@@ -117,6 +164,9 @@ def render_explanation(image, segments, weights, positive="green", negative="red
         num_segments: take this many segments of each sign instead of a coverage.
         boundaries: outline the chosen segments in their colour.
         as_pil: return a PIL image.
+        stderr: standard error of each weight, in the forms ``weights`` takes
+            (``explanation.stderr[label]``); None draws every chosen superpixel in full.
+        confidence: coverage of the intervals, in (0, 1).
 
     Returns:
         (H, W, 3) uint8 array, or a PIL image.
@@ -129,6 +179,8 @@ def render_explanation(image, segments, weights, positive="green", negative="red
     w = segment_weights(weights, int(segments.max()) + 1)
     if not 0 <= opacity <= 1:
         raise ValueError(f"opacity must be in [0, 1]; got {opacity}")
+    z = two_sided_z(confidence)
+    faded = None if stderr is None else _uncertain(w, _stderr_values(stderr, w.shape[0]), z)
     for sign, tint in ((1.0, positive), (-1.0, negative)):
         if tint is None:
             continue
@@ -140,16 +192,92 @@ def render_explanation(image, segments, weights, positive="green", negative="red
         alpha_of = np.zeros(w.shape[0])
         strength = sign * w[chosen]
         alpha_of[chosen] = opacity * (0.35 + 0.65 * strength / strength.max())
+        if faded is not None:
+            alpha_of[faded] *= _FADED
+            outlined = chosen[~faded[chosen]]
+        else:
+            outlined = chosen
         alpha = alpha_of[segments][..., None]
         out = out * (1 - alpha) + rgb * alpha
-        if boundaries:
+        if boundaries and outlined.size:
             keep = np.zeros(w.shape[0], dtype=np.int64)
-            keep[chosen] = chosen + 1
+            keep[outlined] = outlined + 1
             # Padded with "not chosen", so outlines close along the image's border too.
             labels = np.pad(keep[segments], 1)
             edge = (find_boundaries(labels, mode="inner") & (labels > 0))[1:-1, 1:-1]
             out[edge] = rgb
     return _finish(out, as_pil)
+
+
+def plot_explanation(explanation, label=None, ax=None, *, num_features: int = 10,
+                     confidence: float = 0.9, positive="green", negative="red"):
+    """A horizontal bar chart of a label's strongest weights, with their confidence intervals.
+
+    Bars run from the strongest ``|weight|`` at the top down. When ``explanation.stderr`` has the
+    label, each bar carries an error bar of ``+- z * se`` (z the two-sided normal quantile of
+    ``confidence``), and a bar whose interval reaches zero, or whose standard error is NaN, inf or
+    missing, is drawn light and hatched. The title names the label and, when the explanation has
+    them (neither None nor 0), ``num_samples`` (rows the surrogate was fitted on) and
+    ``num_evaluated`` (images the model saw).
+
+    Args:
+        explanation: an ``ImageExplanation`` (``local_exp``, optionally ``stderr``,
+            ``num_samples``, ``num_evaluated``).
+        label: label to show; default the first top label (or first explained label).
+        ax: matplotlib Axes to draw into; None makes a new figure (needs matplotlib).
+        num_features: how many weights to show, largest ``|weight|`` first.
+        confidence: coverage of the intervals, in (0, 1).
+        positive, negative: bar colours of each sign (name or RGB triple).
+
+    Returns:
+        The matplotlib Axes drawn into.
+    """
+    label = explanation_label(explanation, label)
+    num_features = positive_int("num_features", num_features)
+    z = two_sided_z(confidence)
+    top = sorted(explanation.local_exp[label], key=lambda fw: -abs(fw[1]))[:num_features]
+    features = [int(f) for f, _ in top]
+    w = np.array([float(v) for _, v in top], dtype=np.float64)
+    stderr = (getattr(explanation, "stderr", None) or {}).get(label)
+    if stderr is not None:
+        n_segments = int(np.asarray(explanation.segments).max()) + 1
+        se = _stderr_values(stderr, n_segments)[np.asarray(features, dtype=np.intp)]
+        faded = _uncertain(w, se, z)
+        # An infinite bar would stretch the axis to nothing: unknown widths are left out.
+        xerr = np.where(np.isfinite(se), z * se, np.nan)
+    else:
+        faded, xerr = np.zeros(len(features), dtype=bool), None
+    if ax is None:
+        ax = _pyplot().subplots(figsize=(6, 1.4 + 0.3 * max(1, len(features))),
+                                layout="constrained")[1]
+    rgb = [np.array(colour(positive if v >= 0 else negative)) / 255 for v in w]
+    y = np.arange(len(features))[::-1]  # the strongest on top
+    bars = ax.barh(y, w, xerr=xerr, color=[(*c, 1.0) for c in rgb],
+                   error_kw={"ecolor": (0.2, 0.2, 0.2), "capsize": 3, "linewidth": 1})
+    for bar, c, light in zip(bars, rgb, faded):
+        if light:
+            bar.set_facecolor((*c, 0.3))
+            bar.set_edgecolor((*c, 1.0))
+            bar.set_hatch("//")
+    ax.axvline(0, color=(0.4, 0.4, 0.4), linewidth=0.8)
+    ax.set_yticks(y, labels=[str(f) for f in features])
+    ax.set_ylabel("superpixel")
+    ax.set_xlabel(f"weight (± {100 * confidence:g}% interval)" if xerr is not None else "weight")
+    counts = [f"{n} {what}" for n, what in
+              ((getattr(explanation, "num_samples", None), "rows fitted"),
+               (getattr(explanation, "num_evaluated", None), "images evaluated"))
+              if n]  # None on explanations made before they were counted, 0 on hand-made ones
+    ax.set_title(f"label {label}" + (f" ({', '.join(counts)})" if counts else ""))
+    return ax
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plot_explanation needs matplotlib: pip install matplotlib "
+                          f"(import failed: {exc})") from exc
+    return plt
 
 
 def weight_map(segments, weights) -> np.ndarray:

@@ -7,6 +7,8 @@ buffer by the compiled kernel (``limefast.kernels.perturb``) and handed to ``cla
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -66,12 +68,66 @@ def chunk_rows(image_nbytes: int, batch_size: int, num_samples: int) -> int:
     return min(batches * batch_size, max(num_samples, 1))
 
 
+class BatchSizer:
+    """``batch_size="auto"``: batches grow while the classifier's time per image falls.
+
+    The first calls are the probe, on the explanation's own rows (nothing is evaluated twice):
+    batches of ``config.AUTO_BATCH_START`` images, then twice as many each call while the time
+    per image falls by more than ``config.AUTO_BATCH_GAIN``; the size before the first call that
+    did not pay is kept. Batches stay within ``config.AUTO_BATCH_MAX`` images and
+    ``config.AUTO_BATCH_BYTES`` of perturbed images. The results do not depend on the sizes
+    chosen (beyond a float32 model's rounding under other batches).
+    """
+
+    def __init__(self, image_nbytes: int):
+        cap_bytes = max(1, config.AUTO_BATCH_BYTES // max(1, image_nbytes))
+        self.cap = max(1, min(config.AUTO_BATCH_MAX, cap_bytes))
+        self.size = min(self.cap, max(1, config.AUTO_BATCH_START))
+        self.settled = self.size >= self.cap
+        self._best = None  # seconds per image of the best size so far
+
+    def next(self, remaining: int) -> int:
+        return max(1, min(self.size, remaining))
+
+    def record(self, n: int, seconds: float) -> None:
+        """The time one call of ``n`` images took."""
+        if self.settled or n < self.size:  # a short last batch says little
+            return
+        per_image = seconds / n
+        if self._best is not None and per_image > self._best * (1 - config.AUTO_BATCH_GAIN):
+            self.size = max(1, self.size // 2)  # that doubling did not pay
+            self.settled = True
+            return
+        self._best = per_image
+        if self.size >= self.cap:
+            self.settled = True
+        else:
+            self.size = min(self.cap, self.size * 2)
+
+
+class ModelStats:
+    """What the classifier cost: calls, images and seconds inside ``classifier_fn``."""
+
+    def __init__(self):
+        self.calls = 0
+        self.images = 0
+        self.seconds = 0.0
+        self.largest_batch = 0
+
+    def add(self, n: int, seconds: float) -> None:
+        self.calls += 1
+        self.images += n
+        self.seconds += seconds
+        self.largest_batch = max(self.largest_batch, n)
+
+
 def predict_rows(
     plans: Sequence[PerturbPlan],
     datas: Sequence[np.ndarray],
     classifier_fn: Callable,
-    batch_size: int,
-    progress_bar: bool = True,
+    batch_size,
+    progress_bar=True,
+    stats: ModelStats | None = None,
 ) -> list[np.ndarray]:
     """Classifier outputs for every row of every ``datas[i]``: a list of (N_i, n_classes) arrays.
 
@@ -80,7 +136,12 @@ def predict_rows(
     All plans must have the same image shape and dtype. ``classifier_fn`` gets (n, H, W, C)
     arrays in the image's dtype; they are views of a buffer that is rewritten for the next
     chunk, so a classifier must not keep them. Its outputs are copied.
+
+    ``batch_size`` may be a ``BatchSizer`` (``"auto"``); ``progress_bar`` a bool or an open
+    tqdm bar to advance; ``stats`` collects the classifier's calls and time.
     """
+    if isinstance(batch_size, BatchSizer):
+        return _predict_rows_sized(plans, datas, classifier_fn, batch_size, progress_bar, stats)
     plan = plans[0]
     sizes = [d.shape[0] for d in datas]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -88,26 +149,76 @@ def predict_rows(
     per_chunk = chunk_rows(int(np.prod(plan.shape)) * plan.dtype.itemsize, batch_size, total)
     buffer = plan.new_buffer(per_chunk)
     outputs: list = [None] * len(plans)
-    n_classes = None
-    with tqdm(total=total, disable=not progress_bar, desc="limefast") as bar:
+    n_classes = [None]
+    with _progress(progress_bar, total) as bar:
         for c0 in range(0, total, per_chunk):
             c1 = min(c0 + per_chunk, total)
             for i, a, b in _pieces(offsets, c0, c1):
                 plans[i].write(datas[i][a - offsets[i]:b - offsets[i]], buffer[a - c0:])
             for b0 in range(c0, c1, batch_size):
                 b1 = min(b0 + batch_size, c1)
-                out = _call_classifier(classifier_fn, buffer[b0 - c0:b1 - c0], b0, total)
-                if n_classes is None:
-                    n_classes = out.shape[1]
-                elif out.shape[1] != n_classes:
-                    raise ValueError(
-                        f"classifier_fn returned {out.shape[1]} classes on the batch of rows "
-                        f"{b0}..{b1 - 1} but {n_classes} on earlier batches"
-                    )
+                out = _call_timed(classifier_fn, buffer[b0 - c0:b1 - c0], b0, total, stats)
+                _check_classes(out, n_classes, b0, b1)
                 for i, a, b in _pieces(offsets, b0, b1):
                     outputs[i] = _store(outputs[i], out[a - b0:b - b0], a - offsets[i], sizes[i])
                 bar.update(b1 - b0)
     return outputs
+
+
+def _predict_rows_sized(plans, datas, classifier_fn, sizer: BatchSizer, progress_bar, stats):
+    """``predict_rows`` in batches chosen by ``sizer``, each written just before its call."""
+    plan = plans[0]
+    sizes = [d.shape[0] for d in datas]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    total = int(offsets[-1])
+    buffer = None
+    outputs: list = [None] * len(plans)
+    n_classes = [None]
+    with _progress(progress_bar, total) as bar:
+        b0 = 0
+        while b0 < total:
+            n = sizer.next(total - b0)
+            if buffer is None or buffer.shape[0] < n:
+                chunk_rows(int(np.prod(plan.shape)) * plan.dtype.itemsize, n, n)  # the budget
+                buffer = plan.new_buffer(n)
+            b1 = b0 + n
+            for i, a, b in _pieces(offsets, b0, b1):
+                plans[i].write(datas[i][a - offsets[i]:b - offsets[i]], buffer[a - b0:])
+            t0 = time.perf_counter()
+            out = _call_timed(classifier_fn, buffer[:n], b0, total, stats)
+            sizer.record(n, time.perf_counter() - t0)
+            _check_classes(out, n_classes, b0, b1)
+            for i, a, b in _pieces(offsets, b0, b1):
+                outputs[i] = _store(outputs[i], out[a - b0:b - b0], a - offsets[i], sizes[i])
+            bar.update(n)
+            b0 = b1
+    return outputs
+
+
+def _progress(progress_bar, total):
+    """A new tqdm bar (or a disabled one), or the caller's open bar, left open."""
+    if hasattr(progress_bar, "update"):
+        return contextlib.nullcontext(progress_bar)
+    return tqdm(total=total, disable=not progress_bar, desc="limefast")
+
+
+def _check_classes(out, n_classes: list, b0: int, b1: int) -> None:
+    if n_classes[0] is None:
+        n_classes[0] = out.shape[1]
+    elif out.shape[1] != n_classes[0]:
+        raise ValueError(
+            f"classifier_fn returned {out.shape[1]} classes on the batch of rows "
+            f"{b0}..{b1 - 1} but {n_classes[0]} on earlier batches"
+        )
+
+
+def _call_timed(classifier_fn, batch, start, num_samples, stats):
+    if stats is None:
+        return _call_classifier(classifier_fn, batch, start, num_samples)
+    t0 = time.perf_counter()
+    out = _call_classifier(classifier_fn, batch, start, num_samples)
+    stats.add(batch.shape[0], time.perf_counter() - t0)
+    return out
 
 
 def _pieces(offsets: np.ndarray, start: int, stop: int):

@@ -10,7 +10,7 @@ solves the same normal equations by Cholesky).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
@@ -30,12 +30,20 @@ def resolve_method(method: str, num_features: int) -> str:
 
 @dataclass
 class LabelFit:
-    """One label's surrogate, in lime's return types."""
+    """One label's surrogate, in lime's return types, and the standard errors of its weights."""
 
     intercept: float
     local_exp: list
     score: float
     local_pred: np.ndarray
+    stderr: dict = field(default_factory=dict)  # feature -> standard error of its weight
+
+
+def robust_scale(n_samples: int, n_coef: int) -> float:
+    """HC1's small-sample factor n / (n - p - 1) (p coefficients and the intercept), 1 when the
+    fit has no degrees of freedom left."""
+    dof = n_samples - n_coef - 1
+    return n_samples / dof if dof > 0 else 1.0
 
 
 class WeightedProblem:
@@ -110,6 +118,37 @@ class WeightedProblem:
         if denominator != 0:
             return float(1 - numerator / denominator)
         return 1.0 if numerator == 0 else 0.0
+
+    def stderr(self, features: np.ndarray, coef: np.ndarray, intercept: float, label: int,
+               alpha: float) -> np.ndarray:
+        """Standard errors of a weighted ridge's coefficients on ``features``, against the
+        coefficients more rows of the same explanation would give.
+
+        ``coef = M^-1 Xc' W yc`` with ``M = Xc' W Xc + alpha I`` (the centred Gram matrix the
+        fit used). Over redraws of the rows its covariance is the heteroscedasticity-robust
+        (HC1) sandwich ``M^-1 (sum_i w_i^2 e_i^2 xc_i xc_i') M^-1 * n / (n - p - 1)``, with
+        ``e_i`` the fit's residuals: no assumption that the model's answers are linear in the
+        superpixels or equally noisy everywhere. The penalty also shrinks the coefficients,
+        by about ``alpha M^-1 coef``, a bias that fades as rows are added; it is added in
+        quadrature, so the error is a root-mean-square error and intervals ``w +- z * se``
+        cover the many-row weights (without it, nominal 90% intervals at 300 rows covered
+        them less than 80% of the time). The centring offsets are treated as fixed.
+        """
+        features = np.asarray(features, dtype=np.intp)
+        k = features.size
+        if k == 0:
+            return np.zeros(0)
+        meat = np.zeros((k, k))
+        for rows in self._row_blocks():
+            x = self.data[rows][:, features].astype(np.float64)
+            resid = self.y[rows, label] - (x @ coef + intercept)
+            u = (x - self.x_offset[features]) * (self.w[rows] * resid)[:, None]
+            meat += u.T @ u
+        bread = np.linalg.pinv(self.gram[np.ix_(features, features)] + alpha * np.eye(k),
+                               hermitian=True)
+        cov = bread @ meat @ bread * robust_scale(self.data.shape[0], k)
+        shrinkage = alpha * (bread @ coef)
+        return np.sqrt(np.clip(np.diag(cov), 0.0, None) + shrinkage ** 2)
 
     # -- feature selection -----------------------------------------------------------------
     def select(self, method: str, label: int, num_features: int) -> np.ndarray:
@@ -197,7 +236,8 @@ class WeightedProblem:
         """lime_base.LimeBase.explain_instance_with_data for column ``label`` of the targets."""
         used = self.select(method, label, num_features)
         if model_regressor is None:
-            coef, intercept = self.ridge(used, label, alpha=1.0)
+            alpha = 1.0
+            coef, intercept = self.ridge(used, label, alpha=alpha)
             score = self.r2(used, coef, intercept, label)
             local_pred = np.array([self.data[0, used].astype(np.float64) @ coef + intercept])
         else:
@@ -208,8 +248,14 @@ class WeightedProblem:
             score = model_regressor.score(x, y, sample_weight=self.w)
             local_pred = model_regressor.predict(x[0].reshape(1, -1))
             coef, intercept = model_regressor.coef_, model_regressor.intercept_
+            # The sandwich of a ridge with the regressor's own penalty (0 if it has none); for
+            # other estimators (Lasso, ...) it is the least-squares approximation.
+            alpha = float(getattr(model_regressor, "alpha", 0.0) or 0.0)
         exp = sorted(zip(used, coef), key=lambda x: np.abs(x[1]), reverse=True)
-        return LabelFit(np.float64(intercept), exp, score, local_pred)
+        se = self.stderr(used, np.asarray(coef, dtype=np.float64).ravel(), float(intercept),
+                         label, alpha)
+        return LabelFit(np.float64(intercept), exp, score, local_pred,
+                        dict(zip((int(f) for f in used), se.tolist())))
 
 
 def _solve_pos(a: np.ndarray, b: np.ndarray) -> np.ndarray:

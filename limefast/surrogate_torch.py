@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .surrogate import LabelFit
+from .surrogate import LabelFit, robust_scale
 
 DEVICE_METHODS = ("none", "forward_selection", "highest_weights")
 
@@ -105,7 +105,8 @@ class DeviceProblem:
 
     # -- the surrogate of every label ----------------------------------------------------------
     def fit(self, method: str, num_features: int) -> torch.Tensor:
-        """Packed (L, 2k + 3) results: features, coefficients, intercept, score, local_pred."""
+        """Packed (L, 3k + 3) results: features, coefficients, their standard errors,
+        intercept, score, local_pred."""
         idx = self.select(method, num_features)  # (L, k)
         labels, k = idx.shape
         eye = torch.eye(k, dtype=torch.float64, device=idx.device)
@@ -121,20 +122,37 @@ class DeviceProblem:
         score = torch.where(denominator != 0, 1 - numerator / denominator,
                             (numerator == 0).to(torch.float64))
         local_pred = pred[0]
-        return torch.cat([idx.to(torch.float64), coef, intercept[:, None], score[:, None],
-                          local_pred[:, None]], dim=1)
+        stderr = self._stderr(idx, a, self.y - pred, coef)
+        return torch.cat([idx.to(torch.float64), coef, stderr, intercept[:, None],
+                          score[:, None], local_pred[:, None]], dim=1)
+
+    def _stderr(self, idx: torch.Tensor, bread: torch.Tensor, resid: torch.Tensor,
+                coef: torch.Tensor, alpha: float = 1.0):
+        """(L, k) standard errors, as ``WeightedProblem.stderr`` (its docstring has the
+        formula: the HC1 sandwich and the ridge's shrinkage), for every label at once."""
+        n, k = self.x.shape[0], idx.shape[1]
+        if k == 0:
+            return torch.zeros_like(idx, dtype=torch.float64)
+        xs = (self.x[:, idx] - self.x_offset[idx]).permute(1, 0, 2)  # (L, N, k)
+        u = xs * (self.w[:, None] * resid).T[:, :, None]
+        meat = u.transpose(1, 2) @ u
+        inv = torch.linalg.pinv(bread, hermitian=True)
+        cov = inv @ meat @ inv * robust_scale(n, k)
+        shrinkage = alpha * (inv @ coef[:, :, None])[..., 0]
+        return (torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0) + shrinkage ** 2).sqrt()
 
 
 def unpack(packed: np.ndarray) -> list[LabelFit]:
     """``LabelFit``s (lime's types: np.int64 features, np.float64 weights) from ``fit``."""
-    k = (packed.shape[1] - 3) // 2
+    k = (packed.shape[1] - 3) // 3
     fits = []
     for row in packed:
         used = row[:k].astype(np.intp)
         coef = row[k:2 * k]
         exp = sorted(zip(used, coef), key=lambda x: np.abs(x[1]), reverse=True)
-        fits.append(LabelFit(np.float64(row[2 * k]), exp, float(row[2 * k + 1]),
-                             np.array([row[2 * k + 2]])))
+        stderr = dict(zip((int(f) for f in used), row[2 * k:3 * k].tolist()))
+        fits.append(LabelFit(np.float64(row[3 * k]), exp, float(row[3 * k + 1]),
+                             np.array([row[3 * k + 2]]), stderr))
     return fits
 
 

@@ -86,3 +86,21 @@ def naive_quickshift(image, kernel_size, max_dist, noise):
         flat = flat[flat]
     labels = np.unique(flat, return_inverse=True)[1].reshape(height, width)
     return labels, parent, dist_parent
+
+
+def naive_robust_stderr(x, y, w, alpha=1.0):
+    """Standard errors of ``Ridge(alpha).fit(x, y, sample_weight=w)``: the textbook HC1
+    sandwich on explicitly weighted, centred data, and the ridge's shrinkage bias
+    ``alpha (Xc' W Xc + alpha I)^-1 coef`` in quadrature; one formula, no shared code."""
+    from sklearn.linear_model import Ridge
+
+    x = np.asarray(x, dtype=np.float64)
+    n, p = x.shape
+    model = Ridge(alpha=alpha).fit(x, y, sample_weight=w)
+    resid = y - model.predict(x)
+    xc = x - np.average(x, axis=0, weights=w)
+    bread = np.linalg.inv(xc.T @ np.diag(w) @ xc + alpha * np.eye(p))
+    meat = xc.T @ np.diag((w * resid) ** 2) @ xc
+    cov = bread @ meat @ bread * n / (n - p - 1)
+    bias = alpha * bread @ model.coef_
+    return model.coef_, np.sqrt(np.diag(cov) + bias ** 2)

@@ -291,3 +291,31 @@ def test_console_entry_point_bad_image(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "cannot read image" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_fewer_model_calls_from_the_command_line(images, tmp_path, capsys):
+    from cli_models import grid
+
+    out = tmp_path / "out"
+    code, err = run(["explain", images[0], "--model", "cli_models:grid", "--size", 48,
+                     "--num-samples", "auto", "--max-samples", 400, "--dedupe",
+                     "--batch-size", "auto", "--top-labels", 1, "--out", out], capsys)
+    assert code == 0, err
+    record = json.loads((out / "cat" / "cli_models-grid" / "explanation.json").read_text())
+    (exp,) = reference(images[:1], grid(), 48, top_labels=1, num_samples="auto",
+                       max_samples=400, dedupe=True)
+    assert_json_matches(record, exp)
+    assert record["num_samples"] == exp.num_samples <= 400
+    assert record["num_evaluated"] == exp.num_evaluated
+    assert (record["stop_reason"], record["converged"]) == (exp.stop_reason, exp.converged)
+    label = str(int(exp.top_labels[0]))
+    assert record["labels"][label]["stderr"] == [
+        [int(f), exp.stderr[int(label)][f]] for f, _ in exp.local_exp[int(label)]]
+
+
+@pytest.mark.parametrize("flag,value", [("--time-budget", "0"), ("--time-budget", "soon"),
+                                        ("--num-samples", "some"), ("--batch-size", "big")])
+def test_bad_sampling_flags_exit_2(flag, value, images, tmp_path, capsys):
+    code, err = run(["explain", images[0], "--model", "cli_models:grid", flag, value,
+                     "--out", tmp_path / "out"], capsys)
+    assert code == 2 and flag in err

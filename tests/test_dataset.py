@@ -146,7 +146,8 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
-def reference_rows(folder: Path, factory=grid_factory, ids=None, image_size=None) -> dict:
+def reference_rows(folder: Path, factory=grid_factory, ids=None, image_size=None,
+                   **options) -> dict:
     """(image_id, rank) -> row, from explain_instance in this process."""
     classifier = factory()
     rows = {}
@@ -154,7 +155,7 @@ def reference_rows(folder: Path, factory=grid_factory, ids=None, image_size=None
         image_id = rel if ids is None else ids[rel]
         explanation = LimeImageExplainer(random_state=image_seed(SEED, image_id)).explain_instance(
             load_image(folder / rel, image_size), classifier, top_labels=TOP_LABELS,
-            num_samples=NUM_SAMPLES, progress_bar=False)
+            progress_bar=False, **{"num_samples": NUM_SAMPLES, **options})
         n = int(explanation.segments.max()) + 1
         for rank, label in enumerate(explanation.top_labels):
             weights = np.zeros(n)
@@ -164,6 +165,9 @@ def reference_rows(folder: Path, factory=grid_factory, ids=None, image_size=None
                 "label": int(label), "weights": weights, "num_segments": n,
                 "intercept": explanation.intercept[label], "score": explanation.score[label],
                 "local_pred": explanation.local_pred[label][0],
+                "stderr": [explanation.stderr[label][f] for f in range(n)],
+                "num_samples": explanation.num_samples,
+                "num_evaluated": explanation.num_evaluated,
             }
     return rows
 
@@ -184,7 +188,9 @@ def assert_rows_equal(got: dict, want: dict, rtol=1e-9, atol=1e-12):
         assert row["num_segments"] == ref["num_segments"] == len(row["weights"]), key
         assert row["error"] is None
         np.testing.assert_allclose(row["weights"], ref["weights"], rtol=rtol, atol=atol)
-        for name in ("intercept", "score", "local_pred"):
+        assert (row["num_samples"], row["num_evaluated"]) == (ref["num_samples"],
+                                                              ref["num_evaluated"])
+        for name in ("intercept", "score", "local_pred", "stderr"):
             np.testing.assert_allclose(row[name], ref[name], rtol=rtol, atol=atol, err_msg=name)
 
 
@@ -246,6 +252,14 @@ def test_rows_equal_single_process(run_two_workers, reference):
         if row["error"] is None:
             assert row["seed"] == image_seed(SEED, image_id)
             assert row["seconds"] > 0
+
+
+def test_auto_samples_and_dedupe(ray_session, folder, tmp_path):
+    options = {"num_samples": "auto", "dedupe": True}
+    result = dataset.explain_dataset(folder, grid_factory, output=tmp_path, concurrency=1,
+                                     **{**SETTINGS, **options})
+    assert result.explained == len(GOOD)
+    assert_rows_equal(table_rows(tmp_path), reference_rows(folder, **options))
 
 
 def test_partitioning_does_not_change_rows(ray_session, run_two_workers, folder, tmp_path):

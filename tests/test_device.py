@@ -508,6 +508,32 @@ def test_device_surrogate_matches_weighted_problem(method, num_features):
         np.testing.assert_allclose(fit.intercept, ref.intercept, rtol=1e-9)
         np.testing.assert_allclose(fit.score, ref.score, rtol=1e-9)
         np.testing.assert_allclose(fit.local_pred, ref.local_pred, rtol=1e-9)
+        assert set(fit.stderr) == set(ref.stderr)
+        np.testing.assert_allclose([fit.stderr[f] for f in ref.stderr], list(ref.stderr.values()),
+                                   rtol=1e-9)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"dedupe": True}, {"num_samples": "auto", "max_samples": 600},
+    {"num_samples": "auto", "max_samples": 600, "dedupe": True},
+    {"time_budget": 60.0, "num_samples": 120},
+])
+def test_device_path_in_rounds_equals_cpu_path(kwargs):
+    """Rounds and dedupe on the device executor: the CPU path in the same batches gives the
+    same explanation (bitwise-equal model inputs, as above), stderr included."""
+    clf = classifier()
+    few = grid_segments(48, 48, 16)  # 9 superpixels: many repeated rows
+    kwargs = {"segmentation_fn": lambda _: few, **kwargs}
+    device = explain(clf, **kwargs)
+    cpu = explain(cpu_path(clf), batch_size=clf.batch_for(IMAGE.shape), **kwargs)
+    assert_same_explanation(cpu, device)
+    assert (device.num_samples, device.num_evaluated, device.stop_reason) == (
+        cpu.num_samples, cpu.num_evaluated, cpu.stop_reason)
+    for label in cpu.stderr:
+        np.testing.assert_allclose([device.stderr[label][f] for f in cpu.stderr[label]],
+                                   list(cpu.stderr[label].values()), rtol=1e-9)
+    if kwargs.get("dedupe"):  # 2^9 distinct rows at most, and one repeat checked
+        assert device.num_evaluated <= min(device.num_samples, 2 ** 9) + 1
 
 
 def test_device_surrogate_with_degenerate_columns():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -175,3 +176,112 @@ def test_panel_curve_and_png(explanation):
 def test_unexplained_label(explanation):
     with pytest.raises(KeyError, match="label 99 was not explained"):
         explanation.render(99)
+
+
+def _uncertainty_case(seed):
+    """A random image on four 10x10 squares, the strongest of each sign sure (|w| > z * se) and
+    the weaker one not (|w| < z * se, or se unknown), with z = norm.ppf(0.95) for 0.9."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    segments = grid_segments(20, 20, 2, 2)
+    z = norm.ppf(0.95)
+    strong, weak = rng.uniform(0.6, 1.0, 2), rng.uniform(0.1, 0.5, 2)
+    weights = np.array([strong[0], weak[0], -strong[1], -weak[1]])
+    stderr = {0: strong[0] / z * rng.uniform(0.3, 0.9), 1: weak[0] / z * rng.uniform(1.1, 3.0),
+              2: strong[1] / z * rng.uniform(0.3, 0.9), 3: np.nan}
+    return image, segments, weights, stderr
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_render_fades_uncertain_segments(seed):
+    image, segments, weights, stderr = _uncertainty_case(seed)
+    out = render.render_explanation(image, segments, weights, num_segments=2, opacity=1.0,
+                                    boundaries=False, stderr=stderr)
+    # Sure: tinted in full, exactly as without stderr (the strongest of a sign at opacity 1).
+    np.testing.assert_array_equal(out[segments == 0], np.tile(GREEN, (100, 1)))
+    np.testing.assert_array_equal(out[segments == 2], np.tile(RED, (100, 1)))
+    # Unsure: a quarter of the opacity the segment has without stderr.
+    for seg, rgb, strength in ((1, GREEN, weights[1] / weights[0]),
+                               (3, RED, weights[3] / weights[2])):
+        alpha = 1.0 * (0.35 + 0.65 * strength) * 0.25
+        expected = np.round(image[segments == seg] * (1 - alpha) + np.array(rgb) * alpha)
+        np.testing.assert_array_equal(out[segments == seg], expected.astype(np.uint8))
+    plain = render.render_explanation(image, segments, weights, num_segments=2, opacity=1.0,
+                                      boundaries=False)
+    assert (plain[segments == 1] != out[segments == 1]).any()
+    # The same standard errors as pairs or as a dense array draw the same picture.
+    dense = np.array([stderr[i] for i in range(4)])
+    for form in (dense, list(stderr.items())):
+        np.testing.assert_array_equal(render.render_explanation(
+            image, segments, weights, num_segments=2, opacity=1.0, boundaries=False,
+            stderr=form), out)
+
+
+def test_render_outlines_only_sure_segments():
+    image, segments, weights, stderr = _uncertainty_case(3)
+    out = render.render_explanation(image, segments, weights, num_segments=2, opacity=0.0,
+                                    stderr=stderr)
+    ring = np.zeros((10, 10), bool)
+    ring[[0, -1], :] = ring[:, [0, -1]] = True
+    np.testing.assert_array_equal((out[:10, :10] == GREEN).all(-1), ring)  # segment 0: sure
+    np.testing.assert_array_equal((out[10:, :10] == RED).all(-1), ring)  # segment 2: sure
+    np.testing.assert_array_equal(out[:10, :10][~ring], image[:10, :10][~ring])
+    np.testing.assert_array_equal(out[:, 10:], image[:, 10:])  # segments 1 and 3: no outline
+    plain = render.render_explanation(image, segments, weights, num_segments=2, opacity=0.0)
+    assert (plain[:10, 10:][ring] == GREEN).all()
+
+
+def test_render_confidence_sets_the_interval():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    segments = grid_segments(20, 20, 1, 2)
+    weights = np.array([rng.uniform(0.5, 1.0), 0.0])
+    # |w| / se between z(0.9) = 1.645 and z(0.99) = 2.576: sure at 90%, not at 99%.
+    se = {0: weights[0] / ((norm.ppf(0.95) + norm.ppf(0.995)) / 2)}
+    kwargs = dict(num_segments=1, opacity=1.0, boundaries=False, stderr=se)
+    sure = render.render_explanation(image, segments, weights, confidence=0.9, **kwargs)
+    unsure = render.render_explanation(image, segments, weights, confidence=0.99, **kwargs)
+    assert (sure[segments == 0] == GREEN).all()
+    expected = np.round(image[segments == 0] * 0.75 + np.array(GREEN) * 0.25)
+    np.testing.assert_array_equal(unsure[segments == 0], expected.astype(np.uint8))
+    # A segment with no standard error given is not known to be sure: faded.
+    missing = render.render_explanation(image, segments, weights, **{**kwargs, "stderr": {}})
+    np.testing.assert_array_equal(missing, unsure)
+
+
+def test_render_without_stderr_is_unchanged():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    segments = grid_segments(24, 30, 3, 3)
+    weights = rng.normal(size=9)
+    plain = render.render_explanation(image, segments, weights, coverage=0.4)
+    # confidence alone changes nothing; standard errors of 0 leave every segment sure.
+    np.testing.assert_array_equal(
+        render.render_explanation(image, segments, weights, coverage=0.4, confidence=0.5), plain)
+    np.testing.assert_array_equal(render.render_explanation(
+        image, segments, weights, coverage=0.4, stderr=np.zeros(9)), plain)
+    faded = render.render_explanation(image, segments, weights, coverage=0.4,
+                                      stderr=np.full(9, np.inf))
+    assert (faded != plain).any()
+
+
+@pytest.mark.parametrize("confidence", [0, 1, 1.5, -0.1, float("nan"), "0.9", True])
+def test_render_rejects_bad_confidence(confidence):
+    image, segments, weights, stderr = _uncertainty_case(6)
+    with pytest.raises(ValueError, match=r"confidence must be a number in \(0, 1\).*got "
+                       + re.escape(repr(confidence))):
+        render.render_explanation(image, segments, weights, stderr=stderr, confidence=confidence)
+
+
+def test_render_rejects_bad_stderr():
+    image, segments, weights, stderr = _uncertainty_case(7)
+    with pytest.raises(ValueError, match="standard errors must be >= 0.*for segment 1"):
+        render.render_explanation(image, segments, weights, stderr={**stderr, 1: -0.2})
+    with pytest.raises(ValueError, match=r"standard errors must have one value per segment \(4\)"):
+        render.render_explanation(image, segments, weights, stderr=np.ones(5))
+    with pytest.raises(ValueError, match="standard error for segment 9, outside 0..3"):
+        render.render_explanation(image, segments, weights, stderr={9: 0.1})

@@ -1,0 +1,135 @@
+"""A Keras user's workflow (keras 3, PyTorch backend): lime 0.2.0.1 against limefast's switches.
+
+The seed-004 workflow of ``tests/test_keras.py``: a small Keras CNN trained one epoch on
+scikit-learn's digits upscaled to 28x28, the classifier function users write
+(``model.predict(rgb2gray(batch)[..., None], verbose=0)``), a 28x28 grayscale digit, lime's
+default quickshift (3 superpixels here), 1000 samples, 5 labels, ``random_seed=123``. Timed:
+
+- lime's ``explain_instance`` (``batch_size=10``: 100 ``model.predict`` calls);
+- limefast as a drop-in (the same arguments: the same 100 calls, bitwise the same outputs);
+- limefast with ``batch_size="auto", dedupe=True``: each distinct 0/1 row is evaluated once (8
+  of the 1000 here), in as few calls as memory allows. The explanation is still lime's, to the
+  float32 contract of ``tests/agreement.py`` (asserted below).
+
+They run alternately, round after round, in this process, with torch's default threads; the
+ratios are of their medians. Printed: the ratios, the model-call counts, keras and the backend.
+Run: ``.venv/bin/python -m pytest benchmarks/bench_keras.py --benchmark-only -q -s``
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # read once, when keras is imported: no TF
+
+import keras  # noqa: E402
+import lime.lime_image as lime_ref  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from agreement import assert_float32_agreement, assert_same_explanation  # noqa: E402
+from skimage.color import rgb2gray  # noqa: E402
+from test_keras import (  # noqa: E402 - the models' one home
+    DIGIT,
+    SEED,
+    Watched,
+    digits_cnn,
+    keras_forward_rtol,
+    keras_logit_scale,
+)
+
+from benchmarks.conftest import note, record  # noqa: E402
+from limefast import lime_image as lime_fast  # noqa: E402
+
+# lime 0.2.0.1 always draws a progress bar over the samples (benchmarks/README.md, rule 8):
+# measure lime without it. tqdm reads TQDM_DISABLE when it is imported, too early here.
+lime_ref.tqdm = lambda iterable, *args, **kwargs: iterable
+
+# keras' torch backend converts its outputs with np.array(x), which numpy 2 warns about
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+NUM_SAMPLES = 1000
+ROUNDS = int(os.environ.get("LIMEFAST_BENCH_ROUNDS", "5"))
+FAST_REPEATS = 5  # limefast's switched run is ~100x shorter: time it a few times per round
+GROUP = "keras-digits-28x28"
+VARIANTS = {  # name -> limefast's extra arguments
+    "limefast drop-in (batch_size=10)": {},
+    "limefast batch_size='auto', dedupe": {"batch_size": "auto", "dedupe": True},
+}
+
+
+@pytest.fixture(scope="module")
+def workflow():
+    model, images = digits_cnn()
+
+    def make_prediction(batch):
+        return model.predict(rgb2gray(batch)[..., None], verbose=0)
+
+    return model, images[DIGIT], make_prediction
+
+
+def _run(module, image, classifier_fn, **kwargs):
+    """(seconds, explanation, call sizes) of one explanation."""
+    watched = Watched(classifier_fn)
+    explainer = module.LimeImageExplainer(random_state=0)
+    if module is lime_fast:
+        kwargs["progress_bar"] = False
+    t0 = time.perf_counter()
+    explanation = explainer.explain_instance(image, watched, num_samples=NUM_SAMPLES,
+                                             random_seed=SEED, **kwargs)
+    return time.perf_counter() - t0, explanation, watched.sizes
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_keras_digits_lime_vs_limefast(benchmark, workflow):
+    model, image, make_prediction = workflow
+    for kwargs in VARIANTS.values():  # kernels compiled or loaded, keras' predict warmed up
+        _run(lime_fast, image, make_prediction, **kwargs)
+    runs = {name: [] for name in ("lime",) + tuple(VARIANTS)}
+
+    def one_round():  # alternate, so a loaded machine slows them all alike
+        runs["lime"].append(_run(lime_ref, image, make_prediction))
+        for name, kwargs in VARIANTS.items():
+            repeats = FAST_REPEATS if kwargs else 1
+            runs[name].extend(_run(lime_fast, image, make_prediction, **kwargs)
+                              for _ in range(repeats))
+
+    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    medians = {name: float(np.median([r[0] for r in v])) for name, v in runs.items()}
+    for name, seconds in medians.items():
+        record(GROUP, name, seconds)
+    benchmark.extra_info.update({f"{k}_median_s": v for k, v in medians.items()})
+
+    # Agreement: the drop-in saw lime's batches (exact); the switched run saw other batches
+    # (float32 contract, the tolerance derived from the model's layers).
+    ref = runs["lime"][0][1]
+    drop_in, switched = (runs[name][0][1] for name in VARIANTS)
+    assert_same_explanation(ref, drop_in, score_label=ref.top_labels[0])
+    first_batch = Watched(make_prediction, keep=True)
+    lime_ref.LimeImageExplainer(random_state=0).explain_instance(
+        image, first_batch, num_samples=10, random_seed=SEED)
+    z = keras_logit_scale(model, rgb2gray(first_batch.inputs[0])[..., None])
+    rtol = keras_forward_rtol(model, z)
+    assert_float32_agreement(ref, switched, rtol)
+    worst = max(abs(w - dict(ref.local_exp[label])[f])
+                for label, exp in switched.local_exp.items() for f, w in exp)
+
+    import torch
+
+    calls = {name: v[0][2] for name, v in runs.items()}
+    lines = [f"keras {keras.__version__} ({keras.backend.backend()} backend, torch "
+             f"{torch.__version__}, {torch.get_num_threads()} threads), digits CNN 28x28, "
+             f"{NUM_SAMPLES} samples, {len(np.unique(ref.segments))} superpixels, "
+             f"{len(ref.top_labels)} labels, {ROUNDS} alternating rounds"]
+    for name, seconds in medians.items():
+        ratio = "" if name == "lime" else f"  x{medians['lime'] / seconds:6.1f} vs lime"
+        sizes = calls[name]
+        lines.append(f"  {name:36s} {seconds * 1e3:9.1f} ms{ratio}; model calls {len(sizes)} "
+                     f"({sum(sizes)} images, batches of at most {max(sizes)})")
+    lines.append(f"  batch_size='auto', dedupe against lime: same top labels and feature order;"
+                 f" max|dw| {worst:.2e} (float32 tolerance from rtol {rtol:.2e}); "
+                 f"num_evaluated {switched.num_evaluated} of {switched.num_samples} rows")
+    for line in lines:
+        print(line)
+        note(line)
