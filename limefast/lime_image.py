@@ -40,8 +40,9 @@ class ImageExplanation:
             the weighted ridge: how much the weight would move with other random rows).
         num_samples: the 0/1 rows the surrogate was fitted on.
         num_evaluated: the images the model saw (fewer than ``num_samples`` with ``dedupe``).
-        converged: False when ``num_samples="auto"`` stopped at ``max_samples`` or at the
-            ``time_budget`` before the ranking settled; True otherwise.
+        converged: False when the rows stopped short: ``num_samples="auto"`` at
+            ``max_samples`` before the ranking settled, or any explanation cut by its
+            ``time_budget``; True otherwise.
         stop_reason: 'num_samples' (the fixed count), 'settled', 'max_samples' or
             'time_budget'.
         timings: seconds spent in each stage of the explanation.
@@ -377,6 +378,8 @@ class LimeImageExplainer:
         key = (id(classifier_fn), instance.image.shape, instance.image.dtype.str)
         sizers = self.__dict__.setdefault("_sizers", {})
         if key not in sizers:
+            while len(sizers) >= 16:  # a new lambda per call must not grow this without end
+                sizers.pop(next(iter(sizers)))
             sizers[key] = sampling.BatchSizer(instance.image.nbytes)
         return sizers[key]
 
@@ -533,12 +536,10 @@ class LimeImageExplainer:
         t0 = time.perf_counter()
         explanation = ImageExplanation(instance.image, instance.segments)
         first = executor.first_row(predictions)
+        top = _labels_to_fit(first, labels, top_labels)
         if top_labels:
-            top = np.argsort(first)[-top_labels:]
             explanation.top_labels = list(top)
             explanation.top_labels.reverse()
-        else:
-            top = _checks.label_list(labels, first.shape[0])
         weights = self._kernel_weights(instance.distances)
         fits = executor.fit(instance, predictions, weights, top, num_features,
                             self.feature_selection, model_regressor)
@@ -711,12 +712,17 @@ def _verify_repeat(executor, evaluated, pred, stored: int, twin: int):
     return executor.take(pred, own)
 
 
-def _explained_columns(first: np.ndarray, labels, top_labels) -> list[int]:
-    """The labels an explanation fits, as _finish chooses them."""
+def _labels_to_fit(first: np.ndarray, labels, top_labels):
+    """The labels to explain, in lime's fitting order: the ``top_labels`` most probable on the
+    image (ascending), else ``labels`` checked against the classifier's class count."""
     if top_labels:
-        return [int(label) for label in np.argsort(first)[-top_labels:]]
-    return list(dict.fromkeys(int(label) for label in _checks.label_list(labels,
-                                                                       first.shape[0])))
+        return np.argsort(first)[-top_labels:]
+    return _checks.label_list(labels, first.shape[0])
+
+
+def _explained_columns(first: np.ndarray, labels, top_labels) -> list[int]:
+    """The distinct output columns of the labels to explain."""
+    return list(dict.fromkeys(int(label) for label in _labels_to_fit(first, labels, top_labels)))
 
 
 def _distinct_rows(data: np.ndarray) -> int:
