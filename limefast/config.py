@@ -33,7 +33,7 @@ AUTO_BATCH_MAX: int = 1024
 AUTO_BATCH_BYTES: int = 64 * 1024 * 1024
 AUTO_BATCH_GAIN: float = 0.10
 
-# num_samples="auto" (``limefast.adaptive``): the rows of the first round, the most rows, how
+# num_samples="auto" (``limefast.core.adaptive``): the rows of the first round, the most rows, how
 # much each later round adds (a fraction of the rows so far, at least AUTO_ROUND_MIN), the
 # confidence of the test that the shown ranking is settled, and its indifference zone: a
 # boundary between two features whose weights are known to within this fraction of the

@@ -13,8 +13,8 @@ from agreement import assert_label_agreement, forward_rtol
 from conftest import bundled
 from PIL import Image
 
-from limefast import cli
-from limefast._cli_inputs import IMAGENET_MEAN, IMAGENET_STD, load_image
+from limefast.cli import commands as cli
+from limefast.cli.inputs import IMAGENET_MEAN, IMAGENET_STD, load_image
 from limefast.lime_image import LimeImageExplainer
 from limefast.wrappers.scikit_image import SegmentationAlgorithm
 

@@ -20,8 +20,9 @@ from agreement import assert_label_agreement, forward_rtol, logit_scale
 from conftest import GridClassifier, bundled
 from PIL import Image
 
-from limefast import dataset, dataset_cli
-from limefast.dataset_worker import image_seed, load_image
+from limefast import dataset
+from limefast.dataset import command as dataset_cli
+from limefast.dataset.worker import image_seed, load_image
 from limefast.lime_image import LimeImageExplainer
 
 TESTS = Path(__file__).resolve().parent

@@ -22,9 +22,9 @@ from sklearn.linear_model import Ridge
 
 from limefast import TorchClassifier, config
 from limefast import lime_image as lime_fast
+from limefast.core.surrogate import WeightedProblem
+from limefast.device.surrogate import fit_labels
 from limefast.kernels import model_ready
-from limefast.surrogate import WeightedProblem
-from limefast.surrogate_torch import fit_labels
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -10,7 +10,7 @@ from limefast.lime_image import LimeImageExplainer
 from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
 torch = pytest.importorskip("torch")
-digits = pytest.importorskip("limefast.digits")
+digits = pytest.importorskip("limefast.demo.digits")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from naive import naive_perturb
 
 from limefast import faithfulness
-from limefast.faithfulness import area, segment_scores
-from limefast.lime_image import ImageExplanation, LimeImageExplainer, _fudged_image
+from limefast.core.instance import fudged_image
+from limefast.lime_image import ImageExplanation, LimeImageExplainer
+from limefast.metrics import area, segment_scores
 
 VALUE = 200  # the constant image the additive model reads
 
@@ -64,7 +65,7 @@ def test_curves_match_a_naive_loop(n, steps, hide_color, seed):
     assert list(result.order) == list(order)
     k = min(steps, n)
     counts = np.round(np.arange(k + 1) * n / k).astype(int)
-    fudged = _fudged_image(image, segments, n, hide_color)
+    fudged = fudged_image(image, segments, n, hide_color)
     deletion_rows = np.ones((k + 1, n), int)
     insertion_rows = np.zeros((k + 1, n), int)
     for i, count in enumerate(counts):

@@ -15,8 +15,8 @@ from skimage.segmentation import slic
 
 from limefast import config
 from limefast import lime_image as lime_fast
+from limefast.core.surrogate import WeightedProblem
 from limefast.lime_image import PerformanceHint, SamplingWarning
-from limefast.surrogate import WeightedProblem
 
 
 class MeanColourModel:
@@ -111,7 +111,7 @@ def test_auto_batches_give_lime_in_fewer_calls():
     (lambda n: 0.01 + 0.001 * n, [16, 32, 64, 128, 64, 64]),  # 128 gains < 10%: back to 64
 ])
 def test_batch_sizer_grows_while_the_time_per_image_falls(monkeypatch, cost, expected):
-    from limefast.sampling import BatchSizer
+    from limefast.core.sampling import BatchSizer
 
     monkeypatch.setattr(config, "AUTO_BATCH_MAX", 256)
     sizer = BatchSizer(IMAGE.nbytes)

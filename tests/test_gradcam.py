@@ -7,7 +7,7 @@ import pytest
 from agreement import forward_rtol
 
 from limefast import gradcam
-from limefast.gradcam import last_conv_block
+from limefast.viz.cam import last_conv_block
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -119,7 +119,7 @@ def test_batches_labels_and_mode():
 
 def test_default_layer_is_the_last_convolutional_block():
     torchvision = pytest.importorskip("torchvision")
-    from limefast.digits import DigitsCNN
+    from limefast.demo.digits import DigitsCNN
 
     resnet = torchvision.models.resnet18(weights=None).eval()
     assert last_conv_block(resnet, torch.rand(1, 3, 64, 64)) is resnet.layer4

@@ -239,7 +239,7 @@ def test_segments_not_starting_at_zero_are_relabelled_with_a_warning():
     kwargs = dict(num_samples=60, progress_bar=False)
     a = lime_fast.LimeImageExplainer(random_state=2).explain_instance(
         image, GridClassifier(), segmentation_fn=lambda im: seg0, **kwargs)
-    with pytest.warns(limefast._checks.RelabelWarning, match="relabelled"):
+    with pytest.warns(limefast.core.checks.RelabelWarning, match="relabelled"):
         b = lime_fast.LimeImageExplainer(random_state=2).explain_instance(
             image, GridClassifier(), segmentation_fn=lambda im: seg1, **kwargs)
     np.testing.assert_array_equal(a.segments, b.segments)
@@ -304,7 +304,7 @@ def test_explain_batch_rejects_a_single_array():
 
 
 def test_rows_are_drawn_as_lime_draws_them_in_any_block_size(monkeypatch):
-    from limefast.sampling import draw_rows
+    from limefast.core.sampling import draw_rows
 
     expected = np.random.RandomState(4).randint(0, 2, 37 * 11).reshape(37, 11)
     expected[0] = 1

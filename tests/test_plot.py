@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from limefast import render
 from limefast.lime_image import ImageExplanation
+from limefast.viz import render
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")

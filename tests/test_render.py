@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import limefast
-from limefast import render
 from limefast.lime_image import LimeImageExplainer
+from limefast.viz import render
 
 GREEN, RED = render.colour("green"), render.colour("red")
 

@@ -10,7 +10,7 @@ from lime.lime_base import LimeBase
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
-from limefast.surrogate import WeightedProblem
+from limefast.core.surrogate import WeightedProblem
 
 
 def random_problem(seed, n=200, f=15, labels=3):

@@ -17,7 +17,7 @@ from typing import Any
 
 from skimage.segmentation import felzenszwalb, slic
 
-from ..segmentation import quickshift
+from limefast.segmentation import quickshift
 
 ALGORITHMS = ("quickshift", "slic", "felzenszwalb")
 

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from ._cli_inputs import InputError, Staging, image_names, load_image, load_model
+from limefast.cli.inputs import InputError, Staging, image_names, load_image, load_model
 
 PLAIN_BATCH = 50  # images per call of a classifier function (a TorchClassifier picks its own)
 SEGMENTATIONS = {
@@ -138,7 +138,7 @@ def add_compare(subparsers) -> None:
 
 
 SUBCOMMANDS: list = [add_explain, add_compare, "limefast.benchsuite:add_parser",
-                     "limefast.dataset_cli:add_parser"]
+                     "limefast.dataset.command:add_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,7 +180,7 @@ def _prepare(args, check_models=None):
     ``check_models(models)`` raises InputError for what a subcommand needs of the models; it
     runs before the output folder is touched.
     """
-    from . import render
+    from limefast.viz import render
 
     if not 0 <= args.coverage <= 1:
         raise InputError(f"--coverage must be in [0, 1]; got {args.coverage}")
@@ -214,8 +214,8 @@ def _prepare(args, check_models=None):
 
 
 def _explain(model, images, args, top_labels):
-    from .lime_image import LimeImageExplainer
-    from .wrappers.scikit_image import SegmentationAlgorithm
+    from limefast.lime_image import LimeImageExplainer
+    from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
     segmentation = SegmentationAlgorithm(args.segmentation, **SEGMENTATIONS[args.segmentation])
     print(f"limefast: {model.spec}: {len(images)} image(s) x {args.num_samples} samples",
@@ -273,7 +273,7 @@ def run_explain(args) -> int:
 
 
 def _write_explanation(staging, path, name, model, exp, probs, args, seconds) -> None:
-    from . import render
+    from limefast.viz import render
 
     labels = {}
     for label in exp.top_labels:
@@ -318,7 +318,7 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
 
 def _side_by_side(staging, name, image, rows, args) -> None:
     """One column per model: its top label's superpixels above its heatmap."""
-    from . import render
+    from limefast.viz import render
 
     tops, maps = [], []
     for model, exp, probs in rows:
@@ -336,9 +336,9 @@ def run_compare(args) -> int:
     images, names, models, staging = _prepare(args, _gradcam_ready(args.target_layer))
 
     def work():
-        from . import render
-        from .faithfulness import faithfulness, segment_scores
-        from .gradcam import gradcam
+        from limefast.metrics.curves import faithfulness, segment_scores
+        from limefast.viz import render
+        from limefast.viz.cam import gradcam
 
         sheets = {name: [] for name in names}
         record = {name: {} for name in names}

@@ -16,22 +16,13 @@ import threading
 
 import numpy as np
 
-from . import config
-from .kernels.model_ready import model_ready_cpu, normalise_coefficients
+from limefast import config
+from limefast.device._torch import as_nchw, device_guard, import_torch
+from limefast.kernels.model_ready import model_ready_cpu, normalise_coefficients
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 COMPILE_MODES = (None, "trace", "script", "inductor")
 OUTPUTS = ("softmax", "sigmoid", "raw")
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - torch is installed in the test env
-        raise ImportError(
-            "limefast.TorchClassifier needs PyTorch: pip install 'limefast[torch]'"
-        ) from exc
-    return torch
 
 
 class TorchClassifier:
@@ -73,7 +64,7 @@ class TorchClassifier:
     def __init__(self, model, *, mean=(0., 0., 0.), std=(1., 1., 1.), scale=None, device=None,
                  precision="auto", channels_last=True, compile=None, output="softmax",
                  batch_size=None, cuda_graph=False):
-        torch = _import_torch()
+        torch = import_torch()
         if not isinstance(model, torch.nn.Module):
             raise TypeError(
                 f"model must be a torch.nn.Module; got {type(model).__name__} (wrap a function "
@@ -118,7 +109,7 @@ class TorchClassifier:
 
     def _start(self) -> None:
         """The compiled module, caches, buffers and lock: what pickling leaves out."""
-        torch = _import_torch()
+        torch = import_torch()
         self._module = self.model
         if self.compile == "script":
             try:
@@ -153,20 +144,20 @@ class TorchClassifier:
     @property
     def amp_dtype(self):
         """The autocast dtype, or None for fp32."""
-        torch = _import_torch()
+        torch = import_torch()
         return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
 
     @property
     def input_dtype(self):
         """The dtype model-ready batches are written in: float16 for fp16 on CUDA, else float32."""
-        torch = _import_torch()
+        torch = import_torch()
         if self.precision == "fp16" and self.device.type == "cuda":
             return torch.float16
         return torch.float32
 
     def inference(self):
         """The context every forward runs in: inference mode and, unless fp32, autocast."""
-        torch = _import_torch()
+        torch = import_torch()
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         if self.amp_dtype is not None:
@@ -217,7 +208,7 @@ class TorchClassifier:
                 batch = config.TORCH_CPU_INPUT_BYTES // (int(np.prod(key)) * 4)
                 batch = max(1, min(config.TORCH_CPU_MAX_BATCH, batch))
             else:
-                torch = _import_torch()
+                torch = import_torch()
                 free, _ = torch.cuda.mem_get_info(self.device)
                 itemsize = torch.empty((), dtype=self.input_dtype).element_size()
                 per_image = int(np.prod(key)) * itemsize * config.TORCH_ACTIVATION_FACTOR
@@ -231,7 +222,7 @@ class TorchClassifier:
 
         Call inside ``inference()``. The output is checked once per input shape.
         """
-        torch = _import_torch()
+        torch = import_torch()
         module = self._module
         if self.compile == "trace":
             module = self._traced_for(x)
@@ -250,7 +241,7 @@ class TorchClassifier:
     def _traced_for(self, x):
         """The frozen trace for the shape of ``x``; the last ``config.TORCH_MAX_TRACES`` shapes
         are kept (each holds its own folded copy of the weights)."""
-        torch = _import_torch()
+        torch = import_torch()
         key = tuple(x.shape)
         if key in self._traced:
             self._traced.move_to_end(key)
@@ -278,7 +269,7 @@ class TorchClassifier:
         then run in equal chunks of at most ``batch_for`` images (lime's calls of 10 run as
         two forwards of 5 at 224x224, one traced shape rather than 8 and 2).
         """
-        torch = _import_torch()
+        torch = import_torch()
         if torch.is_tensor(batch):
             batch = batch.detach().cpu().numpy()
         batch = np.asarray(batch)
@@ -301,7 +292,7 @@ class TorchClassifier:
         return np.concatenate(outputs)
 
     def _model_ready(self, chunk: np.ndarray):
-        torch = _import_torch()
+        torch = import_torch()
         n, h, w, c = chunk.shape
         k, b = self.coefficients(chunk.dtype)
         if self.device.type == "cpu":
@@ -312,7 +303,7 @@ class TorchClassifier:
                 self._numpy_buffers[key] = buf
             model_ready_cpu(chunk, k, b, buf, self.channels_last)
             return as_nchw(torch.from_numpy(buf[:n]), (n, h, w, c), self.channels_last)
-        from .device import model_ready_numpy_cuda
+        from limefast.device.cuda import model_ready_numpy_cuda
 
         return model_ready_numpy_cuda(self, chunk, k, b)
 
@@ -320,7 +311,7 @@ class TorchClassifier:
     def limefast_executor(self):
         """The device executor (``limefast.device.TorchExecutor``) for this classifier."""
         if self._executor is None:
-            from .device import TorchExecutor
+            from limefast.device.executor import TorchExecutor
 
             self._executor = TorchExecutor(self)
         return self._executor
@@ -332,31 +323,11 @@ class TorchClassifier:
                 f"batch_size={self.batch_size})")
 
 
-def device_guard(device):
-    """Makes ``device`` the current CUDA device (streams, events and graphs follow it); nothing
-    on the CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return _import_torch().cuda.device(device)
-
-
 def _frozen(torch, module):
     """``torch.jit.freeze``: attributes inlined as constants, batch norms folded into the
-    convolutions, in float32 (autocast still applies when it runs).
-
-    On this repository's CPU, frozen explanations ran 1.06x (ResNet-18) to 1.2x (ResNet-50)
-    faster than eager ones.
-    """
+    convolutions, in float32 (autocast still applies when it runs)."""
     with torch.inference_mode(False), torch.no_grad():
         return torch.jit.freeze(module.eval())
-
-
-def as_nchw(flat, shape, channels_last: bool):
-    """(n, C, H, W) view of a flat (n, C*H*W) model-ready tensor written NHWC or NCHW."""
-    n, h, w, c = shape
-    if channels_last:
-        return flat.view(n, h, w, c).permute(0, 3, 1, 2)
-    return flat.view(n, c, h, w)
 
 
 def _channel_stats(mean, std):

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.linear_model import lars_path
 
-from . import config
+from limefast import config
 
 FEATURE_SELECTION_METHODS = ("auto", "none", "forward_selection", "highest_weights", "lasso_path")
 

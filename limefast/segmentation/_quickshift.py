@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from .kernels.quickshift import _quickshift_cpu
+from limefast.kernels.quickshift import _quickshift_cpu
 
 # 3 * kernel_size must fit scikit-image's C int window width.
 _MAX_KERNEL_SIZE = (2**31 - 1) / 3

@@ -242,7 +242,7 @@ def _torch_classifier(module, mean, std, device, precision, batch_size, spec, co
     import torch
 
     try:
-        from .torch_classifier import TorchClassifier
+        from limefast.device.classifier import TorchClassifier
     except ImportError as exc:
         raise InputError(f"--model {spec} needs limefast.TorchClassifier: {_reason(exc)}") from exc
     if device is None:

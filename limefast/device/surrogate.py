@@ -1,4 +1,5 @@
-"""The local surrogate on a PyTorch device: ``limefast.surrogate``'s batched ridge, in torch.linalg.
+"""The local surrogate on a PyTorch device: ``limefast.core.surrogate``'s batched ridge, in
+torch.linalg.
 
 Same mathematics as ``WeightedProblem`` (read its docstring first): one weighted, centred Gram
 matrix ``G = Xc' W Xc`` in float64 serves every fit, and each fit is a small solve with
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .surrogate import LabelFit, robust_scale
+from limefast.core.surrogate import LabelFit, robust_scale
 
 DEVICE_METHODS = ("none", "forward_selection", "highest_weights")
 

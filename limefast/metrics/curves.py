@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
-from .executor import Instance, executor_for
-from .lime_image import _fudged_image
-from .render import explanation_label, segment_weights
-from .sampling import _to_numpy
+from limefast.core import checks
+from limefast.core.executor import executor_for
+from limefast.core.instance import Instance, fudged_image
+from limefast.viz.render import explanation_label, segment_weights
 
 
 @dataclass
@@ -80,16 +79,15 @@ def faithfulness(explanation, classifier_fn, steps: int | None = None, *, label=
     ranking = (segment_weights(explanation.local_exp[label], n) if weights is None
                else segment_weights(np.asarray(weights, dtype=np.float64), n))
     order = np.argsort(-ranking, kind="stable")
-    steps = n if steps is None else min(_checks.positive_int("steps", steps), n)
-    batch_size = _checks.positive_int("batch_size", batch_size)
+    steps = n if steps is None else min(checks.positive_int("steps", steps), n)
+    batch_size = checks.positive_int("batch_size", batch_size)
     counts = np.round(np.arange(steps + 1) * n / steps).astype(np.int64)
     rows = switch_rows(order, counts)
-    fudged = _fudged_image(image, segments, n, hide_color)
+    fudged = fudged_image(image, segments, n, hide_color)
     instance = Instance(image, segments, n, fudged, rows, np.zeros(rows.shape[0]))
     executor = executor_for(classifier_fn)
     (predictions,) = executor.predict([instance], classifier_fn, batch_size, progress_bar)
-    # The CPU executor returns an array; a device executor a prediction holding device ``probs``.
-    probabilities = _to_numpy(getattr(predictions, "probs", predictions))
+    probabilities = executor.to_numpy(predictions)
     if not 0 <= int(label) < probabilities.shape[1]:
         raise ValueError(f"label {label} is outside the classifier's {probabilities.shape[1]} "
                          "classes")

@@ -25,7 +25,7 @@ from PIL import Image, ImageColor, ImageDraw, ImageFont
 from scipy.special import ndtri
 from skimage.segmentation import find_boundaries
 
-from ._checks import positive_int
+from limefast.core.checks import positive_int
 
 # CSS "green" is (0, 128, 0): too dark to read as a tint over a photo.
 _NAMED = {"green": (0, 200, 0), "red": (220, 0, 0)}

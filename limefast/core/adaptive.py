@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from .surrogate import robust_scale
+from limefast.core.surrogate import robust_scale
 
 
 def z_value(confidence: float) -> float:

@@ -2,7 +2,7 @@
 images on Ray (local mode on this machine, or a cluster with ``--address`` / ``RAY_ADDRESS``).
 
 ``add_parser(subparsers)`` registers the subcommand on an argparse subparsers object and
-``run(args)`` runs it; ``python -m limefast.dataset_cli`` runs it alone. Ray is imported only
+``run(args)`` runs it; ``python -m limefast.dataset.command`` runs it alone. Ray is imported only
 when the command runs, so ``limefast --help`` works without the ``dataset`` extra.
 """
 
@@ -114,8 +114,8 @@ def _count_or_auto(text: str):
 def run(args: argparse.Namespace) -> int:
     """Run ``explain-dataset``; 0 when every image has rows (error rows included), 1 on bad
     arguments, 2 when the ``dataset`` extra is missing."""
-    from .dataset import explain_dataset
-    from .dataset_worker import INSTALL_HINT
+    from limefast.dataset.driver import explain_dataset
+    from limefast.dataset.worker import INSTALL_HINT
 
     factory = ImportedFactory(args.model, os.getcwd())
     try:

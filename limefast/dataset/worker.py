@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import config
-from .lime_image import LimeImageExplainer
+from limefast import config
+from limefast.lime_image import LimeImageExplainer
 
 INSTALL_HINT = "explain_dataset needs Ray Data and pyarrow: pip install 'limefast[dataset]'"
 FORMAT_VERSION = 2  # 2: stderr, num_samples and num_evaluated columns
@@ -37,7 +37,7 @@ def image_seed(seed: int, image_id: str) -> int:
     Returns:
         An int in [0, 2**32), for ``LimeImageExplainer(random_state=...)``.
     """
-    from ._checks import positive_int
+    from limefast.core.checks import positive_int
 
     seed = positive_int("seed", seed, minimum=0)
     if not isinstance(image_id, str):
@@ -209,7 +209,7 @@ class ExplainWorker:
             return int(stream.read() or 0)
 
     def _write_overlay(self, image_id: str, explanation) -> None:
-        from .render import png_bytes
+        from limefast.viz.render import png_bytes
 
         self.fs.create_dir(f"{self.root}/overlays", recursive=True)
         with self.fs.open_output_stream(f"{self.root}/overlays/{overlay_name(image_id)}") as out:
@@ -220,7 +220,7 @@ def segmentation_fn(segmentation):
     """The callable for a ``segmentation`` setting (None stays None: explain_instance's default)."""
     if not isinstance(segmentation, str):
         return segmentation
-    from .wrappers.scikit_image import SegmentationAlgorithm
+    from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
     if segmentation == "quickshift":  # lime's parameters, as explain_instance's default
         return SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2)

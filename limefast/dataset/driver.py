@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _checks
-from .dataset_worker import (
+from limefast.core import checks
+from limefast.dataset.worker import (
     INSTALL_HINT,
     ExplainWorker,
     Settings,
@@ -107,20 +107,20 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
     ray = _ray()
     settings = Settings(
         output=_absolute(output),
-        num_samples=_checks.int_or_auto("num_samples", num_samples),
-        top_labels=_checks.positive_int("top_labels", top_labels),
-        seed=_checks.positive_int("seed", seed, minimum=0),
+        num_samples=checks.int_or_auto("num_samples", num_samples),
+        top_labels=checks.positive_int("top_labels", top_labels),
+        seed=checks.positive_int("seed", seed, minimum=0),
         segmentation=_check_segmentation(segmentation),
         image_size=None if image_size is None else _size_pair(image_size),
-        model_batch_size=_checks.positive_int("model_batch_size", model_batch_size),
+        model_batch_size=checks.positive_int("model_batch_size", model_batch_size),
         hide_color=hide_color, overlays=bool(overlays),
         threads=max(1, math.floor(num_cpus_per_worker)),
-        max_retries=_checks.positive_int("max_retries", max_retries, minimum=0),
-        time_budget=_checks.time_budget(time_budget), dedupe=bool(dedupe),
+        max_retries=checks.positive_int("max_retries", max_retries, minimum=0),
+        time_budget=checks.time_budget(time_budget), dedupe=bool(dedupe),
     )
-    batch_images = _checks.positive_int("batch_images", batch_images)
+    batch_images = checks.positive_int("batch_images", batch_images)
     if concurrency is not None:
-        concurrency = _checks.positive_int("concurrency", concurrency)
+        concurrency = checks.positive_int("concurrency", concurrency)
     if not callable(model_factory):
         raise TypeError(f"model_factory must be callable; got {type(model_factory).__name__}")
     from_dataset = isinstance(source, ray.data.Dataset)
@@ -315,14 +315,14 @@ def _done_ids(fs, root: str) -> set[str]:
 
 def _size_pair(size) -> tuple[int, int]:
     if isinstance(size, (tuple, list)) and len(size) == 2:
-        return (_checks.positive_int("image_size[0]", size[0]),
-                _checks.positive_int("image_size[1]", size[1]))
-    side = _checks.positive_int("image_size", size)
+        return (checks.positive_int("image_size[0]", size[0]),
+                checks.positive_int("image_size[1]", size[1]))
+    side = checks.positive_int("image_size", size)
     return side, side
 
 
 def _check_segmentation(segmentation):
-    from .wrappers.scikit_image import ALGORITHMS
+    from limefast.wrappers.scikit_image import ALGORITHMS
 
     if segmentation is None or callable(segmentation) or segmentation in ALGORITHMS:
         return segmentation

@@ -15,8 +15,8 @@ import numpy as np
 import sklearn.metrics
 from tqdm.auto import tqdm
 
-from . import config
-from .kernels.perturb import PerturbPlan
+from limefast import config
+from limefast.kernels.perturb import PerturbPlan
 
 
 def draw_rows(random_state: np.random.RandomState, num_samples: int, n_features: int) -> np.ndarray:

@@ -24,7 +24,7 @@ try:
     from torch import nn
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "limefast.digits needs PyTorch: pip install 'limefast[torch]'"
+        "limefast.demo.digits needs PyTorch: pip install 'limefast[torch]'"
     ) from exc
 
 SIZE = 32

@@ -1,7 +1,7 @@
 """``make demo``: explain a small CNN's handwritten digits, and time limefast against lime.
 
 Nothing is downloaded: the model is a three-layer CNN trained here on scikit-learn's bundled
-digits (a few seconds, cached after the first run; see ``limefast.digits``). The demo explains
+digits (a few seconds, cached after the first run; see ``limefast.demo.digits``). The demo explains
 several test digits, one of them misclassified, and writes one PNG panel per digit: the digit,
 LIME's superpixels for and against the predicted label, the weight heatmap, Grad-CAM, and the
 deletion curve (LIME's order against random orders). It then explains the same digits with lime
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import output_folder
+from limefast.core.checks import output_folder
 
 ZOOM = 4  # 32 px digits drawn at 128 px
 SLIC = dict(n_segments=40, compactness=10, start_label=0)
@@ -52,7 +52,7 @@ def pick_digits(data, probabilities: np.ndarray, count: int) -> list[int]:
 
 def random_deletion(explanation, classifier, label, repeats: int, seed: int):
     """Mean deletion curve and area over ``repeats`` random orders of the superpixels."""
-    from .faithfulness import faithfulness
+    from limefast.metrics.curves import faithfulness
 
     rng = np.random.RandomState(seed)
     n = int(explanation.segments.max()) + 1
@@ -66,8 +66,8 @@ def digit_panel(index, true, exp, classifier, cam, label, probability):
     """The PNG panel of one digit (a PIL image), and its faithfulness numbers."""
     from skimage.transform import resize
 
-    from . import render
-    from .faithfulness import faithfulness
+    from limefast.metrics.curves import faithfulness
+    from limefast.viz import render
 
     image, segments = _zoom(exp.image), _zoom(exp.segments)
     weights = exp.local_exp[label]
@@ -94,8 +94,8 @@ def digit_panel(index, true, exp, classifier, cam, label, probability):
 
 def explain_fast(images, classifier, num_samples: int, seed: int):
     """limefast's explanations of the digits, and the seconds they took."""
-    from . import lime_image
-    from .wrappers.scikit_image import SegmentationAlgorithm
+    from limefast import lime_image
+    from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
     t0 = time.perf_counter()
     explanations = lime_image.LimeImageExplainer(random_state=seed).explain_batch(
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     if out is None:
         return 2
 
-    from . import digits
+    from limefast.demo import digits
 
     # The model is tiny and the batches small: one torch thread is as fast, and far faster
     # than two on a CPU that other processes share (OpenMP threads spin against them).
@@ -180,7 +180,7 @@ def torch_threads(count: int) -> int:
 
 
 def _run(args, out: Path, digits) -> int:
-    from .gradcam import gradcam
+    from limefast.viz.cam import gradcam
 
     trained = digits.load_model(retrain=args.retrain)
     data, model = trained.data, trained.model

@@ -1,0 +1,5 @@
+import sys
+
+from limefast.cli.commands import main
+
+sys.exit(main())

@@ -1,0 +1,254 @@
+"""Rows taken in rounds: ``dedupe`` (each distinct row evaluated once), ``num_samples="auto"``
+(until the shown ranking settles, ``adaptive``) and ``time_budget``.
+
+``Rounds`` is the parsed choice; ``explain_in_rounds`` runs one image through it on any executor,
+for any explainer that supplies its kernel weights and its final fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from limefast import config
+from limefast.core import adaptive, checks, sampling
+
+
+class PerformanceHint(UserWarning):
+    """The classifier dominates an explanation in a way a switch of limefast would cut."""
+
+
+class SamplingWarning(UserWarning):
+    """``num_samples="auto"`` stopped before the shown ranking settled."""
+
+
+@dataclasses.dataclass
+class Rounds:
+    """How an explanation's rows are taken: one round of ``rows``, or rounds (see
+    ``limefast.core.adaptive``)."""
+
+    auto: bool
+    rows: int  # rows drawn: num_samples, or max_samples for "auto"
+    min_samples: int
+    time_budget: float | None
+    stable_features: int | None
+    dedupe: bool
+
+    @classmethod
+    def from_arguments(cls, num_samples, max_samples, min_samples, time_budget,
+                       stable_features, dedupe) -> Rounds:
+        num_samples = checks.int_or_auto("num_samples", num_samples)
+        max_samples = checks.optional_int("max_samples", max_samples)
+        min_samples = checks.optional_int("min_samples", min_samples)
+        stable_features = checks.optional_int("stable_features", stable_features)
+        time_budget = checks.time_budget(time_budget)
+        if not isinstance(dedupe, (bool, np.bool_)):
+            raise TypeError(f"dedupe must be True or False; got {dedupe!r}")
+        if num_samples != "auto":
+            if max_samples is not None or min_samples is not None:
+                raise ValueError(
+                    "max_samples and min_samples bound num_samples='auto'; got num_samples="
+                    f"{num_samples} with max_samples={max_samples}, min_samples={min_samples} "
+                    "(drop them, or pass num_samples='auto')")
+            return cls(False, num_samples, num_samples, time_budget, stable_features,
+                       bool(dedupe))
+        if max_samples is not None and min_samples is not None and max_samples < min_samples:
+            raise ValueError(f"max_samples ({max_samples}) must be at least min_samples "
+                             f"({min_samples}) with num_samples='auto'")
+        high = max_samples if max_samples is not None else max(config.AUTO_MAX_SAMPLES,
+                                                               min_samples or 0)
+        low = min_samples if min_samples is not None else min(config.AUTO_MIN_SAMPLES, high)
+        return cls(True, high, low, time_budget, stable_features, bool(dedupe))
+
+    @property
+    def per_image(self) -> bool:
+        return self.auto or self.dedupe or self.time_budget is not None
+
+    def sizes(self, n_total: int):
+        if not self.auto and self.time_budget is None:
+            yield n_total
+            return
+        first = self.min_samples if self.auto else n_total
+        if self.time_budget is not None:  # the model's speed is not known yet
+            first = min(first, config.BUDGET_FIRST_ROUND)
+        yield from adaptive.round_sizes(first, n_total, config.AUTO_GROWTH,
+                                        config.AUTO_ROUND_MIN)
+
+
+class RowCache:
+    """``dedupe``: which rows were evaluated already, and where their outputs are."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.index = np.empty(data.shape[0], dtype=np.intp)  # row -> stored output
+        self._keys: dict[bytes, int] = {}
+        self._checked = False
+
+    def new_rows(self, start: int, stop: int, stored: int):
+        """The rows of start..stop-1 not seen before (the first of each), and, once, a repeat
+        evaluated again to check that the classifier is deterministic: (rows, check) with check
+        None or the stored position of the repeated row's output (the check row comes last)."""
+        new, check = [], None
+        for i in range(start, stop):
+            key = self.data[i].tobytes()
+            j = self._keys.get(key)
+            if j is None:
+                j = stored + len(new)
+                self._keys[key] = j
+                new.append(i)
+            elif not self._checked and check is None:
+                check = (i, j)
+            self.index[i] = j
+        if check is None:
+            return self.data[new], None
+        self._checked = True
+        return self.data[new + [check[0]]], check[1]
+
+
+def verify_repeat(executor, evaluated, pred, stored: int, twin: int):
+    """The check row (last of ``pred``) against its twin's output; ``pred`` without it."""
+    n = len(pred) if isinstance(pred, np.ndarray) else pred.probs.shape[0]
+    own = np.arange(n - 1)
+    if twin >= stored:
+        twin_out = executor.take(pred, np.array([twin - stored]))
+    else:
+        twin_out = executor.take(executor.concat(evaluated), np.array([twin]))
+    a = executor.to_numpy(twin_out)[0]
+    b = executor.to_numpy(executor.take(pred, np.array([n - 1])))[0]
+    scale = max(1.0, float(np.abs(a).max()))
+    if np.abs(a - b).max() > 1e-3 * scale:
+        raise ValueError(
+            "dedupe=True needs a deterministic classifier_fn, but it gave two answers for the "
+            f"same image (largest difference {np.abs(a - b).max():.3g}): put the model in "
+            "evaluation mode (no dropout) or pass dedupe=False")
+    return executor.take(pred, own)
+
+
+def labels_to_fit(first: np.ndarray, labels, top_labels):
+    """The labels to explain, in lime's fitting order: the ``top_labels`` most probable on the
+    image (ascending), else ``labels`` checked against the classifier's class count."""
+    if top_labels:
+        return np.argsort(first)[-top_labels:]
+    return checks.label_list(labels, first.shape[0])
+
+
+def explained_columns(first: np.ndarray, labels, top_labels) -> list[int]:
+    """The distinct output columns of the labels to explain."""
+    return list(dict.fromkeys(int(label) for label in labels_to_fit(first, labels, top_labels)))
+
+
+def distinct_rows(data: np.ndarray) -> int:
+    return len({row.tobytes() for row in data})
+
+
+def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches, weights,
+                      labels, top_labels, num_features, progress_bar, start, finish):
+    """One image through rounds of rows: ``dedupe``, ``num_samples="auto"`` and
+    ``time_budget`` (a fixed count without a budget is one round).
+
+    Args:
+        instance: the prepared ``Instance``, its ``data`` all the rows that may be used.
+        classifier_fn, executor: the model and the executor that runs it.
+        rounds: how the rows are taken.
+        batches: the batch size (an int or a ``sampling.BatchSizer``).
+        weights: (rows,) kernel weights of the rows.
+        labels, top_labels, num_features: as ``explain_instance`` takes them.
+        progress_bar: a tqdm bar over the rows.
+        start: ``time.perf_counter()`` when the explanation began (the budget counts from it).
+        finish: ``finish(instance, predictions)`` -> the explanation, fitted on the rows used
+            (``instance.data`` is cut to them first).
+
+    Returns:
+        The explanation, with ``num_evaluated``, ``stop_reason`` and ``converged`` set.
+    """
+    data, n_total = instance.data, instance.data.shape[0]
+    n_features = instance.n_features
+    stats = sampling.ModelStats()
+    cache = RowCache(data) if rounds.dedupe else None
+    evaluated, index = [], np.empty(n_total, dtype=np.intp)
+    stored = 0  # rows of the evaluated predictions, in order
+    fit = columns = previous = None
+    reason = "max_samples" if rounds.auto else "num_samples"
+    k = rounds.stable_features or (num_features if num_features < n_features
+                                   else config.AUTO_STABLE_FEATURES)
+    k = min(k, n_features)
+    z = adaptive.z_value(config.AUTO_CONFIDENCE)
+    kernel_weights = weights
+    t_model = time.perf_counter()
+    n = 0
+    sizes = rounds.sizes(n_total)
+    size = next(sizes)
+    with tqdm(total=n_total, disable=not progress_bar, desc="limefast") as bar:
+        while True:
+            t_round = time.perf_counter()
+            rows = slice(n, n + size)
+            if cache is None:
+                picked = data[rows]
+                index[rows] = np.arange(stored, stored + size)
+            else:
+                picked, check = cache.new_rows(n, n + size, stored)
+                index[rows] = cache.index[rows]
+            t_predict = time.perf_counter()
+            if len(picked):
+                sub = dataclasses.replace(instance, data=picked, timings={})
+                pred = executor.predict([sub], classifier_fn, batches,
+                                        bar if cache is None else False, stats)[0]
+                if cache is not None and check is not None:
+                    pred = verify_repeat(executor, evaluated, pred, stored, check)
+                evaluated.append(pred)
+                stored += len(picked) - (cache is not None and check is not None)
+            t_after_predict = time.perf_counter()
+            if cache is not None:
+                bar.update(size)
+            n += size
+            if columns is None:  # the labels: known from row 0's answer
+                columns = explained_columns(executor.first_row(evaluated[0]), labels,
+                                            top_labels)
+                fit = adaptive.RunningFit(n_features, len(columns))
+            if rounds.auto:
+                targets = executor.to_numpy(
+                    executor.take(executor.concat(evaluated), index[rows]), columns)
+                fit.add(data[rows], targets, kernel_weights[rows])
+                if n >= rounds.min_samples and n > 2 * (n_features + 1):
+                    looks = fit.boundaries(k, z, config.AUTO_INDIFFERENCE)
+                    sets = [top for _, top in looks]
+                    if all(ok for ok, _ in looks) and sets == previous:
+                        reason = "settled"
+                        break
+                    previous = sets
+            if n >= n_total:
+                break
+            size = next(sizes)
+            if rounds.time_budget is not None:
+                # The next round costs its rows at this round's time per row (the model,
+                # waits for a shared classifier included) plus this round's other work
+                # (the check); the final fit costs about as much again.
+                now = time.perf_counter()
+                per_row = (t_after_predict - t_predict) / max(1, rows.stop - rows.start)
+                other = (now - t_round) - (t_after_predict - t_predict)
+                left = (rounds.time_budget * config.BUDGET_SHARE - (now - start)
+                        - 2 * other)
+                size = min(size, int(left / max(per_row, 1e-12)))
+                if size < 1:
+                    reason = "time_budget"
+                    break
+    instance.timings["perturb_and_model"] = time.perf_counter() - t_model
+    instance.timings["model"] = stats.seconds
+    instance.data = data[:n]
+    instance.distances = instance.distances[:n]
+    predictions = executor.take(executor.concat(evaluated), index[:n])
+    explanation = finish(instance, predictions)
+    explanation.num_evaluated = stats.images
+    explanation.stop_reason = reason
+    explanation.converged = reason in ("settled", "num_samples")
+    if rounds.auto and not explanation.converged:
+        warnings.warn(
+            f"limefast: num_samples='auto' stopped at {n} rows ({reason}) before the top "
+            f"{k} superpixels settled; the explanation says converged=False (a flat or "
+            "noisy model, or raise max_samples / time_budget)", SamplingWarning,
+            stacklevel=5)
+    return explanation

@@ -1,0 +1,2 @@
+"""``make demo``: the digits CNN trained here (``digits``), explained into PNG panels and timed
+against lime (``run``); ``python -m limefast.demo``."""

@@ -1,0 +1,5 @@
+import sys
+
+from limefast.demo.run import main
+
+sys.exit(main())

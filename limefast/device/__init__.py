@@ -1,0 +1,10 @@
+"""Explanations on a PyTorch device: ``classifier`` (``TorchClassifier``), ``executor`` (the
+stages run on the device), ``workspaces`` (its model-ready buffers), ``surrogate`` (the batched
+ridge in ``torch.linalg``), ``cuda`` (CUDA graphs, uploads, ``segment_means`` of GPU images) and
+``_torch`` (the helpers they share). Needs the ``torch`` extra."""
+
+from limefast.device.classifier import TorchClassifier
+from limefast.device.cuda import segment_means
+from limefast.device.executor import DevicePrediction, TorchExecutor
+
+__all__ = ["DevicePrediction", "TorchClassifier", "TorchExecutor", "segment_means"]
