@@ -10,7 +10,7 @@ PYTEST := $(PY) -m pytest
 # only fails here first). AVX2 where the CPU has AVX-512, else SSE4.1.
 ONEDNN_SECOND_ISA := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo AVX2 || echo SSE41)
 
-.PHONY: setup demo test bench bench-quick lint clean
+.PHONY: setup demo test bench bench-quick lint clean gpu-check gpu-check-dry gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,20 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m limefast.benchsuite --quick --out bench-results
 
+# On a lent GPU machine: its own python3 (no venv, no network); one JSON file, one summary line.
+gpu-check:
+	python3 benchmarks/gpu_check.py gpu-check.json
+
+# The same script on this CPU, small, to know it works before a GPU is lent.
+gpu-check-dry: $(STAMP)
+	$(PY) benchmarks/gpu_check.py gpu-check-dry.json --dry-run
+
+# On a CPU machine with the registries: lime's wheel for the GPU machine, into .whl/.
+gpu-wheels: $(STAMP)
+	$(PY) -m pip wheel -q --no-deps lime==0.2.0.1 -w .whl
+
 lint: $(STAMP)
 	$(PY) -m ruff check limefast kernels tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks bench-results
+	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks bench-results .gpu-site gpu-check*.json

@@ -21,12 +21,12 @@ from benchmarks.conftest import note, record
 from benchmarks.gpu_bench import TutorialClassifier
 from limefast import TorchClassifier
 from limefast import lime_image as lime_fast
+from limefast.imagenet import MEAN, STD
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 lime_ref.tqdm = lambda iterable, *args, **kwargs: iterable  # as bench_device.py
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GROUP = "resnet18-224-auto"
 
 

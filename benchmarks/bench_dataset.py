@@ -48,7 +48,8 @@ SETTINGS = {
 TOP_LABELS, SEED, MODEL_BATCH = 5, 0, 50
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
           "hubble_deep_field", "camera", "coins")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from limefast.imagenet import MEAN as IMAGENET_MEAN  # noqa: E402
+from limefast.imagenet import STD as IMAGENET_STD  # noqa: E402
 
 
 class ResNet18Numpy:

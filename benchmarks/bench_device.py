@@ -32,6 +32,7 @@ from benchmarks.conftest import note, record
 from benchmarks.gpu_bench import TutorialClassifier, agreement
 from limefast import TorchClassifier
 from limefast import lime_image as lime_fast
+from limefast.imagenet import MEAN, STD
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -43,7 +44,6 @@ lime_ref.tqdm = lambda iterable, *args, **kwargs: iterable
 NUM_SAMPLES = 1000
 TOP_LABELS = 5
 ROUNDS = int(os.environ.get("LIMEFAST_BENCH_ROUNDS", "2"))
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GROUP = "resnet18-224-end-to-end"
 
 

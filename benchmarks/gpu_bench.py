@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from limefast.imagenet import MEAN, STD
 
 
 class TutorialClassifier:
@@ -105,58 +105,75 @@ def main(argv=None) -> int:
     parser.add_argument("--cuda-graph", action="store_true", help="capture the forward")
     parser.add_argument("--compile", choices=("none", "trace", "inductor"), default="none",
                         help="TorchClassifier compile mode of limefast's runs")
+    parser.add_argument("--device", default="cuda",
+                        help="cuda, or cpu to dry-run this script where there is no GPU "
+                             "(precisions fp32 and bf16 then)")
     args = parser.parse_args(argv)
 
     import torch
 
-    if not torch.cuda.is_available():
+    on_gpu = args.device != "cpu"
+    if on_gpu and not torch.cuda.is_available():
         print("gpu_bench: no CUDA GPU is visible to PyTorch; nothing to measure (run it where "
               "one is). No JSON written.")
         return 0
     from numba import cuda
 
-    if not cuda.is_available():
+    if on_gpu and not cuda.is_available():
         print("gpu_bench: numba.cuda finds no usable driver/toolkit (pip install "
               "'limefast[cuda]'); nothing to measure. No JSON written.")
         return 0
-    import lime.lime_image as lime_ref
+    try:
+        import lime.lime_image as lime_ref
+    except ImportError:  # the GPU machine may lack it: `make gpu-wheels` fetches a wheel
+        lime_ref = None
+        print("gpu_bench: lime is not installed; the comparison with lime is skipped "
+              "(make gpu-wheels on a CPU machine, then make gpu-check)")
     import torchvision
 
     from limefast import TorchClassifier
     from limefast import lime_image as lime_fast
 
-    lime_ref.tqdm = lambda iterable, *a, **k: iterable  # lime's bar: measure lime without it
+    if lime_ref is not None:
+        lime_ref.tqdm = lambda iterable, *a, **k: iterable  # measure lime without its bar
+    device = args.device
+    precisions = ("fp32", "fp16") if on_gpu else ("fp32", "bf16")
+    half = precisions[1]
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     image = _photo(args.size)
-    report = {"machine": _machine(torch), "samples": args.samples, "size": args.size,
+    report = {"machine": _machine(torch), "device": device, "samples": args.samples,
+              "size": args.size, "lime": lime_ref is not None,
               "rounds": args.rounds, "top_labels": 5, "cuda_graph": args.cuda_graph,
               "compile": args.compile,
               "models": {}}
     for arch in args.models.split(","):
         torch.manual_seed(0)
-        model = getattr(torchvision.models, arch)(weights=None).eval().cuda()
-        tutorial = TutorialClassifier(copy.deepcopy(model), device="cuda")
-        clfs = {p: TorchClassifier(copy.deepcopy(model), mean=MEAN, std=STD, device="cuda",
-                                   precision=p, cuda_graph=args.cuda_graph,
+        model = getattr(torchvision.models, arch)(weights=None).eval().to(device)
+        tutorial = TutorialClassifier(copy.deepcopy(model), device=device)
+        clfs = {p: TorchClassifier(copy.deepcopy(model), mean=MEAN, std=STD, device=device,
+                                   precision=p, cuda_graph=args.cuda_graph and on_gpu,
                                    compile=None if args.compile == "none" else args.compile)
-                for p in ("fp32", "fp16")}
+                for p in precisions}
         for clf in clfs.values():
             lime_fast.LimeImageExplainer(random_state=0).warmup(image.shape, clf,
                                                                 num_samples=args.samples)
-        runs = {"lime": [], "fp32": [], "fp16": []}
+        runs = {name: [] for name in (("lime",) if lime_ref else ()) + precisions}
         explanations = {}
         for _ in range(args.rounds):
-            tutorial.forward_seconds = 0.0
-            t0 = time.perf_counter()
-            explanations["lime"] = lime_ref.LimeImageExplainer(random_state=0).explain_instance(
-                image, tutorial, top_labels=5, num_samples=args.samples, batch_size=10)
-            runs["lime"].append({"seconds": time.perf_counter() - t0,
-                                 "forward": tutorial.forward_seconds})
+            if lime_ref is not None:
+                tutorial.forward_seconds = 0.0
+                t0 = time.perf_counter()
+                explanations["lime"] = lime_ref.LimeImageExplainer(
+                    random_state=0).explain_instance(image, tutorial, top_labels=5,
+                                                     num_samples=args.samples, batch_size=10)
+                runs["lime"].append({"seconds": time.perf_counter() - t0,
+                                     "forward": tutorial.forward_seconds})
             for name, clf in clfs.items():
-                torch.cuda.synchronize()
+                sync()
                 t0 = time.perf_counter()
                 e = lime_fast.LimeImageExplainer(random_state=0).explain_instance(
                     image, clf, top_labels=5, num_samples=args.samples, progress_bar=False)
-                torch.cuda.synchronize()
+                sync()
                 seconds = time.perf_counter() - t0
                 explanations[name] = e
                 t = dict(e.timings)
@@ -169,18 +186,21 @@ def main(argv=None) -> int:
         entry = {"runs": runs,
                  "median_seconds": {k: float(np.median([r["seconds"] for r in v]))
                                     for k, v in runs.items()},
-                 "amp_agreement_fp16_vs_fp32": agreement(explanations["fp32"],
-                                                         explanations["fp16"]),
-                 "fp32_vs_lime_tutorial": agreement(explanations["lime"], explanations["fp32"]),
+                 f"amp_agreement_{half}_vs_fp32": agreement(explanations["fp32"],
+                                                            explanations[half]),
                  "batch_size": clfs["fp32"].batch_for(image.shape)}
         med = entry["median_seconds"]
-        entry["speedup_vs_lime"] = {k: med["lime"] / med[k] for k in ("fp32", "fp16")}
-        report["models"][arch] = entry
         fractions = {k: float(np.median([r["forward_fraction"] for r in runs[k]]))
-                     for k in ("fp32", "fp16")}
-        print(f"{arch}: lime {med['lime']:.2f} s, fp32 {med['fp32']:.3f} s "
-              f"(x{entry['speedup_vs_lime']['fp32']:.1f}), fp16 {med['fp16']:.3f} s "
-              f"(x{entry['speedup_vs_lime']['fp16']:.1f}); forward fraction {fractions}")
+                     for k in precisions}
+        entry["forward_fraction"] = fractions
+        line = f"{arch}: " + ", ".join(f"{k} {med[k]:.3f} s" for k in precisions)
+        if lime_ref is not None:
+            entry["fp32_vs_lime_tutorial"] = agreement(explanations["lime"], explanations["fp32"])
+            entry["speedup_vs_lime"] = {k: med["lime"] / med[k] for k in precisions}
+            line += f"; lime {med['lime']:.2f} s, speed-up " + ", ".join(
+                f"{k} x{v:.1f}" for k, v in entry["speedup_vs_lime"].items())
+        report["models"][arch] = entry
+        print(f"{line}; forward fraction {fractions}")
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2, default=float)
     print(f"gpu_bench: wrote {args.out}")

@@ -26,11 +26,12 @@ import time
 import numpy as np
 
 from limefast.cli.inputs import InputError, Staging, image_names, load_image, load_model
+from limefast.segmentation import LIME_QUICKSHIFT
 
 PLAIN_BATCH = 50  # images per call of a classifier function (a TorchClassifier picks its own)
 SEGMENTATIONS = {
     # lime's default quickshift; slic and felzenszwalb with the parameters tutorials use.
-    "quickshift": dict(kernel_size=4, max_dist=200, ratio=0.2),
+    "quickshift": LIME_QUICKSHIFT,
     "slic": dict(n_segments=100, compactness=10, sigma=1, start_label=0),
     "felzenszwalb": dict(scale=100, sigma=0.5, min_size=50),
 }

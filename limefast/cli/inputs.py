@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from limefast.imagenet import MEAN as IMAGENET_MEAN
+from limefast.imagenet import STD as IMAGENET_STD
+
 # Seconds a stalled download of pretrained weights may wait on the network before giving up.
 DOWNLOAD_TIMEOUT = 20.0
 

@@ -223,7 +223,9 @@ def segmentation_fn(segmentation):
     from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
     if segmentation == "quickshift":  # lime's parameters, as explain_instance's default
-        return SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2)
+        from limefast.segmentation import LIME_QUICKSHIFT
+
+        return SegmentationAlgorithm("quickshift", **LIME_QUICKSHIFT)
     return SegmentationAlgorithm(segmentation)
 
 
