@@ -383,7 +383,7 @@ def test_bad_arguments_say_what_is_wrong(tmp_path, capsys):
     with pytest.raises(TypeError, match="model_factory must be callable"):
         dataset.explain_dataset(["a.png"], "resnet", output=tmp_path / "o")
     assert dataset_cli.main(["explain-dataset", str(tmp_path), "--model", "nocolon",
-                             "--output", str(tmp_path / "o")]) == 1
+                             "--output", str(tmp_path / "o")]) == 2
     assert "MODULE:FACTORY" in capsys.readouterr().err
 
 

@@ -1,8 +1,8 @@
 """``limefast bench``: the benchmark suite, on whatever this machine has.
 
 Writes ``<out>/<machine>-<date>.json``, a Markdown table beside it and PNG plots of the scaling
-sweeps. ``--quick`` shrinks every size so the whole run takes under two minutes on a 2-core
-machine (CI runs it to keep the suite working; it asserts nothing about time).
+sweeps and of the sampling study. ``--quick`` shrinks every size so the whole run takes under two
+minutes on a 2-core machine (CI runs it to keep the suite working; it asserts nothing about time).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from .._checks import output_folder
-from . import report, suite
+from limefast.core.checks import output_folder
 
-SECTIONS = ("end_to_end", "scaling", "models", "latency")
+from . import report, sampling, suite
+
+SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling")
 
 
 def machine() -> dict:
@@ -66,8 +67,12 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def run_suite(cfg: suite.Config, sections=SECTIONS, log=print) -> dict:
-    """Run the chosen sections and return the results dict (JSON-ready)."""
+def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
+              study: sampling.StudyConfig | None = None) -> dict:
+    """Run the chosen sections and return the results dict (JSON-ready).
+
+    ``study`` sizes the sampling study (default ``sampling.StudyConfig()``).
+    """
     results = {"machine": machine(), "date": datetime.date.today().isoformat(),
                "config": {k: v for k, v in vars(cfg).items()}, "not_measured": []}
     started = time.perf_counter()
@@ -83,7 +88,13 @@ def run_suite(cfg: suite.Config, sections=SECTIONS, log=print) -> dict:
             results[name] = suite.models(cfg, progress=lambda m: log(f"  {m}"))
         elif name == "latency":
             results[name] = suite.latency(cfg)
+        elif name == "sampling":
+            results[name] = sampling.sampling_study(study, progress=lambda m: log(f"  {m}"))
         log(f"[limefast bench] {name} done in {time.perf_counter() - t0:.1f} s")
+    for m in results.get("sampling", {}).get("models", []):
+        if m.get("auto_unavailable"):
+            results["not_measured"].append(
+                f"sampling study, {m['model']}: num_samples='auto' ({m['auto_unavailable']})")
     if not results["machine"].get("gpu"):
         results["not_measured"].append(
             "GPU: no CUDA device on this machine, so the device path ran on the CPU only "
@@ -114,6 +125,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
+    g = p.add_argument_group("sampling study (overrides of the --quick or full sizes)")
+    g.add_argument("--sampling-images", type=int, metavar="N", help="test images per model")
+    g.add_argument("--sampling-seeds", type=int, metavar="N", help="seeds per image")
+    g.add_argument("--sampling-reference", type=int, metavar="N",
+                   help="samples of the reference explanation")
 
 
 def run(args) -> int:
@@ -123,15 +139,31 @@ def run(args) -> int:
         print(f"limefast bench: unknown section(s) {unknown}; choose from {SECTIONS}",
               file=sys.stderr)
         return 2
+    for flag in ("sampling_images", "sampling_seeds", "sampling_reference"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            print(f"limefast bench: --{flag.replace('_', '-')} must be >= 1; got {value}",
+                  file=sys.stderr)
+            return 2
     out = output_folder(args.out, "limefast bench")
     if out is None:
         return 2
     cfg = suite.Config.quick() if args.quick else suite.Config()
-    results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr))
+    results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr),
+                        study=_study_config(args))
     path = write(results, out)
     print(report.markdown(results))
-    print(f"written: {path} (+ .md and scaling-*.png)", file=sys.stderr)
+    print(f"written: {path} (+ .md and *.png)", file=sys.stderr)
     return 0
+
+
+def _study_config(args) -> sampling.StudyConfig:
+    study = sampling.StudyConfig.quick() if args.quick else sampling.StudyConfig()
+    for name, value in (("images", args.sampling_images), ("seeds", args.sampling_seeds),
+                        ("reference_samples", args.sampling_reference)):
+        if value is not None:
+            setattr(study, name, value)
+    return study
 
 
 def main(argv=None) -> int:

@@ -104,7 +104,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                         f"{PLAIN_BATCH} for classifier functions)")
     p.add_argument("--segmentation", choices=sorted(SEGMENTATIONS), default="quickshift")
     p.add_argument("--size", type=int, default=224,
-                   help="resize the shorter side and centre-crop to SIZE x SIZE (0: as is)")
+                   help="the images' side: SIZE x SIZE (0: as they are)")
+    p.add_argument("--resize", choices=("crop", "stretch"), default="crop",
+                   help="crop: scale the shorter side to SIZE and crop the centre (the default); "
+                        "stretch: scale each axis to SIZE")
     p.add_argument("--device", default=None, help="torch device (default: the TorchClassifier's)")
     p.add_argument("--precision", default="auto", help="TorchClassifier precision")
     p.add_argument("--compile", choices=("none", "trace", "script", "inductor"), default="none",
@@ -192,7 +195,7 @@ def _prepare(args, check_models=None):
         raise InputError(f"give --weights once per --model ({len(args.model)}), in the same "
                          f"order (RANDOM for random weights); got {len(weights)}")
     weights = [None if w in (None, "", "RANDOM") else w for w in weights]
-    images = [load_image(path, args.size) for path in args.images]
+    images = [load_image(path, args.size, args.resize) for path in args.images]
     norm = {k: v for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     compile_mode = None if args.compile == "none" else args.compile
     # A TorchClassifier chooses its own batch for "auto" (its device's memory, the image size).

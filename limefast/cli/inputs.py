@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import importlib.util
 import io
 import os
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from limefast import images
 from limefast.imagenet import MEAN as IMAGENET_MEAN
 from limefast.imagenet import STD as IMAGENET_STD
 
@@ -29,27 +31,19 @@ from limefast.imagenet import STD as IMAGENET_STD
 DOWNLOAD_TIMEOUT = 20.0
 
 
-class InputError(Exception):
+class InputError(ValueError):
     """Bad input from the user: one line of explanation, exit status 2."""
 
 
 # -- images -----------------------------------------------------------------------------------
 
-def load_image(path: str, size: int) -> np.ndarray:
-    """(size, size, 3) uint8 RGB: the shorter side resized to ``size``, then a centre crop (as
-    the torchvision tutorials do); ``size`` 0 keeps the image as it is."""
+def load_image(path: str, size: int, resize: str = "crop") -> np.ndarray:
+    """``limefast.images.load_image`` for the command line: (size, size, 3) uint8 RGB, resized
+    by ``resize`` (``--resize``); ``size`` 0 keeps the image as it is. InputError if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if size:
-                scale = size / min(img.size)
-                w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-                img = img.resize((w, h), Image.BILINEAR)
-                left, top = (w - size) // 2, (h - size) // 2
-                img = img.crop((left, top, left + size, top + size))
-            return np.asarray(img, dtype=np.uint8).copy()
+        return images.load_image(path, size or None, resize=resize)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read image {path}: {_reason(exc)}") from exc
 
@@ -143,26 +137,70 @@ def load_model(spec: str, weights: str | None, *, device=None, precision="auto",
 
 
 def _from_factory(spec: str):
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise InputError(f"--model {spec}: write module:factory, e.g. mypackage.models:build")
-    if os.getcwd() not in sys.path:  # a console script does not look in the current folder
-        sys.path.insert(0, os.getcwd())
-    try:
-        mod = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(f"--model {spec}: cannot import {module_name}: {_reason(exc)}") from exc
-    factory = getattr(mod, attr, None)
-    if not callable(factory):
-        raise InputError(f"--model {spec}: {module_name} has no callable {attr!r}")
-    try:
-        built = factory()
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
-        raise InputError(f"--model {spec}: {attr}() failed: {_reason(exc)}") from exc
-    if not callable(built):
-        raise InputError(f"--model {spec}: {attr}() returned {type(built).__name__}, not a "
-                         "torch module or a classifier function")
-    return built
+    # A console script does not look in the current folder: the resolver puts it on the path.
+    return ImportedFactory(spec, os.getcwd()).build()
+
+
+@dataclass(frozen=True)
+class ImportedFactory:
+    """A model factory named by ``module:attribute`` or ``path/to/file.py:attribute``.
+
+    Picklable (it is only the name), so each Ray worker imports the module and calls the
+    attribute itself. ``cwd`` is put on ``sys.path`` first, as ``python -m`` would.
+    """
+
+    spec: str
+    cwd: str
+
+    def resolve(self):
+        module_name, sep, attribute = self.spec.rpartition(":")
+        if not sep or not module_name or not attribute:
+            raise InputError(
+                f"--model must be MODULE:FACTORY or FILE.py:FACTORY (a callable with no "
+                f"arguments returning the classifier); got {self.spec!r}"
+            )
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = os.path.join(self.cwd, module_name)
+            spec = importlib.util.spec_from_file_location(
+                f"_limefast_model_{abs(hash(path))}", path)
+            if spec is None or not os.path.isfile(path):
+                raise InputError(f"--model file {path!r} does not exist")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if self.cwd not in sys.path:
+                sys.path.insert(0, self.cwd)
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise InputError(f"--model {self.spec}: cannot import {module_name}: "
+                                 f"{_reason(exc)}") from exc
+        try:
+            factory = getattr(module, attribute)
+        except AttributeError:
+            raise InputError(f"--model {self.spec}: {module_name} has no callable "
+                             f"{attribute!r}") from None
+        if not callable(factory):
+            raise InputError(f"--model: {self.spec} is not callable; got {type(factory).__name__}")
+        return factory
+
+    def __call__(self):
+        return self.resolve()()
+
+    def build(self):
+        """Call the factory, every failure of the user's code reported in one line."""
+        factory = self.resolve()
+        try:
+            built = factory()
+        except Exception as exc:  # noqa: BLE001 - any failure of user code, in one line
+            name = self.spec.rpartition(":")[2]
+            raise InputError(f"--model {self.spec}: {name}() failed: {_reason(exc)}") from exc
+        if not callable(built):
+            raise InputError(f"--model {self.spec}: the factory returned "
+                             f"{type(built).__name__}, not a torch module or a classifier "
+                             "function")
+        return built
+
 
 
 def torchvision_names() -> list[str]:

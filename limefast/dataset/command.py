@@ -9,53 +9,8 @@ when the command runs, so ``limefast --help`` works without the ``dataset`` extr
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import sys
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class ImportedFactory:
-    """A model factory named by ``module:attribute`` or ``path/to/file.py:attribute``.
-
-    Picklable (it is only the name), so each Ray worker imports the module and calls the
-    attribute itself. ``cwd`` is put on ``sys.path`` first, as ``python -m`` would.
-    """
-
-    spec: str
-    cwd: str
-
-    def resolve(self):
-        module_name, sep, attribute = self.spec.rpartition(":")
-        if not sep or not module_name or not attribute:
-            raise ValueError(
-                f"--model must be MODULE:FACTORY or FILE.py:FACTORY (a callable with no "
-                f"arguments returning the classifier); got {self.spec!r}"
-            )
-        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
-            path = os.path.join(self.cwd, module_name)
-            spec = importlib.util.spec_from_file_location(
-                f"_limefast_model_{abs(hash(path))}", path)
-            if spec is None or not os.path.isfile(path):
-                raise ValueError(f"--model file {path!r} does not exist")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            if self.cwd not in sys.path:
-                sys.path.insert(0, self.cwd)
-            module = importlib.import_module(module_name)
-        try:
-            factory = getattr(module, attribute)
-        except AttributeError:
-            raise ValueError(f"--model: {module_name} has no attribute {attribute!r}") from None
-        if not callable(factory):
-            raise TypeError(f"--model: {self.spec} is not callable; got {type(factory).__name__}")
-        return factory
-
-    def __call__(self):
-        return self.resolve()()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -90,6 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    default=None, help="default: lime's quickshift")
     p.add_argument("--image-size", type=_size, default=None, metavar="H[,W]",
                    help="resize images to H x W (default: keep their size)")
+    p.add_argument("--resize", choices=("stretch", "crop"), default="stretch",
+                   help="how --image-size is reached: scale each axis, or scale to cover and "
+                        "crop the centre")
     p.add_argument("--batch-images", type=int, default=8, help="images per task and part file")
     p.add_argument("--model-batch-size", type=int, default=10,
                    help="images per classifier call")
@@ -112,8 +70,9 @@ def _count_or_auto(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``explain-dataset``; 0 when every image has rows (error rows included), 1 on bad
-    arguments, 2 when the ``dataset`` extra is missing."""
+    """Run ``explain-dataset``; 0 when every image has rows (error rows included), 2 on bad
+    input (as every ``limefast`` command) or when the ``dataset`` extra is missing."""
+    from limefast.cli.inputs import ImportedFactory
     from limefast.dataset.driver import explain_dataset
     from limefast.dataset.worker import INSTALL_HINT
 
@@ -123,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         result = explain_dataset(
             args.source, factory, output=args.output, num_samples=args.num_samples,
             top_labels=args.top_labels, seed=args.seed, segmentation=args.segmentation,
-            image_size=args.image_size, batch_images=args.batch_images,
+            image_size=args.image_size, resize=args.resize, batch_images=args.batch_images,
             model_batch_size=args.model_batch_size, concurrency=args.workers,
             num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=args.cpus_per_worker,
             max_retries=args.max_retries, overlays=args.overlays, address=args.address,
@@ -134,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"limefast explain-dataset: {INSTALL_HINT}", file=sys.stderr)
             return 2
         print(f"limefast explain-dataset: --model {args.model}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except (ValueError, TypeError) as exc:
         print(f"limefast explain-dataset: {exc}", file=sys.stderr)
-        return 1
+        return 2
     rate = result.explained / result.seconds if result.seconds else 0.0
     print(f"explained {result.explained} images ({rate:.2f}/s), {result.errors} errors, "
           f"{result.skipped} already done; rows in {result.output}")

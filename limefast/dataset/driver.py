@@ -63,7 +63,8 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
                     model_batch_size: int = 10, hide_color=None, overlays: bool = False,
                     address: str | None = None, max_retries: int = 3, progress: bool = True,
                     image_column: str = "image", id_column: str | None = None,
-                    time_budget: float | None = None, dedupe: bool = False) -> DatasetRun:
+                    time_budget: float | None = None, dedupe: bool = False,
+                    resize: str = "stretch") -> DatasetRun:
     """Explain every image of ``source`` with ``model_factory()``'s classifier, on Ray Data.
 
     Args:
@@ -87,6 +88,8 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
         num_gpus_per_worker, num_cpus_per_worker: Ray resources of each worker.
         concurrency: number of workers; default as many as the cluster's GPUs (or, without
             GPUs, CPUs) allow.
+        resize: how ``image_size`` is reached: ``"stretch"`` (each axis scaled) or ``"crop"``
+            (scaled to cover, centre cropped; ``limefast.images.load_image``).
         image_size: resize decoded files to (H, W) (an int for a square); not applied to the
             arrays of a Ray Dataset source.
         model_batch_size: ``explain_instance``'s ``batch_size``.
@@ -112,6 +115,7 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
         seed=checks.positive_int("seed", seed, minimum=0),
         segmentation=_check_segmentation(segmentation),
         image_size=None if image_size is None else _size_pair(image_size),
+        resize=_resize_policy(resize),
         model_batch_size=checks.positive_int("model_batch_size", model_batch_size),
         hide_color=hide_color, overlays=bool(overlays),
         threads=max(1, math.floor(num_cpus_per_worker)),
@@ -319,6 +323,14 @@ def _size_pair(size) -> tuple[int, int]:
                 checks.positive_int("image_size[1]", size[1]))
     side = checks.positive_int("image_size", size)
     return side, side
+
+
+def _resize_policy(resize: str) -> str:
+    from limefast.images import RESIZE_POLICIES
+
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {RESIZE_POLICIES}; got {resize!r}")
+    return resize
 
 
 def _check_segmentation(segmentation):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from limefast import config
+from limefast import config, images
 from limefast.lime_image import LimeImageExplainer
 
 INSTALL_HINT = "explain_dataset needs Ray Data and pyarrow: pip install 'limefast[dataset]'"
@@ -48,28 +48,12 @@ def image_seed(seed: int, image_id: str) -> int:
     return int(state[0])
 
 
-def load_image(path, image_size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image file the way ``explain_dataset`` does: (H, W, 3) uint8 RGB.
-
-    Grayscale, palette and RGBA files are converted to RGB (alpha dropped).
-
-    Args:
-        path: a local (or mounted) file path.
-        image_size: (H, W) to resize to with bilinear filtering (an int for a square); None
-            keeps the file's size.
-
-    Returns:
-        (H, W, 3) uint8 array.
-    """
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.load()
-        rgb = img.convert("RGB")
-    if image_size is not None:
-        height, width = (image_size, image_size) if np.ndim(image_size) == 0 else image_size
-        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+def load_image(path, image_size: int | tuple[int, int] | None = None,
+               resize: str = "stretch") -> np.ndarray:
+    """Decode an image file the way ``explain_dataset`` does (``limefast.images.load_image``):
+    (H, W, 3) uint8 RGB, resized to ``image_size`` by ``resize`` (the dataset runner's default
+    is ``"stretch"``: every image becomes exactly (H, W))."""
+    return images.load_image(path, image_size, resize=resize)
 
 
 def overlay_name(image_id: str) -> str:
@@ -88,6 +72,7 @@ class Settings:
     seed: int
     segmentation: object  # None, an algorithm name, or a callable
     image_size: tuple[int, int] | None
+    resize: str
     model_batch_size: int
     hide_color: object
     overlays: bool
@@ -165,7 +150,8 @@ class ExplainWorker:
             stream.write(str(deaths + 1).encode())
         t0 = time.perf_counter()
         try:
-            image = load_image(item, s.image_size) if self.from_files else np.asarray(item)
+            image = (load_image(item, s.image_size, s.resize) if self.from_files
+                     else np.asarray(item))
             explanation = LimeImageExplainer(random_state=seed).explain_instance(
                 image, self.classifier, top_labels=s.top_labels, num_samples=s.num_samples,
                 batch_size=s.model_batch_size, segmentation_fn=self.segmentation,

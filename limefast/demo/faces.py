@@ -1,0 +1,196 @@
+"""A small MLP telling faces from non-faces: a second model to explain, nothing downloaded.
+
+scikit-image ships 200 grayscale 25x25 crops from Labeled Faces in the Wild
+(``skimage.data.lfw_subset``): the first 100 are faces, the other 100 are not. They are upscaled
+to ``size x size`` RGB uint8 images, the form a ``classifier_fn`` gets from the explainer, and a
+two-layer perceptron (no convolutions: a different architecture from ``limefast.demo.digits``'s CNN)
+is trained on 70% of them in about a second. The weights (about 80 KB) are cached as a
+state-dict file beside the digits model's (``limefast.demo.digits.cache_dir()``).
+
+Training is seeded: the same machine gives the same weights.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from limefast.demo.digits import cache_dir, to_tensor
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("limefast.faces needs PyTorch: pip install 'limefast[torch]'") from exc
+
+SIZE = 50
+SOURCE_SIZE = 25  # lfw_subset's side: the model averages its input back down to it
+# Bump when the data, the architecture or the training change: old cache files are then ignored.
+MODEL_VERSION = 1
+EPOCHS = 40
+BATCH = 32
+HIDDEN = 32
+CLASSES = ("non-face", "face")
+
+
+@dataclass
+class FacesData:
+    """Upscaled crops split into train and test: images (N, size, size, 3) uint8, labels (N,)
+    with 1 for a face and 0 for a non-face."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def load_data(size: int = SIZE, test_fraction: float = 0.3, seed: int = 0) -> FacesData:
+    """scikit-image's ``lfw_subset`` as RGB uint8 images of ``size x size``, split at random.
+
+    Args:
+        size: side of the upscaled images (bilinear from 25x25).
+        test_fraction: share of the 200 crops held out for testing.
+        seed: seed of the split.
+
+    Returns:
+        A FacesData.
+    """
+    from skimage.data import lfw_subset
+
+    crops = lfw_subset()
+    small = torch.from_numpy(crops.astype(np.float32))[:, None]
+    big = nn.functional.interpolate(small, size=(size, size), mode="bilinear",
+                                    align_corners=False)
+    grey = (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    images = np.repeat(grey[..., None], 3, axis=-1)
+    labels = (np.arange(len(crops)) < len(crops) // 2).astype(np.int64)
+    order = np.random.RandomState(seed).permutation(len(images))
+    n_test = int(round(len(images) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return FacesData(images[train], labels[train], images[test], labels[test])
+
+
+class FacesMLP(nn.Module):
+    """Grey level, averaged down to 25x25, then a 625-32-2 perceptron.
+
+    The average pooling makes the model take any image side while keeping its weights the size
+    of the source crops.
+    """
+
+    def __init__(self, hidden: int = HIDDEN):
+        super().__init__()
+        self.classifier = nn.Sequential(nn.Linear(SOURCE_SIZE * SOURCE_SIZE, hidden), nn.ReLU(),
+                                        nn.Linear(hidden, len(CLASSES)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) float in [0, 1] -> (N, 2) logits (class 1: face)."""
+        grey = nn.functional.adaptive_avg_pool2d(x.mean(1, keepdim=True), SOURCE_SIZE)
+        return self.classifier(grey.flatten(1) * 2 - 1)
+
+
+def train_model(data: FacesData, seed: int = 0, epochs: int = EPOCHS) -> FacesMLP:
+    """Train a FacesMLP on ``data``'s training images (Adam, seeded shuffles and flips)."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as limefast.demo.digits: the same weights whatever the core count
+    try:
+        return _train(data, generator, epochs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(data: FacesData, generator: torch.Generator, epochs: int) -> FacesMLP:
+    model = FacesMLP()
+    x = to_tensor(data.train_images)
+    y = torch.from_numpy(data.train_labels)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-3)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=generator).split(BATCH):
+            # Mirrored faces are faces: 140 training crops need the help.
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            batch = torch.where(flip[:, None, None, None], x[idx].flip(3), x[idx])
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(batch), y[idx]).backward()
+            optimiser.step()
+    return model.eval()
+
+
+@dataclass
+class TrainedFaces:
+    """A trained model, its data, where it came from and its test accuracy."""
+
+    model: FacesMLP
+    data: FacesData
+    accuracy: float
+    path: Path | None
+    trained: bool  # False when loaded from the cache
+    seconds: float
+
+
+def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -> TrainedFaces:
+    """The trained faces MLP: from the cache if it is there, else trained (and cached).
+
+    Args:
+        size: side of the images (the model itself takes any side).
+        cache: read and write the cached state dict under ``limefast.demo.digits.cache_dir()``.
+        retrain: train even if a cached model exists (and overwrite it).
+
+    Returns:
+        A TrainedFaces with the model in eval mode.
+    """
+    t0 = time.perf_counter()
+    data = load_data(size)
+    path = cache_dir() / f"faces-mlp-v{MODEL_VERSION}.pt" if cache else None
+    model, trained = None, False
+    if path is not None and path.is_file() and not retrain:
+        model = FacesMLP()
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
+            warnings.warn(f"ignoring unreadable cached faces model {path}: {exc}", stacklevel=2)
+            model = None
+    if model is None:
+        model, trained = train_model(data), True
+        if path is not None:
+            _save_atomically(model, path)
+    model.eval()
+    with torch.no_grad():
+        predicted = model(to_tensor(data.test_images)).argmax(1).numpy()
+    accuracy = float(np.mean(predicted == data.test_labels))
+    return TrainedFaces(model, data, accuracy, path, trained, time.perf_counter() - t0)
+
+
+def _save_atomically(model: nn.Module, path: Path) -> None:
+    # A half-written file must never be mistaken for a model: write aside, then rename.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not cache the faces model at {path}: {exc} (set LIMEFAST_CACHE "
+                      "to a writable folder)", stacklevel=3)
+
+
+class FacesClassifier:
+    """``classifier_fn`` for the faces model: (N, H, W, 3) uint8 -> (N, 2) float64 softmax.
+
+    Args:
+        model: a trained FacesMLP (or any module taking (N, 3, H, W) floats in [0, 1]).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.model(to_tensor(batch))
+        return torch.softmax(logits.double(), dim=1).numpy()
