@@ -9,7 +9,6 @@ import time
 import numpy as np
 import torch
 
-from limefast import config
 from limefast.device._torch import as_nchw, numba_device
 from limefast.kernels.model_ready import (
     RunPlan,
@@ -17,17 +16,6 @@ from limefast.kernels.model_ready import (
     kernel_input,
     launch_model_ready_cuda,
 )
-
-
-def _cpu_tunables() -> dict:
-    """The CPU kernels' tunables, read from ``config`` at call time."""
-    return {"task_bytes": config.TASK_BYTES, "cpu_threads": config.CPU_THREADS}
-
-
-def _cuda_tunables() -> dict:
-    """The CUDA launch configuration, read from ``config`` at call time."""
-    return {"threads_per_block": config.CUDA_THREADS_PER_BLOCK,
-            "max_grid_y": config.CUDA_MAX_GRID_Y}
 
 
 class _Workspace:
@@ -85,13 +73,13 @@ class _CpuWorkspace(_Workspace):
         fudged = np.stack([item.fudged for item in group])
         segments = np.stack([item.segments for item in group])
         self.plan = RunPlan(images, fudged, segments, self.k, self.b, self.clf.channels_last,
-                            self.planes, **_cpu_tunables())
+                            self.planes)
         self.planes = self.plan.planes
         self.rows, self.inst = rows.numpy(), inst.numpy()
 
     def write(self, b0, n):
         t0 = time.perf_counter()
-        self.plan.write(self.rows, self.inst, b0, n, self.flat_np, **_cpu_tunables())
+        self.plan.write(self.rows, self.inst, b0, n, self.flat_np)
         self.model_ready_time += time.perf_counter() - t0
 
     def forward(self, n):
@@ -145,7 +133,7 @@ class _CudaWorkspace(_Workspace):
         with numba_device(self.device_index):
             launch_model_ready_cuda(*self.views, b0, n, self.k_dev, self.b_dev, self.out_nb,
                                     self.clf.channels_last, stream=self.stream,
-                                    device_id=self.device_index, **_cuda_tunables())
+                                    device_id=self.device_index)
 
     def forward(self, n):
         mid = torch.cuda.Event(enable_timing=True)
