@@ -342,6 +342,3 @@ class LimeImageExplainer:
 
 # Draws from numpy's global RandomState (random_state=None) are serialised across explainers.
 _GLOBAL_RNG_LOCK = threading.RLock()
-
-
-_fudged_image = fudged_image  # the name of earlier releases

@@ -27,6 +27,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "limefast.demo.digits needs PyTorch: pip install 'limefast[torch]'"
     ) from exc
 
+from limefast.device._torch import torch_threads  # noqa: E402 - after torch
+
 SIZE = 32
 # Bump when the data, the architecture or the training change: old cache files are then ignored.
 MODEL_VERSION = 2
@@ -116,12 +118,8 @@ def train_model(data: DigitsData, seed: int = 0, epochs: int = EPOCHS) -> Digits
     torch.manual_seed(seed)
     # One thread: the same weights from run to run whatever the core count, and no OpenMP
     # spinning against other processes on a busy CPU (two threads were 10x slower under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _train(data, generator, epochs)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(data: DigitsData, generator: torch.Generator, epochs: int) -> DigitsCNN:
@@ -165,26 +163,34 @@ def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -
     t0 = time.perf_counter()
     data = load_data(size)
     path = cache_dir() / f"digits-cnn-{size}px-v{MODEL_VERSION}.pt" if cache else None
-    model, trained = None, False
-    if path is not None and path.is_file() and not retrain:
-        model = DigitsCNN()
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
-            warnings.warn(f"ignoring unreadable cached digits model {path}: {exc}", stacklevel=2)
-            model = None
-    if model is None:
-        model, trained = train_model(data), True
-        if path is not None:
-            _save_atomically(model, path)
-    model.eval()
+    model, trained = cached_model(path, DigitsCNN, lambda: train_model(data), "digits",
+                                  retrain)
     with torch.no_grad():
         predicted = model(to_tensor(data.test_images)).argmax(1).numpy()
     accuracy = float(np.mean(predicted == data.test_labels))
     return TrainedDigits(model, data, accuracy, path, trained, time.perf_counter() - t0)
 
 
-def _save_atomically(model: nn.Module, path: Path) -> None:
+def cached_model(path: Path | None, build, train, what: str, retrain: bool = False):
+    """(model in eval mode, trained?): the state dict at ``path`` loaded into ``build()``, or,
+    when there is none (or it is unreadable, or ``retrain``), ``train()`` saved there."""
+    model = None
+    if path is not None and path.is_file() and not retrain:
+        model = build()
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
+            warnings.warn(f"ignoring unreadable cached {what} model {path}: {exc}", stacklevel=3)
+            model = None
+    trained = model is None
+    if trained:
+        model = train()
+        if path is not None:
+            _save_atomically(model, path, what)
+    return model.eval(), trained
+
+
+def _save_atomically(model: nn.Module, path: Path, what: str) -> None:
     # A half-written file must never be mistaken for a model: write aside, then rename.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -193,15 +199,16 @@ def _save_atomically(model: nn.Module, path: Path) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        warnings.warn(f"could not cache the digits model at {path}: {exc} (set LIMEFAST_CACHE "
-                      "to a writable folder)", stacklevel=3)
+        warnings.warn(f"could not cache the {what} model at {path}: {exc} (set "
+                      "LIMEFAST_CACHE to a writable folder)", stacklevel=4)
 
 
 class DigitsClassifier:
-    """``classifier_fn`` for the digits model: (N, H, W, 3) uint8 -> (N, 10) float64 softmax.
+    """``classifier_fn`` of a model taking (N, 3, H, W) floats in [0, 1], such as the digits
+    CNN: (N, H, W, 3) uint8 -> (N, classes) float64 softmax.
 
     Args:
-        model: a trained DigitsCNN (or any module taking (N, 3, H, W) floats in [0, 1]).
+        model: a trained module.
     """
 
     def __init__(self, model: nn.Module):

@@ -12,15 +12,14 @@ Training is seeded: the same machine gives the same weights.
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from limefast.demo.digits import cache_dir, to_tensor
+from limefast.demo.digits import DigitsClassifier, cache_dir, cached_model, to_tensor
+from limefast.device._torch import torch_threads
 
 try:
     import torch
@@ -97,12 +96,8 @@ def train_model(data: FacesData, seed: int = 0, epochs: int = EPOCHS) -> FacesML
     """Train a FacesMLP on ``data``'s training images (Adam, seeded shuffles and flips)."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as limefast.demo.digits: the same weights whatever the core count
-    try:
+    with torch_threads(1):  # as limefast.demo.digits: the same weights whatever the cores
         return _train(data, generator, epochs)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(data: FacesData, generator: torch.Generator, epochs: int) -> FacesMLP:
@@ -148,49 +143,11 @@ def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -
     t0 = time.perf_counter()
     data = load_data(size)
     path = cache_dir() / f"faces-mlp-v{MODEL_VERSION}.pt" if cache else None
-    model, trained = None, False
-    if path is not None and path.is_file() and not retrain:
-        model = FacesMLP()
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
-            warnings.warn(f"ignoring unreadable cached faces model {path}: {exc}", stacklevel=2)
-            model = None
-    if model is None:
-        model, trained = train_model(data), True
-        if path is not None:
-            _save_atomically(model, path)
-    model.eval()
+    model, trained = cached_model(path, FacesMLP, lambda: train_model(data), "faces", retrain)
     with torch.no_grad():
         predicted = model(to_tensor(data.test_images)).argmax(1).numpy()
     accuracy = float(np.mean(predicted == data.test_labels))
     return TrainedFaces(model, data, accuracy, path, trained, time.perf_counter() - t0)
 
 
-def _save_atomically(model: nn.Module, path: Path) -> None:
-    # A half-written file must never be mistaken for a model: write aside, then rename.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        warnings.warn(f"could not cache the faces model at {path}: {exc} (set LIMEFAST_CACHE "
-                      "to a writable folder)", stacklevel=3)
-
-
-class FacesClassifier:
-    """``classifier_fn`` for the faces model: (N, H, W, 3) uint8 -> (N, 2) float64 softmax.
-
-    Args:
-        model: a trained FacesMLP (or any module taking (N, 3, H, W) floats in [0, 1]).
-    """
-
-    def __init__(self, model: nn.Module):
-        self.model = model.eval()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            logits = self.model(to_tensor(batch))
-        return torch.softmax(logits.double(), dim=1).numpy()
+FacesClassifier = DigitsClassifier  # the same softmax of a (N, 3, H, W) module

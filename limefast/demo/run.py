@@ -163,20 +163,10 @@ def main(argv=None) -> int:
 
     # The model is tiny and the batches small: one torch thread is as fast, and far faster
     # than two on a CPU that other processes share (OpenMP threads spin against them).
-    threads = torch_threads(1)
-    try:
+    from limefast.device._torch import torch_threads
+
+    with torch_threads(1):
         return _run(args, out, digits)
-    finally:
-        torch_threads(threads)
-
-
-def torch_threads(count: int) -> int:
-    """Set torch's intra-op thread count; returns the previous one."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    return previous
 
 
 def _run(args, out: Path, digits) -> int:
