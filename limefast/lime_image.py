@@ -9,15 +9,12 @@ classifier outputs, any channel count.
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
 from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from skimage.color import gray2rgb
-from sklearn.utils import check_random_state
 
 from limefast import config
 from limefast.core import checks, rounds, sampling
@@ -25,8 +22,8 @@ from limefast.core.executor import executor_for
 from limefast.core.explanation import ImageExplanation
 from limefast.core.instance import Instance, fudged_image
 from limefast.core.rounds import PerformanceHint, SamplingWarning
+from limefast.core.seeded import SeededExplainer, check_arguments
 from limefast.core.surrogate import FEATURE_SELECTION_METHODS
-from limefast.segmentation import LIME_QUICKSHIFT
 
 __all__ = ["ImageExplanation", "LimeImageExplainer", "PerformanceHint", "SamplingWarning",
            "exponential_kernel"]
@@ -37,7 +34,7 @@ def exponential_kernel(d, kernel_width):
     return np.sqrt(np.exp(-(d ** 2) / kernel_width ** 2))
 
 
-class LimeImageExplainer:
+class LimeImageExplainer(SeededExplainer):
     """Explains predictions on image data (``lime.lime_image.LimeImageExplainer``'s twin).
 
     Args:
@@ -63,23 +60,10 @@ class LimeImageExplainer:
                 f"feature_selection must be one of {FEATURE_SELECTION_METHODS}; "
                 f"got {feature_selection!r}"
             )
+        super().__init__(random_state)
         self.kernel_fn = partial(kernel, kernel_width=kernel_width)
         self.verbose = verbose
-        self.random_state = check_random_state(random_state)
         self.feature_selection = feature_selection
-        self._lock = threading.RLock()
-
-    def _draw_lock(self):
-        return _GLOBAL_RNG_LOCK if self.random_state is np.random.mtrand._rand else self._lock
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
 
     def explain_instance(self, image, classifier_fn: Callable, labels=(1,), hide_color=None,
                          top_labels=5, num_features=100000, num_samples=1000, batch_size=10,
@@ -163,22 +147,13 @@ class LimeImageExplainer:
         images = [checks.image_array(image) for image in images]
         if not images:
             return []
-        if not callable(classifier_fn):
-            raise TypeError(f"classifier_fn must be callable; got {type(classifier_fn).__name__}")
+        batch_size, labels, top_labels = check_arguments(classifier_fn, segmentation_fn,
+                                                         batch_size, labels, top_labels)
         plan = rounds.Rounds.from_arguments(num_samples, max_samples, min_samples, time_budget,
                                             stable_features, dedupe)
-        batch_size = checks.int_or_auto("batch_size", batch_size)
         num_features = checks.positive_int("num_features", num_features)
-        if top_labels:
-            top_labels = checks.positive_int("top_labels", top_labels)
-        else:  # types now; the range once the classifier has said how many classes it has
-            labels = checks.label_list(labels, n_classes=None)
-        if segmentation_fn is not None and not callable(segmentation_fn):
-            raise TypeError(f"segmentation_fn must be callable; got {segmentation_fn!r}")
         executor = executor_for(classifier_fn)
 
-        # The draws are the explanation: threads sharing a random state take turns drawing, so
-        # each explanation equals what sequential calls in that order would give.
         with self._draw_lock():
             instances = [
                 self._prepare(image, hide_color, segmentation_fn, plan.rows, random_seed,
@@ -188,7 +163,7 @@ class LimeImageExplainer:
         if plan.per_image:
             return [rounds.explain_in_rounds(
                 inst, classifier_fn, executor, plan,
-                self._batches(batch_size, inst, classifier_fn),
+                self._batches(batch_size, inst.image, classifier_fn),
                 self._kernel_weights(inst.distances), labels, top_labels, num_features,
                 progress_bar, start if i == 0 else None,
                 partial(self._finish, executor=executor, labels=labels, top_labels=top_labels,
@@ -197,7 +172,7 @@ class LimeImageExplainer:
         stats = sampling.ModelStats()
         t0 = time.perf_counter()
         predictions = executor.predict(instances, classifier_fn,
-                                       self._batches(batch_size, instances[0], classifier_fn),
+                                       self._batches(batch_size, instances[0].image, classifier_fn),
                                        progress_bar, stats)
         model_time = (time.perf_counter() - t0) / len(instances)
         explanations = []
@@ -210,19 +185,6 @@ class LimeImageExplainer:
             explanations.append(explanation)
         self._hint(stats, time.perf_counter() - start, batch_size, instances)
         return explanations
-
-    def _batches(self, batch_size, instance, classifier_fn):
-        """An int, or the explainer's ``BatchSizer`` for this classifier and image kind (the
-        probe runs once; later explanations start from the size it chose)."""
-        if batch_size != "auto":
-            return batch_size
-        key = (id(classifier_fn), instance.image.shape, instance.image.dtype.str)
-        sizers = self.__dict__.setdefault("_sizers", {})
-        if key not in sizers:
-            while len(sizers) >= 16:  # a new lambda per call must not grow this without end
-                sizers.pop(next(iter(sizers)))
-            sizers[key] = sampling.BatchSizer(instance.image.nbytes)
-        return sizers[key]
 
     def _hint(self, stats, total: float, batch_size, instances) -> None:
         """Once per explainer: say so when a Python classifier spends most of an explanation
@@ -247,23 +209,13 @@ class LimeImageExplainer:
     def _prepare(self, image, hide_color, segmentation_fn, num_samples, random_seed,
                  distance_metric) -> Instance:
         """Everything before the model: segments, fudged image, the 0/1 rows and distances."""
-        t0 = time.perf_counter()
-        if image.ndim == 2:
-            image = gray2rgb(image)
-        # RNG draw 1, even when a segmentation is given (lime's order).
-        if random_seed is None:
-            random_seed = self.random_state.randint(0, high=1000)
-        if segmentation_fn is None:
-            from limefast.wrappers.scikit_image import SegmentationAlgorithm
-
-            segmentation_fn = SegmentationAlgorithm('quickshift', **LIME_QUICKSHIFT,
-                                                    random_seed=random_seed)
-        segments, n_features = checks.segments_array(segmentation_fn(image), image.shape)
+        image, segments, n_features, seconds = self._segment(image, segmentation_fn,
+                                                             random_seed)  # RNG draw 1
         t1 = time.perf_counter()
         fudged = fudged_image(image, segments, n_features, hide_color)
         data = sampling.draw_rows(self.random_state, num_samples, n_features)  # RNG draw 2
         distances = sampling.row_distances(data, distance_metric)
-        timings = {"segmentation": t1 - t0, "sampling": time.perf_counter() - t1}
+        timings = {"segmentation": seconds, "sampling": time.perf_counter() - t1}
         return Instance(image, segments, n_features, fudged, data, distances, timings)
 
     def _kernel_weights(self, distances) -> np.ndarray:
@@ -338,7 +290,3 @@ class LimeImageExplainer:
         scratch.explain_instance(image, classifier, num_samples=samples, top_labels=top_labels,
                                  num_features=num_features, segmentation_fn=segmentation_fn,
                                  hide_color=hide_color, progress_bar=False)
-
-
-# Draws from numpy's global RandomState (random_state=None) are serialised across explainers.
-_GLOBAL_RNG_LOCK = threading.RLock()

@@ -266,6 +266,50 @@ def test_compare_lime_and_gradcam(images, tmp_path, capsys):
                 assert 0 <= entry[method][key] <= 1
 
 
+def test_explain_kernelshap_writes_the_explainers_values(images, tmp_path, capsys):
+    from cli_models import grid
+
+    from limefast.kernelshap import KernelShapImageExplainer
+
+    out = tmp_path / "out"
+    code, err = run(["explain", images[0], "--model", "cli_models:grid", "--size", 40,
+                     "--method", "kernelshap", "--num-samples", 60, "--top-labels", 2,
+                     "--out", out], capsys)
+    assert code == 0, err
+    record = json.loads((out / "cat" / "cli_models-grid" / "explanation.json").read_text())
+    segmentation = SegmentationAlgorithm("quickshift", **cli.SEGMENTATIONS["quickshift"])
+    exp = KernelShapImageExplainer(random_state=0).explain_instance(
+        load_image(images[0], 40), grid(), top_labels=2, num_samples=60, batch_size=50,
+        segmentation_fn=segmentation, progress_bar=False)
+    assert record["method"] == "kernelshap" and record["exact"] == exp.exact
+    assert_json_matches(record, exp)
+    for label in exp.top_labels:
+        entry = record["labels"][str(int(label))]
+        assert entry["base_value"] == pytest.approx(exp.base_value[label], abs=1e-12)
+        # The values add up to the model's output on the image.
+        total = entry["base_value"] + sum(w for _, w in entry["weights"])
+        assert total == pytest.approx(entry["probability"], abs=1e-9)
+
+
+def test_compare_lime_kernelshap_and_gradcam(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = run(["compare", images[0], "--model", "cli_models:tiny", "--size", 40,
+                     "--num-samples", 40, "--steps", 5, "--method", "lime", "--method",
+                     "kernelshap", "--out", out], capsys)
+    assert code == 0, err
+    width, _ = check_png(out / "cat" / "compare.png", height=40)
+    record = json.loads((out / "cat" / "compare.json").read_text())
+    assert record["methods"] == ["lime", "kernelshap"]
+    entry = record["models"]["cli_models-tiny"]
+    for method in ("lime", "kernelshap", "gradcam"):
+        for key in ("deletion_auc", "insertion_auc"):
+            assert 0 <= entry[method][key] <= 1
+    code, err = run(["compare", images[0], "--model", "cli_models:tiny", "--size", 40,
+                     "--num-samples", 40, "--steps", 5, "--out", tmp_path / "one"], capsys)
+    assert code == 0, err
+    assert check_png(tmp_path / "one" / "cat" / "compare.png")[0] < width  # fewer columns
+
+
 def test_compare_needs_a_torch_module(images, tmp_path, capsys):
     code, err = run(["compare", images[0], "--model", "cli_models:grid", "--out",
                      tmp_path / "out"], capsys)

@@ -109,18 +109,28 @@ class RunningFit:
         out = []
         for label in range(coef.shape[1]):
             beta = coef[:, label]
-            order = np.argsort(-np.abs(beta), kind="stable")
-            a, b = order[k - 1], order[k]
-            gap = abs(beta[a]) - abs(beta[b])
+            a, b, gap, shown = boundary(beta, k)
             # d' coef = |w_a| - |w_b| (signs fixed): its sandwich variance is
             # sum_i (w_i e_i xc_i' M^-1 d)^2 with the ridge's residuals e_i.
             d = np.sign(beta[a]) * inv[:, a] - np.sign(beta[b]) * inv[:, b]
             resid = y[:, label] - (x @ beta + intercept[label])
             sd = float(np.sqrt(np.sum((w * resid * (xc @ d)) ** 2) * scale))
-            top = np.abs(beta).max()
-            settled = bool(gap > z * sd or z * sd < indifference * top)
-            out.append((settled, frozenset(int(f) for f in order[:k])))
+            out.append((is_settled(gap, sd, z, indifference, np.abs(beta).max()), shown))
         return out
+
+
+def boundary(weights: np.ndarray, k: int):
+    """The shown set's boundary: the k-th and (k+1)-th features by |weight| (ties in feature
+    order), the gap ``|w_k| - |w_k+1|`` and the top-k set. Needs ``k < len(weights)``."""
+    order = np.argsort(-np.abs(weights), kind="stable")
+    a, b = order[k - 1], order[k]
+    return a, b, abs(weights[a]) - abs(weights[b]), frozenset(int(f) for f in order[:k])
+
+
+def is_settled(gap: float, sd: float, z: float, indifference: float, largest: float) -> bool:
+    """The module's rule for one label: the gap is ``z`` standard errors wide, or the two
+    boundary weights are known to within ``indifference`` of the ``largest`` |weight|."""
+    return bool(gap > z * sd or z * sd < indifference * largest)
 
 
 def round_sizes(first: int, cap: int, growth: float, minimum: int):

@@ -40,10 +40,11 @@ class Rounds:
 
     @classmethod
     def from_arguments(cls, num_samples, max_samples, min_samples, time_budget,
-                       stable_features, dedupe) -> Rounds:
-        num_samples = checks.int_or_auto("num_samples", num_samples)
-        max_samples = checks.optional_int("max_samples", max_samples)
-        min_samples = checks.optional_int("min_samples", min_samples)
+                       stable_features, dedupe, minimum: int = 1) -> Rounds:
+        """The parsed switches; ``minimum`` is the fewest rows an explanation can have."""
+        num_samples = checks.int_or_auto("num_samples", num_samples, minimum)
+        max_samples = checks.optional_int("max_samples", max_samples, minimum)
+        min_samples = checks.optional_int("min_samples", min_samples, minimum)
         stable_features = checks.optional_int("stable_features", stable_features)
         time_budget = checks.time_budget(time_budget)
         if not isinstance(dedupe, (bool, np.bool_)):
@@ -145,6 +146,20 @@ def distinct_rows(data: np.ndarray) -> int:
     return len({row.tobytes() for row in data})
 
 
+def rows_that_fit(time_budget: float, start: float, size: int, t_round: float, t_predict: float,
+                  t_after_predict: float, rows: int) -> int:
+    """How many of the next round's ``size`` rows fit in ``time_budget`` seconds from
+    ``start``: the next round costs its rows at this round's time per row (the model, waits
+    for a shared classifier included: ``rows`` took ``t_after_predict - t_predict``) plus this
+    round's other work (from ``t_round``: the checks, the fit); the final fit costs about as
+    much again. Below 1: stop."""
+    now = time.perf_counter()
+    per_row = (t_after_predict - t_predict) / max(1, rows)
+    other = (now - t_round) - (t_after_predict - t_predict)
+    left = time_budget * config.BUDGET_SHARE - (now - start) - 2 * other
+    return min(size, int(left / max(per_row, 1e-12)))
+
+
 def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches, weights,
                       labels, top_labels, num_features, progress_bar, start, finish):
     """One image through rounds of rows: ``dedupe``, ``num_samples="auto"`` and
@@ -224,15 +239,8 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
                 break
             size = next(sizes)
             if rounds.time_budget is not None:
-                # The next round costs its rows at this round's time per row (the model,
-                # waits for a shared classifier included) plus this round's other work
-                # (the check); the final fit costs about as much again.
-                now = time.perf_counter()
-                per_row = (t_after_predict - t_predict) / max(1, rows.stop - rows.start)
-                other = (now - t_round) - (t_after_predict - t_predict)
-                left = (rounds.time_budget * config.BUDGET_SHARE - (now - start)
-                        - 2 * other)
-                size = min(size, int(left / max(per_row, 1e-12)))
+                size = rows_that_fit(rounds.time_budget, start, size, t_round,
+                                     t_predict, t_after_predict, rows.stop - rows.start)
                 if size < 1:
                     reason = "time_budget"
                     break

@@ -1,0 +1,110 @@
+"""The steps every ``limefast`` image subcommand shares: inputs checked before any work,
+explanations by either method, and output written through a staging folder (all or nothing)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from limefast.cli.inputs import InputError, Staging, image_names, load_image, load_model
+from limefast.segmentation import LIME_QUICKSHIFT
+
+PLAIN_BATCH = 50  # images per call of a classifier function (a TorchClassifier picks its own)
+SEGMENTATIONS = {
+    # lime's default quickshift; slic and felzenszwalb with the parameters tutorials use.
+    "quickshift": LIME_QUICKSHIFT,
+    "slic": dict(n_segments=100, compactness=10, sigma=1, start_label=0),
+    "felzenszwalb": dict(scale=100, sigma=0.5, min_size=50),
+}
+# --method: what each explainer is called in pictures and JSON.
+METHODS = {"lime": "LIME", "kernelshap": "KernelSHAP"}
+
+
+def prepare(args, check_models=None):
+    """Images, models and the staging folder, every input checked before any work.
+
+    ``check_models(models)`` raises InputError for what a subcommand needs of the models; it
+    runs before the output folder is touched.
+    """
+    from limefast.viz import render
+
+    if not 0 <= args.coverage <= 1:
+        raise InputError(f"--coverage must be in [0, 1]; got {args.coverage}")
+    if args.size < 0:
+        raise InputError(f"--size must be >= 0; got {args.size}")
+    weights = args.weights or [None] * len(args.model)
+    if len(weights) != len(args.model):
+        raise InputError(f"give --weights once per --model ({len(args.model)}), in the same "
+                         f"order (RANDOM for random weights); got {len(weights)}")
+    weights = [None if w in (None, "", "RANDOM") else w for w in weights]
+    images = [load_image(path, args.size, args.resize) for path in args.images]
+    norm = {k: v for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
+    compile_mode = None if args.compile == "none" else args.compile
+    # A TorchClassifier chooses its own batch for "auto" (its device's memory, the image size).
+    torch_batch = args.batch_size if isinstance(args.batch_size, int) else None
+    models = [load_model(spec, w, device=args.device, precision=args.precision, seed=args.seed,
+                         batch_size=torch_batch, compile=compile_mode, **norm)
+              for spec, w in zip(args.model, weights)]
+    tags = [m.tag for m in models]
+    for i, m in enumerate(models):
+        if tags.count(m.tag) > 1:
+            m.tag = f"{m.tag}-{tags[:i + 1].count(m.tag)}"
+    if check_models is not None:
+        check_models(models)
+    for m in models:
+        for note in m.notes:
+            print(f"limefast: warning: {note}", file=sys.stderr)
+    render.font()  # fail now, not after the work, if Pillow cannot draw text
+    staging = Staging(args.out)
+    return images, image_names(args.images), models, staging
+
+
+def explain(model, images, args, top_labels, method="lime"):
+    """Each image's explanation by ``method`` ('lime' or 'kernelshap'), and the model's
+    outputs on each image.
+
+    A fresh explainer per model and method with the same seed: every model gets the same
+    superpixels (and, for LIME, the same samples) of each image, so they compare like for like.
+    """
+    from limefast.wrappers.scikit_image import SegmentationAlgorithm
+
+    segmentation = SegmentationAlgorithm(args.segmentation, **SEGMENTATIONS[args.segmentation])
+    print(f"limefast: {model.spec}: {METHODS[method]}, {len(images)} image(s) x "
+          f"{args.num_samples} samples", file=sys.stderr)
+    kwargs = dict(top_labels=top_labels, num_samples=args.num_samples,
+                  batch_size=args.batch_size or PLAIN_BATCH, segmentation_fn=segmentation,
+                  progress_bar=True, **sampling_options(args))
+    if method == "kernelshap":
+        from limefast.kernelshap import KernelShapImageExplainer
+
+        explainer = KernelShapImageExplainer(random_state=args.seed)
+        explanations = [explainer.explain_instance(image, model.classifier, **kwargs)
+                        for image in images]
+    else:
+        from limefast.lime_image import LimeImageExplainer
+
+        explanations = LimeImageExplainer(random_state=args.seed).explain_batch(
+            images, model.classifier, **kwargs)
+    probabilities = [np.asarray(model.classifier(image[None]), dtype=np.float64)[0]
+                     for image in images]
+    return explanations, probabilities
+
+
+def sampling_options(args) -> dict:
+    """The fewer-model-calls switches of the command line, as ``explain_batch`` takes them."""
+    options = {"dedupe": args.dedupe, "time_budget": args.time_budget}
+    if args.max_samples is not None:
+        options["max_samples"] = args.max_samples
+    return options
+
+
+def run_staged(staging, work) -> int:
+    try:
+        work()
+    except BaseException:
+        staging.abort()
+        raise
+    written = staging.commit()
+    print(f"limefast: wrote {len(written)} file(s) under {staging.out}", file=sys.stderr)
+    return 0
