@@ -232,3 +232,33 @@ def test_summary_pools_coverage_and_leaves_flat_references_out():
     assert (auto["images_seen"], auto["images_seen_min"], auto["images_seen_max"]) == (300, 150,
                                                                                         450)
     assert "coverage" not in auto
+
+
+def test_kernelshap_section_compares_like_with_like(model_cache):
+    """The speed case's two explainers see the same images: with every coalition, shap on the
+    notebooks' masking function and limefast's exact values agree; the convergence part's
+    figures are correlations of the right budgets."""
+    from limefast.benchsuite import shapley
+    from limefast.benchsuite.suite import GridModel, photo
+
+    image = photo(48)
+    segments = shapley.kmeans_segments(image, 7)
+    assert sorted(np.unique(segments)) == list(range(7))
+    model = GridModel()
+    ours, e = shapley.limefast_values(model, image, segments, 0, 0, 128)
+    assert e.exact
+    theirs, base, seen = shapley.shap_values(model, image, segments, 0, 0, nsamples=126,
+                                             l1_reg=False)
+    label = e.top_labels[0]
+    np.testing.assert_allclose(ours, theirs[:, label], rtol=0, atol=1e-9)
+    assert base[label] == pytest.approx(e.base_value[label], abs=1e-12)
+    assert seen == 128  # the background, the instance and 126 coalitions
+    cfg = shapley.ShapleyConfig.quick()
+    speed = shapley.shapley_speed(cfg)
+    assert speed["limefast_images"] == speed["shap_images"] == cfg.num_samples
+    assert speed["speedup"] > 1 and speed["correlation_of_the_two"] > 0.5
+    conv = shapley.shapley_convergence(cfg)
+    for curve in conv["mean_correlation"].values():
+        assert set(curve) == {str(n) for n in cfg.budgets}
+        assert all(-1 <= v <= 1 for v in curve.values())
+    assert conv["shap_defaults"]["images"] == 2 * 14 + 2048 + 2

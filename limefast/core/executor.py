@@ -86,9 +86,7 @@ class CpuExecutor:
             model_regressor=None) -> dict:
         columns = list(dict.fromkeys(int(label) for label in labels))
         targets = predictions[:, columns].astype(np.float64)
-        # The surrogate's matrices are small (samples x superpixels): one BLAS thread is as
-        # fast, and a second one stalls when the other cores are busy (seen: 1 ms -> 40 ms).
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             problem = WeightedProblem(instance.data, targets, weights)
             fits: dict[object, LabelFit] = {}
             for label in labels:
@@ -98,6 +96,13 @@ class CpuExecutor:
 
 
 CPU_EXECUTOR = CpuExecutor()
+
+
+def one_blas_thread():
+    """A context in which BLAS runs on one thread. The surrogates' matrices are small (samples
+    x superpixels): one thread is as fast, and a second one stalls when the other cores are
+    busy (each parallel region waits for a descheduled thread: a 1 ms fit then takes 40 ms)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 @functools.cache

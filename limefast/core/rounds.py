@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from limefast import config
 from limefast.core import adaptive, checks, sampling
+from limefast.core.executor import one_blas_thread
 
 
 class PerformanceHint(UserWarning):
@@ -229,7 +230,8 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
                     executor.take(executor.concat(evaluated), index[rows]), columns)
                 fit.add(data[rows], targets, kernel_weights[rows])
                 if n >= rounds.min_samples and n > 2 * (n_features + 1):
-                    looks = fit.boundaries(k, z, config.AUTO_INDIFFERENCE)
+                    with one_blas_thread():
+                        looks = fit.boundaries(k, z, config.AUTO_INDIFFERENCE)
                     sets = [top for _, top in looks]
                     if all(ok for ok, _ in looks) and sets == previous:
                         reason = "settled"

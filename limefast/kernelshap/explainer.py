@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from limefast import config
 from limefast.core import adaptive, checks, rounds, sampling
-from limefast.core.executor import executor_for
+from limefast.core.executor import executor_for, one_blas_thread
 from limefast.core.explanation import ImageExplanation
 from limefast.core.instance import Instance, fudged_image
 from limefast.core.rounds import SamplingWarning, explained_columns, labels_to_fit
@@ -187,8 +187,9 @@ class KernelShapImageExplainer(SeededExplainer):
                 if plan.auto or rows.exact or budget >= n_total:
                     t0 = time.perf_counter()
                     index = np.array([store[key] for key in keys], dtype=np.intp)
-                    fit = estimator.fit(rows, executor.to_numpy(executor.take(outputs, index),
-                                                                columns))
+                    targets = executor.to_numpy(executor.take(outputs, index), columns)
+                    with one_blas_thread():
+                        fit = estimator.fit(rows, targets)
                     t_fit += time.perf_counter() - t0
                 if rows.exact:
                     reason = "exact" if plan.auto or plan.time_budget is not None else reason
@@ -210,7 +211,9 @@ class KernelShapImageExplainer(SeededExplainer):
                         break
         if fit is None:  # a fixed count cut by its time budget: fit what was evaluated
             index = np.array([store[key] for key in keys], dtype=np.intp)
-            fit = estimator.fit(rows, executor.to_numpy(executor.take(outputs, index), columns))
+            targets = executor.to_numpy(executor.take(outputs, index), columns)
+            with one_blas_thread():
+                fit = estimator.fit(rows, targets)
         instance.timings["perturb_and_model"] = time.perf_counter() - t_model - t_fit
         instance.timings["model"] = stats.seconds
         instance.timings["shapley"] = t_fit
