@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import norm
 
 from limefast.lime_image import ImageExplanation
-from limefast.viz import render
+from limefast.viz import plot, render
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
@@ -59,7 +59,7 @@ def bar_container(ax):
 def test_bars_error_bars_and_fading(seed):
     explanation, features, weights, se = hand_built(seed)
     fig, given = plt.subplots()
-    ax = render.plot_explanation(explanation, 3, given, num_features=N_SEGMENTS)
+    ax = plot.plot_explanation(explanation, 3, given, num_features=N_SEGMENTS)
     assert ax is given and len(fig.axes) == 1
     bars = bar_container(ax)
     assert len(bars) == N_SEGMENTS
@@ -92,7 +92,7 @@ def test_bars_error_bars_and_fading(seed):
 def test_num_features_confidence_and_new_figure():
     explanation, features, weights, se = hand_built(2)
     before = len(plt.get_fignums())
-    ax = render.plot_explanation(explanation, 3, num_features=4, confidence=0.5)
+    ax = plot.plot_explanation(explanation, 3, num_features=4, confidence=0.5)
     assert len(plt.get_fignums()) == before + 1 and ax.figure.axes == [ax]
     bars = bar_container(ax)
     assert len(bars) == 4
@@ -103,14 +103,14 @@ def test_num_features_confidence_and_new_figure():
     np.testing.assert_allclose(half, z * se[:4])
     # The top |w| are chosen even when local_exp is not sorted.
     explanation.local_exp[3] = explanation.local_exp[3][::-1]
-    ax = render.plot_explanation(explanation, 3, num_features=4)
+    ax = plot.plot_explanation(explanation, 3, num_features=4)
     np.testing.assert_allclose([b.get_width() for b in bar_container(ax)], weights[:4])
 
 
 def test_old_explanations_without_stderr_or_counts():
     explanation, _, weights, _ = hand_built(3, stderr=False, counts=False)
     explanation.top_labels = [3, 5]
-    ax = render.plot_explanation(explanation)  # default: the first top label
+    ax = plot.plot_explanation(explanation)  # default: the first top label
     bars = bar_container(ax)
     assert len(bars) == 10 and bars.errorbar is None
     assert all(b.get_hatch() is None for b in bars)
@@ -118,20 +118,20 @@ def test_old_explanations_without_stderr_or_counts():
     # Made before stderr and the counts existed: the attributes are missing altogether.
     for name in ("stderr", "num_samples", "num_evaluated"):
         explanation.__dict__.pop(name, None)
-    ax = render.plot_explanation(explanation, 3)
+    ax = plot.plot_explanation(explanation, 3)
     assert bar_container(ax).errorbar is None and ax.get_title() == "label 3"
     explanation.num_evaluated = 480
-    assert render.plot_explanation(explanation, 3).get_title() == "label 3 (480 images evaluated)"
+    assert plot.plot_explanation(explanation, 3).get_title() == "label 3 (480 images evaluated)"
     # A label absent from stderr is plotted without intervals.
     explanation, _, _, _ = hand_built(3)
     del explanation.stderr[3]
-    assert bar_container(render.plot_explanation(explanation, 3)).errorbar is None
+    assert bar_container(plot.plot_explanation(explanation, 3)).errorbar is None
 
 
 def test_missing_standard_error_is_unknown():
     explanation, features, _, _ = hand_built(4)
     explanation.stderr[5] = {}  # label 5's one feature has no standard error: hatched, no bar
-    bars = bar_container(render.plot_explanation(explanation, 5))
+    bars = bar_container(plot.plot_explanation(explanation, 5))
     assert len(bars) == 1 and bars[0].get_hatch() == "//"
     assert [len(s) for s in bars.errorbar.lines[2][0].get_segments()] == [0]
 
@@ -140,18 +140,18 @@ def test_bad_arguments():
     explanation, features, _, _ = hand_built(5)
     for confidence in (0, 1, 2.0, float("nan")):
         with pytest.raises(ValueError, match=rf"confidence must be .*got {confidence!r}"):
-            render.plot_explanation(explanation, 3, confidence=confidence)
+            plot.plot_explanation(explanation, 3, confidence=confidence)
     with pytest.raises(ValueError, match="num_features must be an integer >= 1; got 0"):
-        render.plot_explanation(explanation, 3, num_features=0)
+        plot.plot_explanation(explanation, 3, num_features=0)
     with pytest.raises(KeyError, match="label 7 was not explained"):
-        render.plot_explanation(explanation, 7)
+        plot.plot_explanation(explanation, 7)
     explanation.stderr[3][int(features[2])] = -1.0
     with pytest.raises(ValueError, match=f"standard errors must be >= 0.*segment {features[2]}"):
-        render.plot_explanation(explanation, 3)
+        plot.plot_explanation(explanation, 3)
 
 
 def test_install_hint_without_matplotlib(monkeypatch):
     explanation, _, _, _ = hand_built(6)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
-        render.plot_explanation(explanation, 3)
+        plot.plot_explanation(explanation, 3)

@@ -14,7 +14,7 @@ from PIL import Image
 
 import limefast
 from limefast.lime_image import LimeImageExplainer
-from limefast.viz import render
+from limefast.viz import panel, render
 
 GREEN, RED = render.colour("green"), render.colour("red")
 
@@ -161,10 +161,10 @@ def test_cam_overlay():
 
 
 def test_panel_curve_and_png(explanation):
-    curve = render.curve_plot(np.linspace(0, 1, 5), [("a", np.linspace(1, 0, 5), "green"),
+    curve = panel.curve_plot(np.linspace(0, 1, 5), [("a", np.linspace(1, 0, 5), "green"),
                                                      ("b", np.full(5, 0.01), "red")])
     assert curve.shape == (128, 160, 3) and curve.dtype == np.uint8
-    picture = render.panel([("one", explanation.image), ("two", curve)], tile=96, header="h")
+    picture = panel.panel([("one", explanation.image), ("two", curve)], tile=96, header="h")
     assert picture.height > 96 and picture.width > 2 * 96
     data = explanation._repr_png_()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

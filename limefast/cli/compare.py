@@ -19,7 +19,7 @@ def run_compare(args) -> int:
 
     def work():
         from limefast.metrics.curves import faithfulness, segment_scores
-        from limefast.viz import render
+        from limefast.viz import panel, render
         from limefast.viz.cam import gradcam
 
         methods = list(dict.fromkeys(args.method or ["lime"]))
@@ -52,7 +52,7 @@ def run_compare(args) -> int:
                 lines.append(("Grad-CAM", scores["gradcam"].deletion, COLOURS["gradcam"]))
                 aucs = " / ".join(f"{scores[m].deletion_auc:.2g}" for m in scores)
                 sheet += [("Grad-CAM", render.cam_overlay(image, cam)),
-                          (f"deletion {aucs}", render.curve_plot(
+                          (f"deletion {aucs}", panel.curve_plot(
                               scores["gradcam"].fractions, lines, xlabel="share deleted"))]
                 sheets[name] += sheet
                 record[name][model.tag] = {
@@ -63,7 +63,7 @@ def run_compare(args) -> int:
                 }
         shown = " / ".join([METHODS[m] for m in methods] + ["Grad-CAM"])
         for name, image in zip(names, images):
-            render.panel(sheets[name], columns=3 + 2 * len(methods),
+            panel.panel(sheets[name], columns=3 + 2 * len(methods),
                          tile=max(160, min(224, image.shape[0])),
                          header=f"{name}: {shown} (deletion AUC, lower is better)",
                          ).save(staging.path(name, "compare.png"))

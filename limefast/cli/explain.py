@@ -33,14 +33,14 @@ def run_explain(args) -> int:
 
 
 def _write_explanation(staging, path, name, model, exp, probs, args, seconds) -> None:
-    from limefast.viz import render
+    from limefast.viz import panel
 
     method = METHODS[args.method]
     labels = {}
     for label in exp.top_labels:
         label = int(label)
         png = f"label-{label}.png"
-        render.panel([
+        panel.panel([
             ("image", exp.image),
             (f"{method}: green for, red against", exp.render(label, coverage=args.coverage)),
             ("weights", exp.heatmap(label, colored=True, image=exp.image)),
@@ -83,7 +83,7 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
 
 def _side_by_side(staging, name, image, rows, args) -> None:
     """One column per model: its top label's superpixels above its heatmap."""
-    from limefast.viz import render
+    from limefast.viz import panel
 
     tops, maps = [], []
     for model, exp, probs in rows:
@@ -91,5 +91,5 @@ def _side_by_side(staging, name, image, rows, args) -> None:
         tops.append((f"{model.tag}: {model.label_name(label)} {probs[label]:.2f}",
                      exp.render(label, coverage=args.coverage)))
         maps.append((f"{model.tag}: weights", exp.heatmap(label, colored=True, image=image)))
-    render.panel(tops + maps, columns=len(rows), tile=max(160, min(256, image.shape[0])),
+    panel.panel(tops + maps, columns=len(rows), tile=max(160, min(256, image.shape[0])),
                  header=f"{name}: each model's top label").save(staging.path(name, "models.png"))

@@ -27,7 +27,7 @@ def prepare(args, check_models=None):
     ``check_models(models)`` raises InputError for what a subcommand needs of the models; it
     runs before the output folder is touched.
     """
-    from limefast.viz import render
+    from limefast.viz import panel
 
     if not 0 <= args.coverage <= 1:
         raise InputError(f"--coverage must be in [0, 1]; got {args.coverage}")
@@ -55,7 +55,7 @@ def prepare(args, check_models=None):
     for m in models:
         for note in m.notes:
             print(f"limefast: warning: {note}", file=sys.stderr)
-    render.font()  # fail now, not after the work, if Pillow cannot draw text
+    panel.font()  # fail now, not after the work, if Pillow cannot draw text
     staging = Staging(args.out)
     return images, image_names(args.images), models, staging
 

@@ -135,12 +135,12 @@ class ImageExplanation:
     def plot(self, label=None, ax=None, **kwargs):
         """A bar chart of the label's strongest weights with their intervals, into a
         matplotlib Axes (a new figure when ``ax`` is None); ``kwargs`` as for
-        ``limefast.viz.render.plot_explanation``.
+        ``limefast.viz.plot.plot_explanation``.
 
         Returns:
             The matplotlib Axes.
         """
-        from limefast.viz.render import plot_explanation
+        from limefast.viz.plot import plot_explanation
 
         return plot_explanation(self, label, ax, **kwargs)
 
@@ -165,10 +165,10 @@ class ImageExplanation:
 
     def _repr_png_(self):
         """Notebooks show the first label: the tinted image beside its heatmap."""
-        from limefast.viz import render
+        from limefast.viz import panel, render
 
         label = render.explanation_label(self)
-        return render.png_bytes(render.panel([
+        return panel.png_bytes(panel.panel([
             (f"label {label}", self.render(label)),
             ("weights", self.heatmap(label, colored=True, image=self.image)),
         ], tile=max(160, min(320, self.segments.shape[0]))))

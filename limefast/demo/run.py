@@ -67,18 +67,18 @@ def digit_panel(index, true, exp, classifier, cam, label, probability):
     from skimage.transform import resize
 
     from limefast.metrics.curves import faithfulness
-    from limefast.viz import render
+    from limefast.viz import panel, render
 
     image, segments = _zoom(exp.image), _zoom(exp.segments)
     weights = exp.local_exp[label]
     faith = faithfulness(exp, classifier, label=label, hide_color=HIDE, batch_size=256)
     rand_curve, rand_auc = random_deletion(exp, classifier, label, repeats=10, seed=index)
     big_cam = resize(cam, image.shape[:2], order=1)
-    curves = render.curve_plot(faith.fractions, [("LIME order", faith.deletion, "green"),
+    curves = panel.curve_plot(faith.fractions, [("LIME order", faith.deletion, "green"),
                                                  ("random", rand_curve, "gray")],
                                size=(ZOOM * 40, ZOOM * 32), xlabel="superpixels deleted")
     status = "MISCLASSIFIED" if label != true else "correct"
-    picture = render.panel([
+    picture = panel.panel([
         (f"digit {true}", image),
         (f"LIME: for {label}", render.render_explanation(
             image, segments, weights, negative=None, coverage=0.2)),

@@ -1,31 +1,26 @@
-"""Pictures of explanations, drawn with NumPy and Pillow (matplotlib only for one plot).
+"""Pictures of explanations, drawn with NumPy and Pillow: superpixels tinted by weight.
 
 - ``render_explanation``: the image with the superpixels of strongest weight tinted, positive in
   green and negative in red, and their boundaries drawn (visualime's ``render_explanation`` form:
   an image, a segment mask and one weight per segment). Given standard errors, superpixels whose
   weight the explanation is not sure of are drawn faded.
-- ``plot_explanation``: a matplotlib bar chart of a label's strongest weights with their
-  confidence intervals, for notebooks (matplotlib is imported when it is called).
 - ``heatmap``: every superpixel coloured by its weight, on one symmetric scale.
 - ``cam_overlay``: a Grad-CAM map in a jet palette over the image.
-- ``curve_plot`` and ``panel``: deletion/insertion curves, and tiles side by side with titles,
-  for the command line and the demo.
+
+``viz.panel`` lays pictures out (tiles with titles, curves); ``viz.plot`` draws into matplotlib.
 
 Every function returns a (H, W, 3) uint8 array, or a PIL image with ``as_pil=True``.
 """
 
 from __future__ import annotations
 
-import io
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
-from PIL import Image, ImageColor, ImageDraw, ImageFont
+from PIL import Image, ImageColor
 from scipy.special import ndtri
 from skimage.segmentation import find_boundaries
-
-from limefast.core.checks import positive_int
 
 # CSS "green" is (0, 128, 0): too dark to read as a tint over a photo.
 _NAMED = {"green": (0, 200, 0), "red": (220, 0, 0)}
@@ -209,77 +204,6 @@ def render_explanation(image, segments, weights, positive="green", negative="red
     return _finish(out, as_pil)
 
 
-def plot_explanation(explanation, label=None, ax=None, *, num_features: int = 10,
-                     confidence: float = 0.9, positive="green", negative="red"):
-    """A horizontal bar chart of a label's strongest weights, with their confidence intervals.
-
-    Bars run from the strongest ``|weight|`` at the top down. When ``explanation.stderr`` has the
-    label, each bar carries an error bar of ``+- z * se`` (z the two-sided normal quantile of
-    ``confidence``), and a bar whose interval reaches zero, or whose standard error is NaN, inf or
-    missing, is drawn light and hatched. The title names the label and, when the explanation has
-    them (neither None nor 0), ``num_samples`` (rows the surrogate was fitted on) and
-    ``num_evaluated`` (images the model saw).
-
-    Args:
-        explanation: an ``ImageExplanation`` (``local_exp``, optionally ``stderr``,
-            ``num_samples``, ``num_evaluated``).
-        label: label to show; default the first top label (or first explained label).
-        ax: matplotlib Axes to draw into; None makes a new figure (needs matplotlib).
-        num_features: how many weights to show, largest ``|weight|`` first.
-        confidence: coverage of the intervals, in (0, 1).
-        positive, negative: bar colours of each sign (name or RGB triple).
-
-    Returns:
-        The matplotlib Axes drawn into.
-    """
-    label = explanation_label(explanation, label)
-    num_features = positive_int("num_features", num_features)
-    z = two_sided_z(confidence)
-    top = sorted(explanation.local_exp[label], key=lambda fw: -abs(fw[1]))[:num_features]
-    features = [int(f) for f, _ in top]
-    w = np.array([float(v) for _, v in top], dtype=np.float64)
-    stderr = (getattr(explanation, "stderr", None) or {}).get(label)
-    if stderr is not None:
-        n_segments = int(np.asarray(explanation.segments).max()) + 1
-        se = _stderr_values(stderr, n_segments)[np.asarray(features, dtype=np.intp)]
-        faded = _uncertain(w, se, z)
-        # An infinite bar would stretch the axis to nothing: unknown widths are left out.
-        xerr = np.where(np.isfinite(se), z * se, np.nan)
-    else:
-        faded, xerr = np.zeros(len(features), dtype=bool), None
-    if ax is None:
-        ax = _pyplot().subplots(figsize=(6, 1.4 + 0.3 * max(1, len(features))),
-                                layout="constrained")[1]
-    rgb = [np.array(colour(positive if v >= 0 else negative)) / 255 for v in w]
-    y = np.arange(len(features))[::-1]  # the strongest on top
-    bars = ax.barh(y, w, xerr=xerr, color=[(*c, 1.0) for c in rgb],
-                   error_kw={"ecolor": (0.2, 0.2, 0.2), "capsize": 3, "linewidth": 1})
-    for bar, c, light in zip(bars, rgb, faded):
-        if light:
-            bar.set_facecolor((*c, 0.3))
-            bar.set_edgecolor((*c, 1.0))
-            bar.set_hatch("//")
-    ax.axvline(0, color=(0.4, 0.4, 0.4), linewidth=0.8)
-    ax.set_yticks(y, labels=[str(f) for f in features])
-    ax.set_ylabel("superpixel")
-    ax.set_xlabel(f"weight (± {100 * confidence:g}% interval)" if xerr is not None else "weight")
-    counts = [f"{n} {what}" for n, what in
-              ((getattr(explanation, "num_samples", None), "rows fitted"),
-               (getattr(explanation, "num_evaluated", None), "images evaluated"))
-              if n]  # None on explanations made before they were counted, 0 on hand-made ones
-    ax.set_title(f"label {label}" + (f" ({', '.join(counts)})" if counts else ""))
-    return ax
-
-
-def _pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("plot_explanation needs matplotlib: pip install matplotlib "
-                          f"(import failed: {exc})") from exc
-    return plt
-
-
 def weight_map(segments, weights) -> np.ndarray:
     """(H, W) float64: each pixel carries its segment's weight (the tutorials' heatmap)."""
     segments = np.asarray(segments)
@@ -342,120 +266,6 @@ def cam_overlay(image, cam, opacity: float = 0.5, *, as_pil: bool = False):
 def _finish(out: np.ndarray, as_pil: bool):
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     return Image.fromarray(out) if as_pil else out
-
-
-def font(size: int = 12):
-    """Pillow's bundled font at ``size`` pixels (a bitmap font on Pillow without FreeType)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: no sizes
-        return ImageFont.load_default()
-
-
-def curve_plot(x: np.ndarray, curves: Sequence[tuple[str, np.ndarray, object]],
-               size: tuple[int, int] = (160, 128), *, xlabel: str = "share switched",
-               as_pil: bool = False):
-    """Line plot of curves over x in [0, 1]: probabilities against a share.
-
-    The y axis runs from 0 to 1, or to a round value above the curves when they all stay under
-    0.5 (an untrained model's probabilities are tiny, and flat at 0 on a [0, 1] axis).
-
-    Args:
-        x: (K,) values in [0, 1].
-        curves: (name, (K,) values, colour) for each curve; names are written as a legend.
-        size: (width, height) in pixels.
-        xlabel: what x is.
-        as_pil: return a PIL image.
-    """
-    width, height = size
-    canvas = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(canvas)
-    small, label_font = font(10), font(12)  # at 10 px Pillow's font draws spaces 2 px wide
-    peak = max([float(np.max(ys)) for _, ys, _ in curves] + [0.0])
-    ymax = 1.0 if peak > 0.5 or peak <= 0 else _round_up(peak)
-    ticks = [(v, f"{v * ymax:.2g}") for v in (0.0, 0.5, 1.0)]
-    left = 8 + max(small.getlength(text) for _, text in ticks)
-    right, top, bottom = 6, 6, 28
-    x0, x1, y0, y1 = left, width - right, height - bottom, top
-    draw.rectangle([x0, y1, x1, y0], outline=(90, 90, 90))
-    for v, text in ticks:
-        y = y0 + (y1 - y0) * v
-        draw.line([x0 - 3, y, x0, y], fill=(90, 90, 90))
-        draw.text((2, y - 6), text, fill=(60, 60, 60), font=small)
-    draw.text((x0, y0 + 3), "0", fill=(60, 60, 60), font=small)
-    draw.text((x1 - 6, y0 + 3), "1", fill=(60, 60, 60), font=small)
-    draw.text(((x0 + x1 - label_font.getlength(xlabel)) // 2, y0 + 13), xlabel, fill=(60, 60, 60),
-              font=label_font)
-    legend_y = y1 + 2
-    for name, ys, tint in curves:
-        xs = x0 + (x1 - x0) * np.clip(np.asarray(x, dtype=np.float64), 0, 1)
-        yv = y0 + (y1 - y0) * np.clip(np.asarray(ys, dtype=np.float64) / ymax, 0, 1)
-        rgb = colour(tint)
-        draw.line(list(zip(xs.tolist(), yv.tolist())), fill=rgb, width=2)
-        draw.text((x1 - label_font.getlength(name) - 4, legend_y), name, fill=rgb,
-                  font=label_font)
-        legend_y += 13
-    return canvas if as_pil else np.asarray(canvas).copy()
-
-
-def _round_up(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= value."""
-    power = 10.0 ** np.floor(np.log10(value))
-    return float(next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value))
-
-
-def panel(tiles: Sequence[tuple[str, np.ndarray]], *, tile: int = 160,
-          header: str | None = None, columns: int | None = None, as_pil: bool = True):
-    """Tiles side by side, each scaled to ``tile`` pixels high with its title above it.
-
-    Args:
-        tiles: (title, (H, W, 3) uint8 image) pairs; small images are enlarged without blur.
-        tile: height of every tile in pixels.
-        header: a line of text above the row.
-        columns: tiles per row (all in one row by default).
-        as_pil: return a PIL image (else an array).
-    """
-    columns = columns or max(1, len(tiles))
-    title_font, header_font = font(12), font(14)
-    scaled = []
-    for title, picture in tiles:
-        img = Image.fromarray(to_rgb8(picture))
-        w = max(1, round(img.width * tile / img.height))
-        resample = Image.NEAREST if tile % img.height == 0 else Image.BILINEAR
-        scaled.append((title, img.resize((w, tile), resample)))
-    widths = [img.width for _, img in scaled]
-    col_width = max(widths) + 8
-    rows = (len(scaled) + columns - 1) // columns
-    head = 22 if header else 0
-    cell_h = tile + 20
-    canvas = Image.new("RGB", (col_width * columns + 8, head + rows * cell_h + 8), "white")
-    draw = ImageDraw.Draw(canvas)
-    if header:
-        draw.text((8, 4), header, fill=(0, 0, 0), font=header_font)
-    for i, (title, img) in enumerate(scaled):
-        x = 8 + (i % columns) * col_width
-        y = head + (i // columns) * cell_h + 4
-        draw.text((x, y), _fit(title, title_font, img.width), fill=(30, 30, 30),
-                  font=title_font)
-        canvas.paste(img, (x, y + 16))
-    return canvas if as_pil else np.asarray(canvas).copy()
-
-
-def _fit(text: str, face, width: int) -> str:
-    """``text`` cut (with an ellipsis) to ``width`` pixels."""
-    if face.getlength(text) <= width:
-        return text
-    while text and face.getlength(text + "...") > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def png_bytes(picture) -> bytes:
-    """PNG encoding of an array or PIL image."""
-    img = picture if isinstance(picture, Image.Image) else Image.fromarray(to_rgb8(picture))
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def explanation_label(explanation, label=None):

@@ -1,0 +1,127 @@
+"""Pictures laid out for the command line, the demo and notebooks: tiles side by side with
+titles (``panel``), deletion/insertion curves (``curve_plot``), PNG bytes (``png_bytes``).
+Arrays in, (H, W, 3) uint8 arrays or PIL images out."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from limefast.viz.render import colour, to_rgb8
+
+
+def font(size: int = 12):
+    """Pillow's bundled font at ``size`` pixels (a bitmap font on Pillow without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: no sizes
+        return ImageFont.load_default()
+
+
+def curve_plot(x: np.ndarray, curves: Sequence[tuple[str, np.ndarray, object]],
+               size: tuple[int, int] = (160, 128), *, xlabel: str = "share switched",
+               as_pil: bool = False):
+    """Line plot of curves over x in [0, 1]: probabilities against a share.
+
+    The y axis runs from 0 to 1, or to a round value above the curves when they all stay under
+    0.5 (an untrained model's probabilities are tiny, and flat at 0 on a [0, 1] axis).
+
+    Args:
+        x: (K,) values in [0, 1].
+        curves: (name, (K,) values, colour) for each curve; names are written as a legend.
+        size: (width, height) in pixels.
+        xlabel: what x is.
+        as_pil: return a PIL image.
+    """
+    width, height = size
+    canvas = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(canvas)
+    small, label_font = font(10), font(12)  # at 10 px Pillow's font draws spaces 2 px wide
+    peak = max([float(np.max(ys)) for _, ys, _ in curves] + [0.0])
+    ymax = 1.0 if peak > 0.5 or peak <= 0 else _round_up(peak)
+    ticks = [(v, f"{v * ymax:.2g}") for v in (0.0, 0.5, 1.0)]
+    left = 8 + max(small.getlength(text) for _, text in ticks)
+    right, top, bottom = 6, 6, 28
+    x0, x1, y0, y1 = left, width - right, height - bottom, top
+    draw.rectangle([x0, y1, x1, y0], outline=(90, 90, 90))
+    for v, text in ticks:
+        y = y0 + (y1 - y0) * v
+        draw.line([x0 - 3, y, x0, y], fill=(90, 90, 90))
+        draw.text((2, y - 6), text, fill=(60, 60, 60), font=small)
+    draw.text((x0, y0 + 3), "0", fill=(60, 60, 60), font=small)
+    draw.text((x1 - 6, y0 + 3), "1", fill=(60, 60, 60), font=small)
+    draw.text(((x0 + x1 - label_font.getlength(xlabel)) // 2, y0 + 13), xlabel, fill=(60, 60, 60),
+              font=label_font)
+    legend_y = y1 + 2
+    for name, ys, tint in curves:
+        xs = x0 + (x1 - x0) * np.clip(np.asarray(x, dtype=np.float64), 0, 1)
+        yv = y0 + (y1 - y0) * np.clip(np.asarray(ys, dtype=np.float64) / ymax, 0, 1)
+        rgb = colour(tint)
+        draw.line(list(zip(xs.tolist(), yv.tolist())), fill=rgb, width=2)
+        draw.text((x1 - label_font.getlength(name) - 4, legend_y), name, fill=rgb,
+                  font=label_font)
+        legend_y += 13
+    return canvas if as_pil else np.asarray(canvas).copy()
+
+
+def _round_up(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= value."""
+    power = 10.0 ** np.floor(np.log10(value))
+    return float(next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value))
+
+
+def panel(tiles: Sequence[tuple[str, np.ndarray]], *, tile: int = 160,
+          header: str | None = None, columns: int | None = None, as_pil: bool = True):
+    """Tiles side by side, each scaled to ``tile`` pixels high with its title above it.
+
+    Args:
+        tiles: (title, (H, W, 3) uint8 image) pairs; small images are enlarged without blur.
+        tile: height of every tile in pixels.
+        header: a line of text above the row.
+        columns: tiles per row (all in one row by default).
+        as_pil: return a PIL image (else an array).
+    """
+    columns = columns or max(1, len(tiles))
+    title_font, header_font = font(12), font(14)
+    scaled = []
+    for title, picture in tiles:
+        img = Image.fromarray(to_rgb8(picture))
+        w = max(1, round(img.width * tile / img.height))
+        resample = Image.NEAREST if tile % img.height == 0 else Image.BILINEAR
+        scaled.append((title, img.resize((w, tile), resample)))
+    widths = [img.width for _, img in scaled]
+    col_width = max(widths) + 8
+    rows = (len(scaled) + columns - 1) // columns
+    head = 22 if header else 0
+    cell_h = tile + 20
+    canvas = Image.new("RGB", (col_width * columns + 8, head + rows * cell_h + 8), "white")
+    draw = ImageDraw.Draw(canvas)
+    if header:
+        draw.text((8, 4), header, fill=(0, 0, 0), font=header_font)
+    for i, (title, img) in enumerate(scaled):
+        x = 8 + (i % columns) * col_width
+        y = head + (i // columns) * cell_h + 4
+        draw.text((x, y), _fit(title, title_font, img.width), fill=(30, 30, 30),
+                  font=title_font)
+        canvas.paste(img, (x, y + 16))
+    return canvas if as_pil else np.asarray(canvas).copy()
+
+
+def _fit(text: str, face, width: int) -> str:
+    """``text`` cut (with an ellipsis) to ``width`` pixels."""
+    if face.getlength(text) <= width:
+        return text
+    while text and face.getlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def png_bytes(picture) -> bytes:
+    """PNG encoding of an array or PIL image."""
+    img = picture if isinstance(picture, Image.Image) else Image.fromarray(to_rgb8(picture))
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
