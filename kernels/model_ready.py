@@ -27,9 +27,12 @@ import numpy as np
 from numba import cuda, float32, njit
 from numba.core import config as numba_config
 
-from limefast import config
-from limefast.kernels.perturb import _memcpy, _segment_runs_cpu
-from limefast.kernels.threads import share_rows
+from .perturb import _memcpy, _segment_runs_cpu
+from .threads import TASK_BYTES, share_rows, task_rows
+
+# CUDA launch defaults: threads per block, and the most blocks on the grid's y axis (samples).
+THREADS_PER_BLOCK = 256
+MAX_GRID_Y = 65535
 
 # -- CPU ------------------------------------------------------------------------------------
 
@@ -132,16 +135,14 @@ def normalise_coefficients(scale: float, mean, std) -> tuple[np.ndarray, np.ndar
             np.ascontiguousarray(-mean / std, dtype=np.float32))
 
 
-def _per_task(sample_bytes: int) -> int:
-    return max(1, config.TASK_BYTES // max(1, sample_bytes))
-
-
 def launch_model_ready_cpu(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
-                           channels_last) -> None:
-    """``_model_ready_cpu`` over ``n_rows`` samples, shared between threads."""
+                           channels_last, *, task_bytes: int = TASK_BYTES,
+                           threads: int = 0) -> None:
+    """``_model_ready_cpu`` over ``n_rows`` samples, shared between up to ``threads`` threads
+    (0: Numba's thread count) in blocks of about ``task_bytes``."""
     args = (images, fudged, segments, rows, inst, row0, k, b, out, channels_last)
     share_rows(lambda lo, hi: _model_ready_cpu(*args, lo, hi), n_rows,
-               _per_task(out.shape[1] * out.itemsize))
+               task_rows(out.shape[1] * out.itemsize, task_bytes), threads)
 
 
 def kernel_input(images: np.ndarray) -> np.ndarray:
@@ -151,7 +152,8 @@ def kernel_input(images: np.ndarray) -> np.ndarray:
 
 
 def model_ready_cpu(batch: np.ndarray, k: np.ndarray, b: np.ndarray, out: np.ndarray,
-                    channels_last: bool) -> None:
+                    channels_last: bool, *, task_bytes: int = TASK_BYTES,
+                    threads: int = 0) -> None:
     """Scale, normalise and lay out a (N, H, W, C) batch into ``out`` (>= N, C * H * W) float32.
 
     The fused kernel with every segment switched on: each image is its own original.
@@ -161,7 +163,7 @@ def model_ready_cpu(batch: np.ndarray, k: np.ndarray, b: np.ndarray, out: np.nda
     segments = np.zeros((1, batch.shape[1] * batch.shape[2]), np.int32)
     ones = np.ones((n, 1), np.uint8)
     launch_model_ready_cpu(flat, flat, segments, ones, np.arange(n, dtype=np.int32), 0, n, k, b,
-                           out, channels_last)
+                           out, channels_last, task_bytes=task_bytes, threads=threads)
 
 
 class RunPlan:
@@ -173,9 +175,12 @@ class RunPlan:
         k, b: (C,) float32 coefficients.
         channels_last: layout of the written samples.
         planes: optional (2, >= G, C * H * W) float32 scratch to reuse.
+        task_bytes, threads: the samples are shared between up to ``threads`` threads (0:
+            Numba's thread count) in blocks of about ``task_bytes``.
     """
 
-    def __init__(self, images, fudged, segments, k, b, channels_last, planes=None):
+    def __init__(self, images, fudged, segments, k, b, channels_last, planes=None, *,
+                 task_bytes: int = TASK_BYTES, threads: int = 0):
         g, h, w, c = images.shape
         length = h * w * c
         if planes is None or planes.shape[1] < g or planes.shape[2] != length:
@@ -183,8 +188,11 @@ class RunPlan:
         self.planes = planes  # the scratch, for the next plan of this shape to reuse
         self.on, self.off = planes[0, :g], planes[1, :g]
         # The two source images of every sample, model-ready, by the fused kernel itself.
-        model_ready_cpu(images, k, b, self.on, channels_last)
-        model_ready_cpu(fudged, k, b, self.off, channels_last)
+        self.task_bytes, self.threads = task_bytes, threads
+        model_ready_cpu(images, k, b, self.on, channels_last, task_bytes=task_bytes,
+                        threads=threads)
+        model_ready_cpu(fudged, k, b, self.off, channels_last, task_bytes=task_bytes,
+                        threads=threads)
         runs = [_segment_runs_cpu(np.ascontiguousarray(s).reshape(-1)) for s in segments]
         self.run_offsets = np.concatenate([[0], np.cumsum([len(r[0]) for r in runs])])
         self.starts, self.ends, self.labels = (np.concatenate([r[i] for r in runs])
@@ -199,7 +207,7 @@ class RunPlan:
         args = (self.on, self.off, self.starts, self.ends, self.labels, self.run_offsets, rows,
                 inst, row0, out, self.n_planes, self.plane_len)
         share_rows(lambda lo, hi: _select_runs_cpu(*args, lo, hi), n_rows,
-                   _per_task(out.shape[1] * out.itemsize))
+                   task_rows(out.shape[1] * out.itemsize, self.task_bytes), self.threads)
 
 
 # -- CUDA -----------------------------------------------------------------------------------
@@ -260,16 +268,19 @@ def model_ready_kernel_for(device_id: int, image_dtype: str, out_dtype: str):
 
 
 def launch_model_ready_cuda(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
-                            channels_last, stream=0, device_id=0):
+                            channels_last, stream=0, device_id=0, *,
+                            threads_per_block: int = THREADS_PER_BLOCK,
+                            max_grid_y: int = MAX_GRID_Y):
     """Launch ``_model_ready_cuda`` on ``stream``; arrays are numba device arrays (or NumPy in
-    the simulator)."""
+    the simulator). Blocks of ``threads_per_block`` threads, at most ``max_grid_y`` blocks on
+    the samples' axis."""
     if n_rows <= 0:
         return
     kernel = model_ready_kernel_for(device_id, str(np.dtype(images.dtype)),
                                     str(np.dtype(out.dtype)))
-    threads = config.CUDA_THREADS_PER_BLOCK
+    threads = threads_per_block
     n_pixels = segments.shape[1]
-    grid = ((n_pixels + threads - 1) // threads, min(n_rows, config.CUDA_MAX_GRID_Y))
+    grid = ((n_pixels + threads - 1) // threads, min(n_rows, max_grid_y))
     kernel[grid, threads, stream](images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
                                   channels_last)
 

@@ -17,8 +17,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from limefast import config
-from limefast.kernels.threads import share_rows
+from .threads import TASK_BYTES, share_rows, task_rows
 
 _UINT_BY_ITEMSIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -130,16 +129,21 @@ def as_bytes_view(array: np.ndarray) -> np.ndarray:
 class PerturbPlan:
     """What the perturbation kernel needs from one (image, fudged image, segments) triple.
 
-    Built once per explanation; ``write(rows, out)`` then fills a chunk buffer.
+    Built once per explanation; ``write(rows, out)`` then fills a chunk buffer. The samples are
+    shared between up to ``threads`` threads (0: Numba's thread count) in blocks of about
+    ``task_bytes``.
     """
 
-    def __init__(self, image: np.ndarray, fudged: np.ndarray, segments: np.ndarray):
+    def __init__(self, image: np.ndarray, fudged: np.ndarray, segments: np.ndarray, *,
+                 task_bytes: int = TASK_BYTES, threads: int = 0):
         self.shape = image.shape
         self.dtype = image.dtype
         self.image = as_bytes_view(image)
         self.fudged = as_bytes_view(fudged)
         seg_flat = np.ascontiguousarray(segments).reshape(-1)
         self.starts, self.ends, self.labels = _segment_runs_cpu(seg_flat)
+        self.task_bytes = task_bytes
+        self.threads = threads
 
     def new_buffer(self, n_rows: int) -> np.ndarray:
         """A (n_rows, H, W, C) buffer of the image dtype."""
@@ -151,5 +155,5 @@ class PerturbPlan:
             raise ValueError("out must be a C-contiguous buffer with a row for every sample")
         flat = out.reshape(out.shape[0], -1).view(self.image.dtype)
         args = (self.image, self.fudged, self.starts, self.ends, self.labels, rows, flat)
-        per_task = max(1, config.TASK_BYTES // max(1, self.image.nbytes))
-        share_rows(lambda lo, hi: _perturb_cpu(*args, lo, hi), len(rows), per_task)
+        share_rows(lambda lo, hi: _perturb_cpu(*args, lo, hi), len(rows),
+                   task_rows(self.image.nbytes, self.task_bytes), self.threads)

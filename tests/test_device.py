@@ -587,10 +587,11 @@ def test_model_ready_cpu_kernels_match_naive(dtype, channels_last, monkeypatch):
     fused = np.full((n + 2, h * w * c), np.nan, np.float32)
     model_ready.launch_model_ready_cpu(images.reshape(g, -1), fudged.reshape(g, -1),
                                        segments.reshape(g, -1), rows, inst, row0, n, k, b, fused,
-                                       channels_last)
+                                       channels_last, task_bytes=config.TASK_BYTES)
     np.testing.assert_array_equal(fused[:n], expected)
     assert np.isnan(fused[n:]).all()
-    plan = model_ready.RunPlan(images, fudged, segments, k, b, channels_last)
+    plan = model_ready.RunPlan(images, fudged, segments, k, b, channels_last,
+                               task_bytes=config.TASK_BYTES)
     runs = np.full_like(fused, np.nan)
     plan.write(rows, inst, row0, n, runs)
     np.testing.assert_array_equal(runs[:n], expected)

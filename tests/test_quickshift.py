@@ -265,7 +265,7 @@ def test_fast_density_within_tolerance(name, channels, threads, monkeypatch):
     kw = 12
     sq = np.arange(-kw, kw + 1, dtype=np.float64) ** 2
     fast = qs_kernels._density_pairs(np.ascontiguousarray(image.transpose(2, 0, 1)), noise, kw,
-                                     -0.5 / 16, sq)
+                                     -0.5 / 16, sq, threads=config.CPU_THREADS)
     exact = _exact_density(image, noise, kw, -0.5 / 16, sq)
     gap = np.abs(fast - exact)
     assert np.all(gap <= qs_kernels._density_tolerance(fast, noise, kw) / 4)
