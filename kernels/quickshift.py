@@ -22,7 +22,7 @@ Where the time goes is step 1: one ``exp`` per pixel pair, about 625 pairs per p
   work), so sums run in another order; the fast density is within a proven tolerance of
   scikit-image's (``_density_tolerance``). The parent search only compares densities; a
   comparison closer than the two tolerances is redone on densities recomputed exactly, in
-  scikit-image's order with the C library's ``exp`` (rare: none on lime-sized photos).
+  scikit-image's order with the C library's ``exp`` (rare on photos).
 
 Distances (and so ``dist_parent``) are computed in scikit-image's order and type, never
 approximated. The parent search visits neighbours by increasing spatial distance and stops once
@@ -100,15 +100,6 @@ def _fast_exp(x):
     p = p * r + 1.0
     p = p * r + 1.0
     return p * _float_of((ki + 1023) << 52)
-
-
-@njit(cache=True)
-def _fast_exp_array(x):
-    """_fast_exp over an array (for tests)."""
-    out = np.empty_like(x)
-    for i in range(x.size):
-        out[i] = _fast_exp(x[i])
-    return out
 
 
 def _as_type_of(value, like):

@@ -240,20 +240,3 @@ def segment_means_cuda(image, segments, n_segments: int, stream=0, device_id: in
         flat, order, offsets, means)
     return means
 
-
-def kernel_signatures(image_dtype, threads: int = THREADS_PER_BLOCK) -> dict:
-    """{name: (python function, numba signature)} of the four kernels for one image dtype, as
-    ``segment_means_cuda`` launches them (for ``numba.cuda.compile_ptx``)."""
-    from numba import from_dtype, types
-
-    def arr(dtype, ndim):
-        return types.Array(from_dtype(np.dtype(dtype)), ndim, "C")
-
-    i32 = arr(np.int32, 1)
-    return {
-        "_segment_counts_cuda": (_segment_counts_cuda, types.void(i32, i32)),
-        "_segment_offsets_cuda": (_segment_offsets_cuda, types.void(i32, i32)),
-        "_segment_order_cuda": (_make_order_kernel(threads), types.void(i32, i32, i32)),
-        "_segment_sums_cuda": (_make_sums_kernel(accumulator_for(image_dtype)),
-                               types.void(arr(image_dtype, 2), i32, i32, arr(np.float64, 2))),
-    }

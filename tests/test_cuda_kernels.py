@@ -137,6 +137,24 @@ def test_segment_means_cuda_rejects_bad_input():
 
 # -- PTX for the GPUs we target ----------------------------------------------------------------
 
+def _segment_means_signatures(image_dtype, threads: int = config.CUDA_THREADS_PER_BLOCK) -> dict:
+    """{name: (python function, numba signature)} of the four per-segment-means kernels for one
+    image dtype, as ``limefast.device`` launches them."""
+    from numba import from_dtype, types
+
+    def arr(dtype, ndim):
+        return types.Array(from_dtype(np.dtype(dtype)), ndim, "C")
+
+    i32 = arr(np.int32, 1)
+    return {
+        "_segment_counts_cuda": (smc._segment_counts_cuda, types.void(i32, i32)),
+        "_segment_offsets_cuda": (smc._segment_offsets_cuda, types.void(i32, i32)),
+        "_segment_order_cuda": (smc._make_order_kernel(threads), types.void(i32, i32, i32)),
+        "_segment_sums_cuda": (smc._make_sums_kernel(smc.accumulator_for(image_dtype)),
+                               types.void(arr(image_dtype, 2), i32, i32, arr(np.float64, 2))),
+    }
+
+
 def _ptx_cases():
     cases = {}
     for image_dtype, out_dtype in [(np.uint8, np.float32), (np.uint8, np.float16),
@@ -145,7 +163,7 @@ def _ptx_cases():
         cases[name] = (model_ready._model_ready_cuda,
                        model_ready.model_ready_signature(image_dtype, out_dtype))
     for image_dtype in (np.uint8, np.float32):
-        for name, case in smc.kernel_signatures(image_dtype).items():
+        for name, case in _segment_means_signatures(image_dtype).items():
             cases[f"{name}[{np.dtype(image_dtype)}]"] = case
     return cases
 

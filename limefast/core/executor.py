@@ -90,7 +90,7 @@ class CpuExecutor:
         columns = list(dict.fromkeys(int(label) for label in labels))
         targets = predictions[:, columns].astype(np.float64)
         # The surrogate's matrices are small (samples x superpixels): one BLAS thread is as
-        # fast, and a second one stalls when the other cores are busy (seen: 1 ms -> 40 ms).
+        # fast, and a second one stalls the fit whenever the other cores are busy.
         with _blas_controller().limit(limits=1, user_api="blas"):
             problem = WeightedProblem(instance.data, targets, weights)
             fits: dict[object, LabelFit] = {}
