@@ -21,7 +21,12 @@ from conftest import quickshift_segments
 
 from benchmarks.bench_util import max_relative_difference
 from benchmarks.conftest import note, record
+from limefast import config
 from limefast import lime_image as lime_fast
+from limefast.core.instance import fudged_image
+from limefast.core.sampling import draw_rows
+from limefast.kernels.perturb import PerturbPlan
+from limefast.kernels.threads import worker_threads
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # lime's bar costs it time: measure lime without it
 
@@ -86,6 +91,39 @@ def test_memory_write_floor(benchmark, photo_224):
     out[...] = 0  # fault the pages in before timing
     benchmark.pedantic(np.copyto, args=(out, photo_224), rounds=20, iterations=1)
     record("segments-given", "floor: write 1000 images once", benchmark)
+
+
+@pytest.mark.benchmark(group="segments-given")
+def test_perturbation_kernel(benchmark, photo_224, segments):
+    """The 1000 perturbed images alone (fudged image and rows made), written into a buffer of
+    all of them: the floor's bytes. The ratio to the floor is taken from the minima of
+    interleaved rounds of both, which a loaded machine moves less than medians."""
+    n_features = int(segments.max()) + 1
+    fudged = fudged_image(photo_224, segments, n_features, None)
+    rows = draw_rows(np.random.RandomState(0), NUM_SAMPLES, n_features)
+    out = np.empty((NUM_SAMPLES,) + photo_224.shape, photo_224.dtype)
+    out[...] = 0  # fault the pages in before timing, as for the floor
+
+    def perturb():
+        PerturbPlan(photo_224, fudged, segments, task_bytes=config.TASK_BYTES,
+                    threads=config.CPU_THREADS).write(rows, out)
+
+    perturb()  # compile / load cached kernels
+    benchmark.pedantic(perturb, rounds=20, iterations=1, warmup_rounds=1)
+    record("segments-given", "limefast perturbation kernel", benchmark)
+    floor = kernel = float("inf")
+    for _ in range(30):
+        t0 = time.perf_counter()
+        np.copyto(out, photo_224)
+        t1 = time.perf_counter()
+        perturb()
+        t2 = time.perf_counter()
+        floor, kernel = min(floor, t1 - t0), min(kernel, t2 - t1)
+    benchmark.extra_info.update(floor_min_s=floor, kernel_min_s=kernel,
+                                kernel_over_floor=kernel / floor)
+    note(f"perturbation kernel (segments given, 1000 images into one buffer): "
+         f"{kernel * 1e3:.2f} ms, {kernel / floor:.2f}x the write floor ({floor * 1e3:.2f} ms); "
+         f"minima of 30 interleaved rounds, {worker_threads(config.CPU_THREADS)} kernel threads")
 
 
 @pytest.mark.benchmark(group="forward-selection")

@@ -28,6 +28,7 @@ from skimage import data, transform
 from skimage.segmentation import quickshift as sk_quickshift
 
 from benchmarks.conftest import note, record
+from limefast import config
 from limefast.kernels.threads import worker_threads
 from limefast.segmentation import quickshift
 
@@ -50,7 +51,7 @@ def _image(name: str, size: int) -> np.ndarray:
 def _warm_and_report():
     quickshift(_image("astronaut", 32), **LIME)  # compile, or load the cache, before timing
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"limefast kernel threads {worker_threads()}; numpy {np.__version__}, "
+          f"limefast kernel threads {worker_threads(config.CPU_THREADS)}; numpy {np.__version__}, "
           f"numba {numba.__version__}, scikit-image {skimage.__version__}")
     yield
     print("\nquickshift speed-up (median scikit-image / median limefast):")

@@ -9,14 +9,18 @@ with ``k = scale / std`` and ``b = -mean / std`` rounded to float32, and the pro
 before the sum (no fused multiply-add), so every backend writes the same bits. The result is
 stored in the output's dtype (float32, or float16 on CUDA).
 
-- ``_model_ready_cpu``: the fused kernel for the CPU, one pass per sample (serial and GIL-free;
-  ``limefast.kernels.threads.share_rows`` spreads samples over cores); it also writes the
-  ``TorchClassifier``'s NumPy batches (rows of ones).
-- ``_model_ready_cuda``: its CUDA twin, one thread per (pixel, sample).
-- ``RunPlan``: the CPU explainer's fast path. The two model-ready source images (original and
-  fudged) are written once per image by ``_model_ready_cpu``; every sample is then a bulk copy of
-  the source most of its segments take plus copies of the runs of pixels that take the other
-  (``_select_runs_cpu``), which runs at memory speed.
+- ``_model_ready_cpu``: the conversion on the CPU (scale, normalise, lay out), image by image
+  (serial and GIL-free; ``threads.share_rows`` spreads images over cores); it also writes the
+  ``TorchClassifier``'s NumPy batches.
+- ``RunPlan``: the CPU explainer's writer. The two model-ready source images (original and
+  fudged) are converted once per image; every sample is then copied from them by segment runs
+  with the package's one run-copy kernel (``perturb.RunCopy``). The conversion is per value, so
+  converting then selecting writes the same bits as selecting then converting.
+- ``_model_ready_cuda``: the fused CUDA kernel, selection and conversion in one pass, one thread
+  per (pixel, sample); ``launch_model_ready_cpu`` is its CPU twin, with the same arguments.
+
+The tunables (task size and threads on the CPU, block and grid sizes on CUDA) are arguments;
+``limefast`` passes its ``limefast.config`` values.
 """
 
 from __future__ import annotations
@@ -27,101 +31,40 @@ import numpy as np
 from numba import cuda, float32, njit
 from numba.core import config as numba_config
 
-from limefast import config
-from limefast.kernels.perturb import _memcpy, _segment_runs_cpu
-from limefast.kernels.threads import share_rows
+from .perturb import RunCopy
+from .threads import TASK_BYTES, share_rows, task_rows
+
+# CUDA launch defaults: threads per block, and the most blocks on the grid's y axis (samples).
+THREADS_PER_BLOCK = 256
+MAX_GRID_Y = 65535
 
 # -- CPU ------------------------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
-def _model_ready_cpu(images, fudged, segments, rows, inst, row0, k, b, out, channels_last, lo,
-                     hi):
-    """Write model-ready samples ``row0 + lo .. row0 + hi - 1`` into ``out[lo .. hi - 1]``.
+def _model_ready_cpu(images, k, b, out, n_pixels, channels_last, lo, hi):
+    """Write images ``lo .. hi - 1`` model-ready into ``out[lo .. hi - 1]``.
 
-    Serial and GIL-free: the host function shares the samples between threads.
+    Serial and GIL-free: the host function shares the images between threads.
 
     Args:
-        images, fudged: (G, P * C) original and fudged images, row-major HWC, any numeric dtype.
-        segments: (G, P) integer segment labels 0..F-1, or (1, P) shared by all images.
-        rows: (N, F') 0/1 rows (F' >= F), any integer dtype.
-        inst: (N,) index into ``images`` of each row.
-        row0: the row written to ``out[0]``.
+        images: (N, P * C) row-major HWC images, any numeric dtype.
         k, b: (C,) float32 scale and offset per channel.
         out: (>= hi, C * P) float32, flat NCHW or NHWC.
+        n_pixels: P.
         channels_last: NHWC if true, else NCHW.
-        lo, hi: the samples of ``out`` to write.
     """
     channels = k.shape[0]
-    n_pixels = segments.shape[1]
     for i in range(lo, hi):
-        s = row0 + i
-        g = inst[s]
-        row = rows[s]
-        image = images[g]
-        other = fudged[g]
-        seg = segments[g if segments.shape[0] > 1 else 0]
+        src = images[i]
         dst = out[i]
         for p in range(n_pixels):
-            src = image if row[seg[p]] != 0 else other
             for c in range(channels):
                 value = np.float32(src[p * channels + c]) * k[c] + b[c]
                 if channels_last:
                     dst[p * channels + c] = value
                 else:
                     dst[c * n_pixels + p] = value
-
-
-@njit(cache=True, nogil=True)
-def _select_runs_cpu(on, off, starts, ends, labels, run_offsets, rows, inst, row0, out,
-                     n_planes, plane_len, lo, hi):
-    """Samples ``lo .. hi - 1`` assembled from two model-ready images by segment runs.
-
-    Each sample starts as a bulk copy of the image most of its segments take; the spans of
-    consecutive runs that take the other image are copied over it, in each of ``n_planes``
-    planes (NCHW: C planes of P values; NHWC: one plane of P * C values, C per pixel).
-
-    Args:
-        on, off: (G, L) model-ready original and fudged images (L = C * P), contiguous.
-        starts, ends, labels: runs [start, end) of pixels of one segment, all images' runs
-            concatenated; image ``g`` owns runs ``run_offsets[g] .. run_offsets[g + 1] - 1``.
-        rows, inst, row0, lo, hi: as for ``_model_ready_cpu``.
-        out: (>= hi, L) contiguous, same dtype as ``on``.
-    """
-    itemsize = on.itemsize
-    sample_bytes = on.shape[1] * itemsize
-    out_addr = out.ctypes.data
-    for i in range(lo, hi):
-        s = row0 + i
-        g = inst[s]
-        row = rows[s]
-        r = run_offsets[g]
-        r_end = run_offsets[g + 1]
-        n_features = 0
-        for t in range(r, r_end):
-            n_features = max(n_features, labels[t] + 1)
-        n_on = 0
-        for f in range(n_features):
-            n_on += row[f] != 0
-        base_on = 2 * n_on >= n_features
-        on_addr = on.ctypes.data + g * sample_bytes
-        off_addr = off.ctypes.data + g * sample_bytes
-        dst = out_addr + i * out.strides[0]
-        _memcpy(dst, on_addr if base_on else off_addr, sample_bytes)
-        src = off_addr if base_on else on_addr
-        step = plane_len // ends[r_end - 1] * itemsize
-        while r < r_end:
-            if (row[labels[r]] != 0) != base_on:
-                a = starts[r] * step
-                r += 1
-                while r < r_end and (row[labels[r]] != 0) != base_on:
-                    r += 1
-                nbytes = ends[r - 1] * step - a
-                for plane in range(n_planes):
-                    o = plane * plane_len * itemsize + a
-                    _memcpy(dst + o, src + o, nbytes)
-            else:
-                r += 1
 
 
 def normalise_coefficients(scale: float, mean, std) -> tuple[np.ndarray, np.ndarray]:
@@ -132,18 +75,6 @@ def normalise_coefficients(scale: float, mean, std) -> tuple[np.ndarray, np.ndar
             np.ascontiguousarray(-mean / std, dtype=np.float32))
 
 
-def _per_task(sample_bytes: int) -> int:
-    return max(1, config.TASK_BYTES // max(1, sample_bytes))
-
-
-def launch_model_ready_cpu(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
-                           channels_last) -> None:
-    """``_model_ready_cpu`` over ``n_rows`` samples, shared between threads."""
-    args = (images, fudged, segments, rows, inst, row0, k, b, out, channels_last)
-    share_rows(lambda lo, hi: _model_ready_cpu(*args, lo, hi), n_rows,
-               _per_task(out.shape[1] * out.itemsize))
-
-
 def kernel_input(images: np.ndarray) -> np.ndarray:
     """Images as the kernels take them: contiguous, float16 widened to float32 (exactly)."""
     images = np.ascontiguousarray(images)
@@ -151,17 +82,40 @@ def kernel_input(images: np.ndarray) -> np.ndarray:
 
 
 def model_ready_cpu(batch: np.ndarray, k: np.ndarray, b: np.ndarray, out: np.ndarray,
-                    channels_last: bool) -> None:
+                    channels_last: bool, *, task_bytes: int = TASK_BYTES,
+                    threads: int = 0) -> None:
     """Scale, normalise and lay out a (N, H, W, C) batch into ``out`` (>= N, C * H * W) float32.
 
-    The fused kernel with every segment switched on: each image is its own original.
+    The images are shared between up to ``threads`` threads (0: Numba's thread count) in blocks
+    of about ``task_bytes`` of output.
     """
     n = batch.shape[0]
     flat = kernel_input(batch).reshape(n, -1)
-    segments = np.zeros((1, batch.shape[1] * batch.shape[2]), np.int32)
-    ones = np.ones((n, 1), np.uint8)
-    launch_model_ready_cpu(flat, flat, segments, ones, np.arange(n, dtype=np.int32), 0, n, k, b,
-                           out, channels_last)
+    n_pixels = batch.shape[1] * batch.shape[2]
+    share_rows(lambda lo, hi: _model_ready_cpu(flat, k, b, out, n_pixels, channels_last, lo, hi),
+               n, task_rows(out.shape[1] * out.itemsize, task_bytes), threads)
+
+
+def launch_model_ready_cpu(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
+                           channels_last, *, task_bytes: int = TASK_BYTES,
+                           threads: int = 0) -> None:
+    """The CPU twin of ``launch_model_ready_cuda``, with its arguments: samples
+    ``row0 .. row0 + n_rows - 1`` into ``out[:n_rows]``, by ``RunPlan``.
+
+    Args:
+        images, fudged: (G, P * C) original and fudged images, row-major HWC.
+        segments: (G, P) integer labels 0..F-1, or (1, P) shared by all images.
+        rows, inst: (N, F' >= F) 0/1 rows and the image of each, row0 and n_rows: the samples.
+        k, b, out, channels_last: as ``model_ready_cpu``.
+    """
+    g = images.shape[0]
+    n_pixels = segments.shape[1]
+    channels = images.shape[1] // max(1, n_pixels)
+    shape = (g, n_pixels, 1, channels)
+    segments = np.broadcast_to(segments, (g, n_pixels))
+    plan = RunPlan(np.reshape(images, shape), np.reshape(fudged, shape), segments, k, b,
+                   channels_last, task_bytes=task_bytes, threads=threads)
+    plan.write(rows, inst, row0, n_rows, out)
 
 
 class RunPlan:
@@ -173,33 +127,36 @@ class RunPlan:
         k, b: (C,) float32 coefficients.
         channels_last: layout of the written samples.
         planes: optional (2, >= G, C * H * W) float32 scratch to reuse.
+        task_bytes, threads: how the work is shared between threads (``RunCopy``).
     """
 
-    def __init__(self, images, fudged, segments, k, b, channels_last, planes=None):
+    def __init__(self, images, fudged, segments, k, b, channels_last, planes=None, *,
+                 task_bytes: int = TASK_BYTES, threads: int = 0):
         g, h, w, c = images.shape
         length = h * w * c
         if planes is None or planes.shape[1] < g or planes.shape[2] != length:
             planes = np.empty((2, g, length), np.float32)
         self.planes = planes  # the scratch, for the next plan of this shape to reuse
         self.on, self.off = planes[0, :g], planes[1, :g]
-        # The two source images of every sample, model-ready, by the fused kernel itself.
-        model_ready_cpu(images, k, b, self.on, channels_last)
-        model_ready_cpu(fudged, k, b, self.off, channels_last)
-        runs = [_segment_runs_cpu(np.ascontiguousarray(s).reshape(-1)) for s in segments]
-        self.run_offsets = np.concatenate([[0], np.cumsum([len(r[0]) for r in runs])])
-        self.starts, self.ends, self.labels = (np.concatenate([r[i] for r in runs])
-                                               for i in range(3))
-        self.n_planes, self.plane_len = (1, length) if channels_last else (c, h * w)
+        # The two source images of every sample, model-ready.
+        model_ready_cpu(images, k, b, self.on, channels_last, task_bytes=task_bytes,
+                        threads=threads)
+        model_ready_cpu(fudged, k, b, self.off, channels_last, task_bytes=task_bytes,
+                        threads=threads)
+        value_bytes = self.on.itemsize
+        # NHWC: one plane, C values per pixel; NCHW: C planes of one value per pixel.
+        unit, n_planes = (c * value_bytes, 1) if channels_last else (value_bytes, c)
+        self.runs = RunCopy(np.reshape(segments, (g, h * w)), unit, n_planes,
+                            task_bytes=task_bytes, threads=threads)
 
     def write(self, rows: np.ndarray, inst: np.ndarray, row0: int, n_rows: int,
               out: np.ndarray) -> None:
         """Samples ``row0 .. row0 + n_rows - 1`` into ``out[:n_rows]`` (flat, float32)."""
         if not out.flags.c_contiguous or out.shape[0] < n_rows or out.shape[1] != self.on.shape[1]:
             raise ValueError("out must be a C-contiguous (>= n_rows, C * H * W) buffer")
-        args = (self.on, self.off, self.starts, self.ends, self.labels, self.run_offsets, rows,
-                inst, row0, out, self.n_planes, self.plane_len)
-        share_rows(lambda lo, hi: _select_runs_cpu(*args, lo, hi), n_rows,
-                   _per_task(out.shape[1] * out.itemsize))
+        if out.dtype != self.on.dtype:
+            raise ValueError(f"out must be {self.on.dtype}; got {out.dtype}")
+        self.runs.write(self.on, self.off, rows, out, inst, row0, n_rows)
 
 
 # -- CUDA -----------------------------------------------------------------------------------
@@ -215,10 +172,11 @@ else:
 
 def _model_ready_cuda(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
                       channels_last):
-    """CUDA twin of ``_model_ready_cpu``: thread (x, y) writes pixel x of samples y,
-    y + gridDim.y, ...
+    """Samples ``row0 .. row0 + n_rows - 1`` model-ready into ``out[:n_rows]`` (selection and
+    conversion fused): thread (x, y) writes pixel x of samples y, y + gridDim.y, ...
 
-    ``out`` may be float32 or float16 (rounded to nearest from the float32 value).
+    The arguments are ``launch_model_ready_cpu``'s. ``out`` may be float32 or float16 (rounded
+    to nearest from the float32 value).
     """
     p = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     n_pixels = segments.shape[1]
@@ -260,16 +218,19 @@ def model_ready_kernel_for(device_id: int, image_dtype: str, out_dtype: str):
 
 
 def launch_model_ready_cuda(images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
-                            channels_last, stream=0, device_id=0):
+                            channels_last, stream=0, device_id=0, *,
+                            threads_per_block: int = THREADS_PER_BLOCK,
+                            max_grid_y: int = MAX_GRID_Y):
     """Launch ``_model_ready_cuda`` on ``stream``; arrays are numba device arrays (or NumPy in
-    the simulator)."""
+    the simulator). Blocks of ``threads_per_block`` threads, at most ``max_grid_y`` blocks on
+    the samples' axis."""
     if n_rows <= 0:
         return
     kernel = model_ready_kernel_for(device_id, str(np.dtype(images.dtype)),
                                     str(np.dtype(out.dtype)))
-    threads = config.CUDA_THREADS_PER_BLOCK
+    threads = threads_per_block
     n_pixels = segments.shape[1]
-    grid = ((n_pixels + threads - 1) // threads, min(n_rows, config.CUDA_MAX_GRID_Y))
+    grid = ((n_pixels + threads - 1) // threads, min(n_rows, max_grid_y))
     kernel[grid, threads, stream](images, fudged, segments, rows, inst, row0, n_rows, k, b, out,
                                   channels_last)
 

@@ -3,10 +3,21 @@
 A perturbed image takes, for every pixel, the original value when the pixel's segment is switched
 on in the sample's 0/1 row and the fudged value when it is switched off. Segments are stored as
 runs of consecutive pixels in row-major order (a 224x224 quickshift segmentation has a few thousand
-runs for 50 000 pixels), so the kernel copies whole runs instead of testing every pixel.
+runs for 50 000 pixels), so no pixel is tested on its own: ``RunCopy`` copies whole runs, and is
+the one run-copy kernel of the package (``PerturbPlan`` here and ``model_ready.RunPlan`` use it).
 
-The kernel only moves bytes, so it works on an unsigned-integer view of any image dtype with the
-same item size: four specialisations cover uint8 to float64 (and float16, int16, ...).
+How a sample is copied (``_copy_runs_cpu``): the runs are cut once, when the plan is built, into
+fixed blocks of ``_BLOCK`` bytes, each tagged with its run's segment; a block may run past the end
+of its run, into the runs after it, which are copied after it and overwrite those bytes. Per
+sample, a table gives each segment's source address (original or fudged, chosen by arithmetic on
+the 0/1 value, not by a branch), and every block is one fixed-size copy from its segment's
+source: no data-dependent branch and no variable-length copy, and a byte is written twice only
+where a run's last block runs over into the next run. The blocks whose copy would cross the end
+of the sample copy exactly up to it instead, so nothing outside the sample is touched. The
+sample's memory is prefetched for writing ahead of the copies (``_prefetch_write``), so that
+stores into lines not in the cache do not wait for memory one line at a time.
+
+The kernel only moves bytes, so it works on a byte view of any image dtype.
 """
 
 from __future__ import annotations
@@ -17,16 +28,23 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from limefast import config
-from limefast.kernels.threads import share_rows
+from .threads import TASK_BYTES, share_rows, task_rows
 
 _UINT_BY_ITEMSIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+# Bytes of one block copy: a cache line's worth (one 64-byte vector register, or two 32-byte ones).
+_BLOCK = 64
+# How far ahead of the block being copied its sample's memory is prefetched for writing: far
+# enough for a line's ownership to arrive from memory before the block that stores into it.
+_PREFETCH = 8192
 
 
 @njit(cache=True, nogil=True)
 def _segment_runs_cpu(seg_flat):
     """Run-length encoding of a flat segment array: (starts, ends, labels) of equal-label runs."""
     n = seg_flat.shape[0]
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
     count = 1
     for p in range(1, n):
         if seg_flat[p] != seg_flat[p - 1]:
@@ -49,12 +67,8 @@ def _segment_runs_cpu(seg_flat):
 
 @intrinsic
 def _memcpy(typingctx, dst_addr, src_addr, nbytes):
-    """``memcpy(dst, src, nbytes)`` on raw addresses: one llvm.memcpy, no array views.
-
-    Copying a run through a slice assignment costs numba two array views and a generic loop,
-    which for runs of ~60 bytes is most of the kernel's time.
-    """
-    sig = types.void(types.uintp, types.uintp, types.intp)
+    """``memcpy(dst, src, nbytes)`` on raw addresses: one llvm.memcpy, no array views."""
+    sig = types.void(types.intp, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
         dst, src, count = args
@@ -66,59 +80,198 @@ def _memcpy(typingctx, dst_addr, src_addr, nbytes):
     return sig, codegen
 
 
+@intrinsic
+def _copy_block(typingctx, dst_addr, src_addr):
+    """Copy ``_BLOCK`` bytes between raw addresses: a constant-size llvm.memcpy, which LLVM
+    turns into a few vector loads and stores (no call)."""
+    sig = types.void(types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        dst, src = args
+        byte_ptr = ir.IntType(8).as_pointer()
+        cgutils.raw_memcpy(builder, builder.inttoptr(dst, byte_ptr),
+                           builder.inttoptr(src, byte_ptr),
+                           context.get_constant(types.intp, _BLOCK), 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch_write(typingctx, addr):
+    """``llvm.prefetch`` for writing: a hint, never a fault (any address may be given)."""
+    sig = types.void(types.intp)
+
+    def codegen(context, builder, signature, args):
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [byte_ptr], fnty)
+        # write, keep in every cache level, data cache
+        builder.call(fn, [builder.inttoptr(args[0], byte_ptr), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True)
-def _perturb_cpu(image, fudged, starts, ends, labels, rows, out, lo, hi):
-    """Write perturbed images ``lo..hi-1`` of a chunk (serial; releases the GIL).
+def _run_blocks_cpu(starts, ends, labels, unit_bytes, planes, plane_bytes, shift):
+    """The blocks of one image's runs, in every plane, in increasing address order.
 
-    Each image starts as a bulk copy of whichever source (original or fudged) most of its segments
-    take; then the spans of consecutive runs that take the other source are copied over it. The
-    spans are found without data-dependent branches (the 0/1 rows are random, so a branch per
-    run mispredicts half the time): every run writes its start and end into the span lists and
-    only advances the list where a span begins or ends.
-
-    Args:
-        image: (P * C,) unsigned view of the original image, row-major, contiguous.
-        fudged: (P * C,) same view of the fudged image.
-        starts, ends, labels: (R,) runs of pixels [start, end) belonging to segment ``label``.
-        rows: (N, F) 0/1 rows of the chunk, any integer dtype.
-        out: (N', P * C) contiguous, N' >= N; rows lo..hi-1 are written completely.
+    Block ``j`` is ``blocks[j] = offset << shift | label``: ``_BLOCK`` bytes from ``offset`` of
+    the sample take segment ``label``'s source. Returns (blocks, n_fast): the first ``n_fast``
+    blocks end within the sample; the others are cut at its end.
     """
     n_runs = starts.shape[0]
-    pixel_bytes = image.shape[0] // ends[n_runs - 1] * image.itemsize
-    image_bytes = image.shape[0] * image.itemsize
-    image_addr = image.ctypes.data
-    fudged_addr = fudged.ctypes.data
-    out_addr = out.ctypes.data
-    row_stride = out.strides[0]
-    span_lo = np.empty(n_runs + 1, np.int64)
-    span_hi = np.empty(n_runs + 1, np.int64)
-    for s in range(lo, hi):
-        row = rows[s]
-        dst = out_addr + s * row_stride
-        n_on = 0
-        for k in range(row.shape[0]):
-            n_on += row[k] != 0
-        base_on = np.int64(2 * n_on >= row.shape[0])
-        if base_on:
-            _memcpy(dst, image_addr, image_bytes)
-            other = fudged_addr
-        else:
-            _memcpy(dst, fudged_addr, image_bytes)
-            other = image_addr
-        n_spans = 0
-        n_ends = 0
-        prev = np.int64(0)
+    count = 0
+    for r in range(n_runs):
+        count += ((ends[r] - starts[r]) * unit_bytes + _BLOCK - 1) // _BLOCK
+    blocks = np.empty(count * planes, np.int64)
+    sample_bytes = planes * plane_bytes
+    n_fast = 0
+    j = 0
+    for plane in range(planes):
         for r in range(n_runs):
-            flip = np.int64(row[labels[r]] != 0) ^ base_on  # 1: this run takes `other`
-            span_lo[n_spans] = starts[r]
-            n_spans += flip & (1 - prev)
-            span_hi[n_ends] = starts[r]  # a span that ended at run r-1 ends where r starts
-            n_ends += prev & (1 - flip)
-            prev = flip
-        span_hi[n_ends] = ends[n_runs - 1]
-        for i in range(n_spans):
-            a = span_lo[i] * pixel_bytes
-            _memcpy(dst + a, other + a, span_hi[i] * pixel_bytes - a)
+            o = plane * plane_bytes + starts[r] * unit_bytes
+            end = plane * plane_bytes + ends[r] * unit_bytes
+            while o < end:
+                blocks[j] = (o << shift) | labels[r]
+                j += 1
+                if o + _BLOCK <= sample_bytes:
+                    n_fast = j
+                o += _BLOCK
+    return blocks, n_fast
+
+
+@njit(cache=True, nogil=True)
+def _copy_runs_cpu(on, off, blocks, first, n_fast, shift, rows, inst, row0, out, lo, hi):
+    """Write samples ``row0 + lo .. row0 + hi - 1`` into ``out[lo .. hi - 1]`` (serial; releases
+    the GIL).
+
+    Args:
+        on, off: (G, S) uint8, contiguous: the bytes of each image's two sources.
+        blocks: every image's blocks (``_run_blocks_cpu``), image ``g``'s at
+            ``first[g] .. first[g + 1] - 1``, the first ``n_fast[g]`` of them whole.
+        shift: bits of the label in a block.
+        rows: (N, F) 0/1 rows, any integer dtype, F above every label.
+        inst: (N,) image of each row, or empty: image 0 for every row.
+        out: (>= hi, S) uint8, contiguous.
+    """
+    sample_bytes = on.shape[1]
+    label_mask = (np.int64(1) << shift) - 1
+    on_addr = np.int64(on.ctypes.data)
+    off_addr = np.int64(off.ctypes.data)
+    out_addr = np.int64(out.ctypes.data)
+    row_stride = np.int64(out.strides[0])
+    table = np.empty(rows.shape[1], np.int64)
+    for i in range(lo, hi):
+        s = row0 + i
+        g = np.int64(inst[s]) if inst.shape[0] > 0 else np.int64(0)
+        row = rows[s]
+        src_off = off_addr + g * sample_bytes
+        to_on = on_addr + g * sample_bytes - src_off
+        for f in range(row.shape[0]):
+            table[f] = src_off + np.int64(row[f] != 0) * to_on
+        dst = out_addr + i * row_stride
+        j0 = first[g]
+        j_fast = j0 + n_fast[g]
+        for j in range(j0, j_fast):
+            packed = blocks[j]
+            o = packed >> shift
+            _prefetch_write(dst + o + _PREFETCH)
+            _copy_block(dst + o, table[packed & label_mask] + o)
+        for j in range(j_fast, first[g + 1]):
+            packed = blocks[j]
+            o = packed >> shift
+            _memcpy(dst + o, table[packed & label_mask] + o, sample_bytes - o)
+
+
+def segment_runs(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, ends, labels) int64 of the runs of equal labels of ``segments``, flattened in
+    row-major order: pixels ``starts[r] .. ends[r] - 1`` belong to segment ``labels[r]``."""
+    return _segment_runs_cpu(np.ascontiguousarray(segments).reshape(-1))
+
+
+class RunCopy:
+    """Samples assembled from two sources per image by copying runs of pixels.
+
+    For sample ``s`` of image ``g = inst[s]``, pixel ``p`` (its ``unit_bytes`` in each of
+    ``planes`` planes) is copied from ``on[g]`` where ``rows[s, segments[g, p]] != 0`` and from
+    ``off[g]`` elsewhere. A sample is ``planes * P * unit_bytes`` bytes, plane after plane.
+
+    Args:
+        segments: (G, ...) integer labels >= 0 of G images of P pixels each (flattened per image).
+        unit_bytes: bytes of one pixel in one plane (an HWC image: C * itemsize, one plane).
+        planes: planes per sample (an NCHW layout: C planes of P values).
+        task_bytes, threads: samples are shared between up to ``threads`` threads (0: Numba's
+            thread count) in blocks of about ``task_bytes``.
+    """
+
+    def __init__(self, segments: np.ndarray, unit_bytes: int, planes: int = 1, *,
+                 task_bytes: int = TASK_BYTES, threads: int = 0):
+        segments = np.asarray(segments)
+        g = segments.shape[0]
+        flat = segments.reshape(g, -1)
+        self.n_images = g
+        self.n_pixels = flat.shape[1]
+        self.sample_bytes = planes * self.n_pixels * unit_bytes
+        self.n_labels = int(flat.max()) + 1 if flat.size else 0
+        if flat.size and flat.min() < 0:
+            raise ValueError("segment labels must be >= 0")
+        self.shift = max(1, self.n_labels.bit_length())
+        if (self.sample_bytes << self.shift) >= 2**62:
+            raise ValueError("image too large for the run-copy kernel")
+        parts, n_fast = [], np.empty(g, np.int64)
+        for i in range(g):
+            starts, ends, labels = segment_runs(flat[i])
+            blocks, n_fast[i] = _run_blocks_cpu(starts, ends, labels, unit_bytes, planes,
+                                                self.n_pixels * unit_bytes, self.shift)
+            parts.append(blocks)
+        self.blocks = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        self.first = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        self.n_fast = n_fast
+        self.task_bytes = task_bytes
+        self.threads = threads
+
+    def write(self, on: np.ndarray, off: np.ndarray, rows: np.ndarray, out: np.ndarray,
+              inst: np.ndarray | None = None, row0: int = 0, n_rows: int | None = None) -> None:
+        """Samples ``row0 .. row0 + n_rows - 1`` (all rows by default) into ``out[:n_rows]``.
+
+        ``on``, ``off``: the (G, ...) sources, contiguous, ``sample_bytes`` per image; ``out``:
+        C-contiguous, ``sample_bytes`` per row; ``inst``: the image of every row (image 0 for
+        all when omitted).
+        """
+        n_rows = rows.shape[0] - row0 if n_rows is None else n_rows
+        on_b, off_b = (self._image_bytes(a) for a in (on, off))
+        if (out.ndim == 0 or not out.flags.c_contiguous or out.shape[0] < n_rows
+                or out.itemsize * int(np.prod(out.shape[1:])) != self.sample_bytes):
+            raise ValueError(f"out must be a C-contiguous buffer of at least {n_rows} rows of "
+                             f"{self.sample_bytes} bytes")
+        if rows.ndim != 2 or rows.shape[1] < self.n_labels or not 0 <= row0 <= row0 + n_rows <= (
+                rows.shape[0]):
+            raise ValueError(f"rows must be (N, >= {self.n_labels}) with the rows "
+                             f"{row0}..{row0 + n_rows - 1}")
+        if inst is None:
+            if self.n_images != 1:
+                raise ValueError("inst is needed for several images")
+            inst = np.empty(0, np.int32)
+        else:
+            picked = inst[row0:row0 + n_rows]
+            if picked.size and (picked.min() < 0 or picked.max() >= self.n_images):
+                raise ValueError(f"inst must index the {self.n_images} images")
+        if n_rows <= 0 or self.sample_bytes == 0:
+            return
+        flat = out.reshape(out.shape[0], -1).view(np.uint8)
+        args = (on_b, off_b, self.blocks, self.first, self.n_fast, self.shift, rows, inst, row0,
+                flat)
+        share_rows(lambda lo, hi: _copy_runs_cpu(*args, lo, hi), n_rows,
+                   task_rows(self.sample_bytes, self.task_bytes), self.threads)
+
+    def _image_bytes(self, array: np.ndarray) -> np.ndarray:
+        if not array.flags.c_contiguous or array.nbytes != self.n_images * self.sample_bytes:
+            raise ValueError(f"the sources must be C-contiguous, {self.n_images} images of "
+                             f"{self.sample_bytes} bytes")
+        return array.reshape(self.n_images, -1).view(np.uint8)
 
 
 def as_bytes_view(array: np.ndarray) -> np.ndarray:
@@ -130,16 +283,20 @@ def as_bytes_view(array: np.ndarray) -> np.ndarray:
 class PerturbPlan:
     """What the perturbation kernel needs from one (image, fudged image, segments) triple.
 
-    Built once per explanation; ``write(rows, out)`` then fills a chunk buffer.
+    Built once per explanation; ``write(rows, out)`` then fills a chunk buffer. ``task_bytes``
+    and ``threads`` share the samples between threads (``RunCopy``).
     """
 
-    def __init__(self, image: np.ndarray, fudged: np.ndarray, segments: np.ndarray):
+    def __init__(self, image: np.ndarray, fudged: np.ndarray, segments: np.ndarray, *,
+                 task_bytes: int = TASK_BYTES, threads: int = 0):
         self.shape = image.shape
         self.dtype = image.dtype
         self.image = as_bytes_view(image)
         self.fudged = as_bytes_view(fudged)
-        seg_flat = np.ascontiguousarray(segments).reshape(-1)
-        self.starts, self.ends, self.labels = _segment_runs_cpu(seg_flat)
+        pixels = int(np.prod(segments.shape))
+        unit = self.image.nbytes // pixels if pixels else 0
+        self.runs = RunCopy(np.asarray(segments).reshape(1, -1), unit, task_bytes=task_bytes,
+                            threads=threads)
 
     def new_buffer(self, n_rows: int) -> np.ndarray:
         """A (n_rows, H, W, C) buffer of the image dtype."""
@@ -149,7 +306,4 @@ class PerturbPlan:
         """Fill ``out[:len(rows)]`` with the perturbed images of ``rows``."""
         if len(rows) > out.shape[0] or not out.flags.c_contiguous:
             raise ValueError("out must be a C-contiguous buffer with a row for every sample")
-        flat = out.reshape(out.shape[0], -1).view(self.image.dtype)
-        args = (self.image, self.fudged, self.starts, self.ends, self.labels, rows, flat)
-        per_task = max(1, config.TASK_BYTES // max(1, self.image.nbytes))
-        share_rows(lambda lo, hi: _perturb_cpu(*args, lo, hi), len(rows), per_task)
+        self.runs.write(self.image, self.fudged, rows, out)

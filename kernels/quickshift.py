@@ -22,7 +22,7 @@ Where the time goes is step 1: one ``exp`` per pixel pair, about 625 pairs per p
   work), so sums run in another order; the fast density is within a proven tolerance of
   scikit-image's (``_density_tolerance``). The parent search only compares densities; a
   comparison closer than the two tolerances is redone on densities recomputed exactly, in
-  scikit-image's order with the C library's ``exp`` (rare: none on lime-sized photos).
+  scikit-image's order with the C library's ``exp`` (rare on photos).
 
 Distances (and so ``dist_parent``) are computed in scikit-image's order and type, never
 approximated. The parent search visits neighbours by increasing spatial distance and stops once
@@ -44,7 +44,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from limefast.kernels.threads import share_rows, worker_threads
+from .threads import share_rows, worker_threads
 
 # exp(x) = 2**k * exp(r), k = round(x / ln 2), |r| <= ln(2) / 2; Taylor series to r**13.
 _INV_LN2 = 1.4426950408889634
@@ -100,15 +100,6 @@ def _fast_exp(x):
     p = p * r + 1.0
     p = p * r + 1.0
     return p * _float_of((ki + 1023) << 52)
-
-
-@njit(cache=True)
-def _fast_exp_array(x):
-    """_fast_exp over an array (for tests)."""
-    out = np.empty_like(x)
-    for i in range(x.size):
-        out[i] = _fast_exp(x[i])
-    return out
 
 
 def _as_type_of(value, like):
@@ -389,19 +380,19 @@ def _offsets(kw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return dr[order].astype(np.int64), dc[order].astype(np.int64), ds[order]
 
 
-def _per_task(n: int) -> int:
+def _per_task(n: int, threads: int) -> int:
     """Rows (or pixels) per shared task: about 16 tasks per thread, so that a thread slowed by a
     busy machine leaves its share to the others."""
-    return max(1, n // (16 * worker_threads()))
+    return max(1, n // (16 * worker_threads(threads)))
 
 
-def _exact_densities(image, dens, pixels, kw, inv, sq) -> None:
+def _exact_densities(image, dens, pixels, kw, inv, sq, threads: int = 0) -> None:
     """Exact densities at the flat ``pixels``, written into ``dens`` (which holds the noise)."""
     share_rows(lambda lo, hi: _density_exact_cpu(image, dens, pixels, kw, inv, sq, lo, hi),
-               pixels.size, _per_task(pixels.size))
+               pixels.size, _per_task(pixels.size, threads), threads)
 
 
-def _density_pairs(planes, noise, kw, inv, sq) -> np.ndarray:
+def _density_pairs(planes, noise, kw, inv, sq, threads: int = 0) -> np.ndarray:
     """float64 fast densities: the noise plus every task's band of pair terms, in task order."""
     height = planes.shape[1]
     bands = {}
@@ -409,7 +400,7 @@ def _density_pairs(planes, noise, kw, inv, sq) -> np.ndarray:
     def task(lo, hi):
         bands[lo] = _density_pairs_cpu(planes, kw, inv, sq, lo, hi)
 
-    share_rows(task, height, _per_task(height))
+    share_rows(task, height, _per_task(height, threads), threads)
     dens = noise.copy()
     for lo in sorted(bands):
         band = bands[lo]
@@ -434,7 +425,7 @@ def _density_tolerance(dens: np.ndarray, noise: np.ndarray, kw: int) -> np.ndarr
 
 
 def _quickshift_cpu(image: np.ndarray, kernel_size: float, max_dist: float, noise: np.ndarray,
-                    exact: bool = False):
+                    exact: bool = False, threads: int = 0):
     """scikit-image's ``_quickshift_cython`` on an (H, W, C) C-contiguous float32/float64 image.
 
     Args:
@@ -442,6 +433,8 @@ def _quickshift_cpu(image: np.ndarray, kernel_size: float, max_dist: float, nois
         kernel_size, max_dist: as scikit-image, cast to the image's type as its Cython does.
         noise: (H, W) ``normal(scale=1e-5)`` draws, already cast to the image's type.
         exact: use the C library's exp for every density (taken for non-finite images).
+        threads: threads the kernels may share the work between (0: Numba's thread count); the
+            result does not depend on it.
 
     Returns:
         (labels (H, W) intp, parent (H, W) intp, dist_parent (H, W) in the image's type).
@@ -465,7 +458,7 @@ def _quickshift_cpu(image: np.ndarray, kernel_size: float, max_dist: float, nois
     single = image.dtype == np.float32
     if exact:
         dens = noise.copy()
-        _exact_densities(image, dens, np.arange(height * width), kw, inv, sq)
+        _exact_densities(image, dens, np.arange(height * width), kw, inv, sq, threads)
         tol = np.zeros((height, width), np.float64)
     else:
         planes = np.ascontiguousarray(image.transpose(2, 0, 1))
@@ -474,14 +467,14 @@ def _quickshift_cpu(image: np.ndarray, kernel_size: float, max_dist: float, nois
             undecided = np.zeros((height, width), np.uint8)
             share_rows(lambda lo, hi: _density_f32_cpu(planes, noise, kw, inv, sq, dens,
                                                        undecided, lo, hi),
-                       height, _per_task(height))
+                       height, _per_task(height, threads), threads)
             redo = np.flatnonzero(undecided)
             if redo.size:
                 dens.ravel()[redo] = noise.ravel()[redo]
-                _exact_densities(image, dens, redo, kw, inv, sq)
+                _exact_densities(image, dens, redo, kw, inv, sq, threads)
             tol = np.zeros((height, width), np.float64)
         else:
-            dens = _density_pairs(planes, noise, kw, inv, sq)
+            dens = _density_pairs(planes, noise, kw, inv, sq, threads)
             tol = _density_tolerance(dens, noise, kw)
 
     parent = np.empty((height, width), np.intp)
@@ -489,17 +482,17 @@ def _quickshift_cpu(image: np.ndarray, kernel_size: float, max_dist: float, nois
     near = np.zeros((height, width), np.uint8)
     share_rows(lambda lo, hi: _parents_cpu(image, dens, tol, odr, odc, ods, sq, kw, big, parent,
                                            dist_parent, near, lo, hi),
-               height, _per_task(height))
+               height, _per_task(height, threads), threads)
     if not (exact or single) and near.any():
         pixels = _near_pixels(dens, tol, near, kw)
         exact_dens = noise.copy()
-        _exact_densities(image, exact_dens, pixels, kw, inv, sq)
+        _exact_densities(image, exact_dens, pixels, kw, inv, sq, threads)
         has_exact = np.zeros((height, width), np.bool_)
         has_exact.ravel()[pixels] = True
         redo = np.flatnonzero(near)
         share_rows(lambda lo, hi: _reparent_cpu(image, dens, tol, exact_dens, has_exact, redo,
                                                 parent, dist_parent, odr, odc, ods, sq, kw, big,
                                                 lo, hi),
-                   redo.size, _per_task(redo.size))
+                   redo.size, _per_task(redo.size, threads), threads)
     labels = _labels_cpu(parent, dist_parent, max_dist_t)
     return labels, parent, dist_parent

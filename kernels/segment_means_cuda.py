@@ -23,8 +23,7 @@ import functools
 import numpy as np
 from numba import cuda, float32, float64, int32, int64
 
-from limefast import config
-from limefast.kernels.model_ready import as_cuda_array
+from .model_ready import THREADS_PER_BLOCK, as_cuda_array
 
 _STACK = 64  # pairwise recursion depth bound: log2(pixels / 128) + 2 < 64 for any image
 
@@ -200,7 +199,8 @@ def _plain_kernel_for(device_id: int, name: str):
     return cuda.jit({"counts": _segment_counts_cuda, "offsets": _segment_offsets_cuda}[name])
 
 
-def segment_means_cuda(image, segments, n_segments: int, stream=0, device_id: int = 0):
+def segment_means_cuda(image, segments, n_segments: int, stream=0, device_id: int = 0, *,
+                       threads_per_block: int = THREADS_PER_BLOCK):
     """(n_segments, C) float64 per-segment means on the device, equal to the CPU twin's.
 
     Args:
@@ -208,6 +208,7 @@ def segment_means_cuda(image, segments, n_segments: int, stream=0, device_id: in
         segments: (H, W) integer labels 0..n_segments-1, every label present.
         n_segments: number of segments.
         stream: numba stream to launch on.
+        threads_per_block: the kernels' block size.
 
     Returns:
         A numba device array (n_segments, C) float64.
@@ -224,7 +225,7 @@ def segment_means_cuda(image, segments, n_segments: int, stream=0, device_id: in
     n_pixels, channels = shape[0] * shape[1], shape[2]
     flat = image.reshape(n_pixels, channels)
     seg = segments.reshape(n_pixels)
-    threads = config.CUDA_THREADS_PER_BLOCK
+    threads = threads_per_block
     counts = cuda.to_device(np.zeros(n_segments, np.int32), stream=stream)
     offsets = cuda.device_array(n_segments + 1, np.int32, stream=stream)
     order = cuda.device_array(n_pixels, np.int32, stream=stream)
@@ -239,20 +240,3 @@ def segment_means_cuda(image, segments, n_segments: int, stream=0, device_id: in
         flat, order, offsets, means)
     return means
 
-
-def kernel_signatures(image_dtype, threads: int = 256) -> dict:
-    """{name: (python function, numba signature)} of the four kernels for one image dtype, as
-    ``segment_means_cuda`` launches them (for ``numba.cuda.compile_ptx``)."""
-    from numba import from_dtype, types
-
-    def arr(dtype, ndim):
-        return types.Array(from_dtype(np.dtype(dtype)), ndim, "C")
-
-    i32 = arr(np.int32, 1)
-    return {
-        "_segment_counts_cuda": (_segment_counts_cuda, types.void(i32, i32)),
-        "_segment_offsets_cuda": (_segment_offsets_cuda, types.void(i32, i32)),
-        "_segment_order_cuda": (_make_order_kernel(threads), types.void(i32, i32, i32)),
-        "_segment_sums_cuda": (_make_sums_kernel(accumulator_for(image_dtype)),
-                               types.void(arr(image_dtype, 2), i32, i32, arr(np.float64, 2))),
-    }

@@ -7,6 +7,10 @@ worker that has not started: if the other cores are busy (a loaded machine, or o
 running in other threads) the caller simply does the work itself. Numba's own ``parallel=True``
 would instead wait at a barrier for every thread, and its workqueue layer aborts the process when
 two Python threads launch kernels at once.
+
+The tunables are arguments: this package imports nothing else of limefast (``limefast.config``
+holds the library's values and its callers pass them in). The defaults below are for a call
+that gives none.
 """
 
 from __future__ import annotations
@@ -18,16 +22,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 
-from limefast import config
+# Rows of a call are shared between threads in blocks of about this many bytes.
+TASK_BYTES = 512 * 1024
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def worker_threads() -> int:
-    """Threads a kernel call may use: ``config.CPU_THREADS``, or Numba's thread count."""
-    wanted = config.CPU_THREADS or numba.config.NUMBA_NUM_THREADS
+def worker_threads(threads: int = 0) -> int:
+    """Threads a kernel call may use (the caller included): ``threads``, or Numba's thread count
+    (``NUMBA_NUM_THREADS``, all cores by default) when it is 0."""
+    wanted = threads or numba.config.NUMBA_NUM_THREADS
     return max(1, int(wanted))
+
+
+def task_rows(row_bytes: int, task_bytes: int = TASK_BYTES) -> int:
+    """Rows of ``row_bytes`` each in a block of about ``task_bytes`` (at least one)."""
+    return max(1, int(task_bytes) // max(1, int(row_bytes)))
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -38,10 +49,12 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def share_rows(kernel: Callable[[int, int], None], n_rows: int, rows_per_task: int) -> None:
-    """Run ``kernel(lo, hi)`` over row blocks covering ``0..n_rows``, on several threads."""
+def share_rows(kernel: Callable[[int, int], None], n_rows: int, rows_per_task: int,
+               threads: int = 0) -> None:
+    """Run ``kernel(lo, hi)`` over row blocks covering ``0..n_rows``, on up to
+    ``worker_threads(threads)`` threads."""
     tasks = -(-n_rows // rows_per_task)
-    threads = min(worker_threads(), tasks)
+    threads = min(worker_threads(threads), tasks)
     if threads <= 1:
         kernel(0, n_rows)
         return

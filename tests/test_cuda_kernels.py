@@ -36,6 +36,8 @@ def _use(backend, monkeypatch):
     # Small blocks and a short grid: tiny inputs still cross block and grid-stride boundaries.
     monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 16)
     monkeypatch.setattr(config, "CUDA_MAX_GRID_Y", 2)
+    return {"threads_per_block": config.CUDA_THREADS_PER_BLOCK,
+            "max_grid_y": config.CUDA_MAX_GRID_Y}
 
 
 # -- model-ready batches -----------------------------------------------------------------------
@@ -46,7 +48,7 @@ def _use(backend, monkeypatch):
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_model_ready_cuda_matches_cpu(backend, image_dtype, out_dtype, channels_last,
                                       monkeypatch):
-    _use(backend, monkeypatch)
+    launch = _use(backend, monkeypatch)
     rng = np.random.RandomState(int(np.dtype(image_dtype).num) + 7 * channels_last)
     g, h, w, c = 2, 5, 7, 3  # 35 pixels: three blocks of 16
     images = (rng.rand(g, h * w * c) * 255).astype(image_dtype)
@@ -62,7 +64,7 @@ def test_model_ready_cuda_matches_cpu(backend, image_dtype, out_dtype, channels_
     out = model_ready.as_cuda_array(np.full((n + 1, h * w * c), -7, out_dtype))
     model_ready.launch_model_ready_cuda(*(model_ready.as_cuda_array(a) for a in (
         images, fudged, segments, rows, inst)), row0, n, model_ready.as_cuda_array(k),
-        model_ready.as_cuda_array(b), out, channels_last)
+        model_ready.as_cuda_array(b), out, channels_last, **launch)
     got = out.copy_to_host()
     # The product is rounded before the sum on both (no FMA): float32 results are identical;
     # float16 is the float32 value rounded to nearest.
@@ -73,7 +75,7 @@ def test_model_ready_cuda_matches_cpu(backend, image_dtype, out_dtype, channels_
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_model_ready_cuda_with_shared_segments(backend, monkeypatch):
     """The NumPy call path: each image its own original, one (1, P) segmentation for all."""
-    _use(backend, monkeypatch)
+    launch = _use(backend, monkeypatch)
     rng = np.random.RandomState(3)
     batch = rng.randint(0, 256, (3, 4, 6, 3)).astype(np.uint8)
     k, b = model_ready.normalise_coefficients(1 / 255, MEAN, STD)
@@ -85,7 +87,7 @@ def test_model_ready_cuda_with_shared_segments(backend, monkeypatch):
         *(model_ready.as_cuda_array(a) for a in (flat, flat, np.zeros((1, 24), np.int32),
                                                  np.ones((3, 1), np.uint8),
                                                  np.arange(3, dtype=np.int32))),
-        0, 3, model_ready.as_cuda_array(k), model_ready.as_cuda_array(b), out, True)
+        0, 3, model_ready.as_cuda_array(k), model_ready.as_cuda_array(b), out, True, **launch)
     np.testing.assert_array_equal(out.copy_to_host(), expected)
 
 
@@ -99,7 +101,7 @@ def test_model_ready_cuda_with_shared_segments(backend, monkeypatch):
     (np.int16, (6, 6, 1), 4),
 ])
 def test_segment_means_cuda_matches_cpu(backend, dtype, shape, n_segments, monkeypatch):
-    _use(backend, monkeypatch)
+    launch = _use(backend, monkeypatch)
     rng = np.random.RandomState(n_segments)
     if np.dtype(dtype).kind == "f":
         image = (rng.rand(*shape) * 100 - 30).astype(dtype)
@@ -108,7 +110,8 @@ def test_segment_means_cuda_matches_cpu(backend, dtype, shape, n_segments, monke
         image = rng.randint(max(info.min, -500), min(info.max, 500) + 1, shape).astype(dtype)
     segments = rng.randint(0, n_segments, shape[:2]).astype(np.int32)
     segments.ravel()[:n_segments] = np.arange(n_segments)
-    got = smc.segment_means_cuda(image, segments, n_segments).copy_to_host()
+    got = smc.segment_means_cuda(image, segments, n_segments,
+                                 threads_per_block=launch["threads_per_block"]).copy_to_host()
     # Bit for bit: the same pairwise sums in the same order and dtype, a float64 division.
     np.testing.assert_array_equal(got, segment_means(image, segments, n_segments))
 
@@ -134,6 +137,24 @@ def test_segment_means_cuda_rejects_bad_input():
 
 # -- PTX for the GPUs we target ----------------------------------------------------------------
 
+def _segment_means_signatures(image_dtype, threads: int = config.CUDA_THREADS_PER_BLOCK) -> dict:
+    """{name: (python function, numba signature)} of the four per-segment-means kernels for one
+    image dtype, as ``limefast.device`` launches them."""
+    from numba import from_dtype, types
+
+    def arr(dtype, ndim):
+        return types.Array(from_dtype(np.dtype(dtype)), ndim, "C")
+
+    i32 = arr(np.int32, 1)
+    return {
+        "_segment_counts_cuda": (smc._segment_counts_cuda, types.void(i32, i32)),
+        "_segment_offsets_cuda": (smc._segment_offsets_cuda, types.void(i32, i32)),
+        "_segment_order_cuda": (smc._make_order_kernel(threads), types.void(i32, i32, i32)),
+        "_segment_sums_cuda": (smc._make_sums_kernel(smc.accumulator_for(image_dtype)),
+                               types.void(arr(image_dtype, 2), i32, i32, arr(np.float64, 2))),
+    }
+
+
 def _ptx_cases():
     cases = {}
     for image_dtype, out_dtype in [(np.uint8, np.float32), (np.uint8, np.float16),
@@ -142,7 +163,7 @@ def _ptx_cases():
         cases[name] = (model_ready._model_ready_cuda,
                        model_ready.model_ready_signature(image_dtype, out_dtype))
     for image_dtype in (np.uint8, np.float32):
-        for name, case in smc.kernel_signatures(image_dtype).items():
+        for name, case in _segment_means_signatures(image_dtype).items():
             cases[f"{name}[{np.dtype(image_dtype)}]"] = case
     return cases
 

@@ -24,7 +24,7 @@ from limefast import TorchClassifier, config
 from limefast import lime_image as lime_fast
 from limefast.core.surrogate import WeightedProblem
 from limefast.device.surrogate import fit_labels
-from limefast.kernels import model_ready
+from limefast.kernels import model_ready, perturb
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -253,13 +253,13 @@ def test_warmup_draws_nothing_and_later_calls_reuse_buffers():
     assert executor.warmup(IMAGE.shape, np.uint8, 70) == 32 + 70 % 32
     workspace = executor._workspaces[(IMAGE.shape, np.dtype(np.uint8))]
     buffer = workspace.flat.data_ptr()
-    signatures = len(model_ready._select_runs_cpu.signatures)
+    signatures = len(perturb._copy_runs_cpu.signatures)
     first = explainer.explain_instance(IMAGE, clf, num_samples=70, segmentation_fn=segmentation,
                                        progress_bar=False)
     again = explain(clf, num_samples=70)  # a fresh explainer, seed 0: the same draws
     assert first.local_exp == again.local_exp  # the warm-up drew nothing from random_state
     assert workspace.flat.data_ptr() == buffer
-    assert len(model_ready._select_runs_cpu.signatures) == signatures
+    assert len(perturb._copy_runs_cpu.signatures) == signatures
     assert list(executor._workspaces) == [(IMAGE.shape, np.dtype(np.uint8))]
 
 
@@ -587,10 +587,11 @@ def test_model_ready_cpu_kernels_match_naive(dtype, channels_last, monkeypatch):
     fused = np.full((n + 2, h * w * c), np.nan, np.float32)
     model_ready.launch_model_ready_cpu(images.reshape(g, -1), fudged.reshape(g, -1),
                                        segments.reshape(g, -1), rows, inst, row0, n, k, b, fused,
-                                       channels_last)
+                                       channels_last, task_bytes=config.TASK_BYTES)
     np.testing.assert_array_equal(fused[:n], expected)
     assert np.isnan(fused[n:]).all()
-    plan = model_ready.RunPlan(images, fudged, segments, k, b, channels_last)
+    plan = model_ready.RunPlan(images, fudged, segments, k, b, channels_last,
+                               task_bytes=config.TASK_BYTES)
     runs = np.full_like(fused, np.nan)
     plan.write(rows, inst, row0, n, runs)
     np.testing.assert_array_equal(runs[:n], expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive import naive_perturb, naive_segment_means
@@ -96,3 +97,34 @@ def test_segment_runs_cover_the_array(labels):
     rebuilt = np.repeat(run_labels, ends - starts)
     np.testing.assert_array_equal(rebuilt, seg)
     assert np.all(run_labels[1:] != run_labels[:-1])
+
+
+@pytest.mark.parametrize("threads,task_bytes", [(1, 1 << 30), (3, 1)])
+def test_perturb_photo_sized_segments_on_threads(threads, task_bytes):
+    """Segments of many run lengths (short runs inside long ones), samples shared by threads
+    one per task: every sample exact, the rows past them untouched."""
+    rng = np.random.default_rng(7)
+    h, w = 90, 101
+    seg = (np.arange(h)[:, None] // 11) * 10 + np.arange(w)[None, :] // 11
+    speckle = rng.random((h, w)) < 0.05
+    seg[speckle] = rng.integers(0, seg.max() + 1, speckle.sum())
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    fudged = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    rows = rng.integers(0, 2, (13, seg.max() + 1)).astype(np.int8)
+    plan = PerturbPlan(image, fudged, seg, task_bytes=task_bytes, threads=threads)
+    out = np.full((16, h, w, 3), 0xCD, np.uint8)
+    plan.write(rows, out)
+    np.testing.assert_array_equal(out[:13], naive_perturb(image, fudged, seg, rows))
+    assert (out[13:] == 0xCD).all()
+
+
+def test_perturb_rejects_buffers_and_rows_that_do_not_fit():
+    image = np.zeros((4, 5, 3), np.uint8)
+    seg = np.arange(20).reshape(4, 5) % 3
+    plan = PerturbPlan(image, image, seg)
+    with pytest.raises(ValueError, match="rows"):
+        plan.write(np.ones((2, 2), np.int8), plan.new_buffer(2))  # labels 0..2 need 3 columns
+    with pytest.raises(ValueError, match="bytes"):
+        plan.write(np.ones((2, 3), np.int8), np.zeros((2, 4, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        plan.write(np.ones((2, 3), np.int8), plan.new_buffer(3)[::-1])

@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from limefast import config
 from limefast.core import sampling
 from limefast.core.instance import Instance  # noqa: F401 - what executors take
 from limefast.core.surrogate import LabelFit, WeightedProblem
@@ -59,7 +60,9 @@ class CpuExecutor:
         # Images of one shape and dtype share model batches; a new shape starts new batches.
         for _, group in groupby(instances, key=lambda inst: (inst.image.shape, inst.image.dtype)):
             group = list(group)
-            plans = [PerturbPlan(inst.image, inst.fudged, inst.segments) for inst in group]
+            plans = [PerturbPlan(inst.image, inst.fudged, inst.segments,
+                                 task_bytes=config.TASK_BYTES, threads=config.CPU_THREADS)
+                     for inst in group]
             outputs += sampling.predict_rows(plans, [inst.data for inst in group],
                                              classifier_fn, batch_size, progress_bar, stats)
         return outputs
@@ -100,8 +103,8 @@ CPU_EXECUTOR = CpuExecutor()
 
 def one_blas_thread():
     """A context in which BLAS runs on one thread. The surrogates' matrices are small (samples
-    x superpixels): one thread is as fast, and a second one stalls when the other cores are
-    busy (each parallel region waits for a descheduled thread: a 1 ms fit then takes 40 ms)."""
+    x superpixels): one thread is as fast, and a second one stalls the fit whenever the other
+    cores are busy (each parallel region waits for a descheduled thread)."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 

@@ -301,7 +301,8 @@ class TorchClassifier:
             if buf is None or buf.shape[0] < n:
                 buf = np.empty((max(n, self.batch_for(key)), h * w * c), np.float32)
                 self._numpy_buffers[key] = buf
-            model_ready_cpu(chunk, k, b, buf, self.channels_last)
+            model_ready_cpu(chunk, k, b, buf, self.channels_last, task_bytes=config.TASK_BYTES,
+                            threads=config.CPU_THREADS)
             return as_nchw(torch.from_numpy(buf[:n]), (n, h, w, c), self.channels_last)
         from limefast.device.cuda import model_ready_numpy_cuda
 

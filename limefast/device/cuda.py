@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from limefast import config
 from limefast.device._torch import as_nchw, device_guard, numba_device
 from limefast.kernels.model_ready import as_cuda_array, kernel_input, launch_model_ready_cuda
 
@@ -55,7 +56,9 @@ def model_ready_numpy_cuda(clf, chunk: np.ndarray, k: np.ndarray, b: np.ndarray)
         launch_model_ready_cuda(raw_nb, raw_nb, as_cuda_array(segments), as_cuda_array(ones),
                                 as_cuda_array(inst), 0, n, as_cuda_array(k), as_cuda_array(b),
                                 as_cuda_array(flat), clf.channels_last, stream=stream,
-                                device_id=clf.device.index)
+                                device_id=clf.device.index,
+                                threads_per_block=config.CUDA_THREADS_PER_BLOCK,
+                                max_grid_y=config.CUDA_MAX_GRID_Y)
     return as_nchw(flat, (n, h, w, c), clf.channels_last)
 
 
@@ -111,7 +114,8 @@ def segment_means(image, segments, n_segments: int):
         segments = segments.to(torch.int32).contiguous()
         stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
         means = segment_means_cuda(image.contiguous(), segments, int(n_segments), stream=stream,
-                                   device_id=device.index)
+                                   device_id=device.index,
+                                   threads_per_block=config.CUDA_THREADS_PER_BLOCK)
         return torch.as_tensor(means, device=device)
 
 

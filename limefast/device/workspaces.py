@@ -9,6 +9,7 @@ import time
 import numpy as np
 import torch
 
+from limefast import config
 from limefast.device._torch import as_nchw, numba_device
 from limefast.kernels.model_ready import (
     RunPlan,
@@ -73,7 +74,8 @@ class _CpuWorkspace(_Workspace):
         fudged = np.stack([item.fudged for item in group])
         segments = np.stack([item.segments for item in group])
         self.plan = RunPlan(images, fudged, segments, self.k, self.b, self.clf.channels_last,
-                            self.planes)
+                            self.planes, task_bytes=config.TASK_BYTES,
+                            threads=config.CPU_THREADS)
         self.planes = self.plan.planes
         self.rows, self.inst = rows.numpy(), inst.numpy()
 
@@ -133,7 +135,9 @@ class _CudaWorkspace(_Workspace):
         with numba_device(self.device_index):
             launch_model_ready_cuda(*self.views, b0, n, self.k_dev, self.b_dev, self.out_nb,
                                     self.clf.channels_last, stream=self.stream,
-                                    device_id=self.device_index)
+                                    device_id=self.device_index,
+                                    threads_per_block=config.CUDA_THREADS_PER_BLOCK,
+                                    max_grid_y=config.CUDA_MAX_GRID_Y)
 
     def forward(self, n):
         mid = torch.cuda.Event(enable_timing=True)

@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from limefast import config
 from limefast.kernels.quickshift import _quickshift_cpu
 
 # 3 * kernel_size must fit scikit-image's C int window width.
@@ -148,7 +149,7 @@ def quickshift(
     noise = _check_rng(rng).normal(scale=0.00001, size=image.shape[:2])
     labels, parent, dist_parent = _quickshift_cpu(
         image, kernel_size, max_dist, noise.astype(image.dtype, copy=False),
-        exact=not np.isfinite(image).all(),
+        exact=not np.isfinite(image).all(), threads=config.CPU_THREADS,
     )
     if return_tree:
         return labels, parent, dist_parent
