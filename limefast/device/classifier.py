@@ -18,6 +18,13 @@ import numpy as np
 
 from limefast import config
 from limefast.device._torch import as_nchw, device_guard, import_torch
+from limefast.device.options import (
+    channel_stats,
+    check_model_device,
+    check_output,
+    resolve_device,
+    resolve_precision,
+)
 from limefast.kernels.model_ready import model_ready_cpu, normalise_coefficients
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -70,7 +77,7 @@ class TorchClassifier:
                 f"model must be a torch.nn.Module; got {type(model).__name__} (wrap a function "
                 "in an nn.Module whose forward calls it)"
             )
-        self.mean, self.std = _channel_stats(mean, std)
+        self.mean, self.std = channel_stats(mean, std)
         if scale is not None:
             if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
                     np.isfinite(scale) and scale > 0):
@@ -92,13 +99,13 @@ class TorchClassifier:
         self.output = output
         self.compile = compile
         self.channels_last = bool(channels_last)
-        self.device = _resolve_device(torch, device)
-        self.precision = _resolve_precision(torch, precision, self.device)
+        self.device = resolve_device(torch, device)
+        self.precision = resolve_precision(torch, precision, self.device)
         if cuda_graph and self.device.type != "cuda":
             raise ValueError("cuda_graph=True needs a CUDA device; got device="
                              f"'{self.device}' (drop cuda_graph, or pass device='cuda')")
         self.cuda_graph = bool(cuda_graph)
-        _check_model_device(model, self.device)
+        check_model_device(model, self.device)
 
         model.eval()
         if self.channels_last:
@@ -229,7 +236,7 @@ class TorchClassifier:
         out = module(x)
         key = tuple(x.shape)
         if key not in self._checked:
-            _check_output(torch, out, x.shape[0])
+            check_output(torch, out, x.shape[0])
             self._checked.add(key)
         out = out.float()
         if self.output == "softmax":
@@ -329,94 +336,3 @@ def _frozen(torch, module):
     convolutions, in float32 (autocast still applies when it runs)."""
     with torch.inference_mode(False), torch.no_grad():
         return torch.jit.freeze(module.eval())
-
-
-def _channel_stats(mean, std):
-    try:
-        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
-        std = np.asarray(std, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"mean and std must be sequences of numbers; got {mean!r}, {std!r}"
-        ) from exc
-    if mean.size == 0 or mean.size != std.size:
-        raise ValueError(
-            f"mean and std must have one value per channel, the same number; got {mean.size} "
-            f"and {std.size}"
-        )
-    if not (np.isfinite(mean).all() and np.isfinite(std).all()) or (std <= 0).any():
-        raise ValueError(f"mean must be finite and std positive; got mean={mean}, std={std}")
-    return mean, std
-
-
-def _resolve_device(torch, device):
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:i'; got {device!r}") from exc
-    if device.type == "cpu":
-        return torch.device("cpu")
-    if device.type != "cuda":
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:i'; got '{device}'")
-    if not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device='{device}' was asked for but PyTorch sees no CUDA GPU "
-            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}): pass "
-            "device='cpu', or run where a GPU and its driver are visible"
-        )
-    index = torch.cuda.current_device() if device.index is None else device.index
-    if index >= torch.cuda.device_count():
-        raise ValueError(
-            f"device='{device}' but only {torch.cuda.device_count()} CUDA device(s) are visible"
-        )
-    from numba import cuda as numba_cuda
-
-    if not numba_cuda.is_available():
-        raise RuntimeError(
-            "the CUDA device path launches Numba CUDA kernels, but numba.cuda finds no usable "
-            "driver or toolkit: install numba-cuda and the CUDA runtime "
-            "(pip install 'limefast[cuda]'), or pass device='cpu'"
-        )
-    return torch.device("cuda", index)
-
-
-def _resolve_precision(torch, precision, device):
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision == "bf16" and device.type == "cuda":
-        with torch.cuda.device(device):
-            supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = True
-    if not supported:
-        raise ValueError(f"precision='bf16' but {torch.cuda.get_device_name(device)} has no "
-                         "bfloat16 support: use precision='fp16'")
-    return precision
-
-
-def _check_model_device(model, device) -> None:
-    tensors = list(model.parameters()) + list(model.buffers())
-    found = {t.device for t in tensors}
-    wrong = sorted(str(d) for d in found if d.type != device.type or (
-        device.type == "cuda" and d.index != device.index))
-    if wrong:
-        raise ValueError(
-            f"the model's parameters are on {', '.join(wrong)} but device='{device}' was asked "
-            f"for: move the model with model.to('{device}'), or pass device='{wrong[0]}'"
-        )
-
-
-def _check_output(torch, out, n) -> None:
-    if not torch.is_tensor(out):
-        raise TypeError(
-            f"the model returned a {type(out).__name__}; TorchClassifier needs one (N, n_classes) "
-            "tensor: wrap the model in an nn.Module whose forward returns it (e.g. out['logits'] "
-            "or out[0])"
-        )
-    if out.ndim != 2 or out.shape[0] != n:
-        raise ValueError(
-            f"the model must return (N, n_classes) outputs; got shape {tuple(out.shape)} for "
-            f"N={n} images: flatten or select the class scores in a wrapper module"
-        )
