@@ -285,3 +285,15 @@ def test_render_rejects_bad_stderr():
         render.render_explanation(image, segments, weights, stderr=np.ones(5))
     with pytest.raises(ValueError, match="standard error for segment 9, outside 0..3"):
         render.render_explanation(image, segments, weights, stderr={9: 0.1})
+
+
+def test_names_split_out_of_render_still_import_from_it():
+    """plot_explanation, panel, curve_plot, font and png_bytes moved to viz.plot and viz.panel;
+    code that imported them from the old module keeps working."""
+    import limefast.render as old
+    from limefast.viz import plot
+
+    assert old.plot_explanation is plot.plot_explanation
+    assert render.panel is panel.panel and render.curve_plot is panel.curve_plot
+    with pytest.raises(AttributeError):
+        render.not_a_name  # noqa: B018

@@ -1,7 +1,8 @@
 """Explanations on a PyTorch device: ``classifier`` (``TorchClassifier``), ``executor`` (the
 stages run on the device), ``workspaces`` (its model-ready buffers), ``surrogate`` (the batched
-ridge in ``torch.linalg``), ``cuda`` (CUDA graphs, uploads, ``segment_means`` of GPU images) and
-``_torch`` (the helpers they share). Needs the ``torch`` extra."""
+ridge in ``torch.linalg``), ``cuda`` (CUDA graphs, uploads, ``segment_means`` of GPU images),
+``options`` (its arguments checked) and ``_torch`` (the helpers they share). Needs the ``torch``
+extra."""
 
 from limefast.device.classifier import TorchClassifier
 from limefast.device.cuda import segment_means

@@ -281,3 +281,18 @@ def explanation_label(explanation, label=None):
     if not explanation.local_exp:
         raise ValueError("the explanation has no explained label")
     return next(iter(explanation.local_exp))
+
+
+# Names that lived here before the pictures were split by job: still importable from here.
+_MOVED = {"plot_explanation": "limefast.viz.plot", "panel": "limefast.viz.panel",
+          "curve_plot": "limefast.viz.panel", "font": "limefast.viz.panel",
+          "png_bytes": "limefast.viz.panel"}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
