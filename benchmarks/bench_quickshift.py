@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_quickshift.py --benchmark-only -q -s``
 
-Group "quickshift": kernel_size=4, max_dist=200, ratio=0.2 (lime's default segmentation) on
+Group "quickshift": ``LIME_QUICKSHIFT`` (lime's default segmentation parameters) on
 astronaut and chelsea resized to 224, 384 and 512 square, uint8 (lime's usual input). Kernels are
 compiled (or loaded from Numba's cache) before anything is timed, and the labels of both are
 checked equal once, outside the timing. The speed-up (ratio of medians) is printed per size.
@@ -29,9 +29,9 @@ from skimage.segmentation import quickshift as sk_quickshift
 
 from benchmarks.conftest import note, record
 from limefast.kernels.threads import worker_threads
+from limefast.segmentation import LIME_QUICKSHIFT as LIME
 from limefast.segmentation import quickshift
 
-LIME = dict(kernel_size=4, max_dist=200, ratio=0.2)
 SIZES = (224, 384, 512)
 IMAGES = ("astronaut", "chelsea")
 ROUNDS = {"skimage": 3, "limefast": 15}
@@ -86,16 +86,14 @@ _COLD = """
 import json, time
 t0 = time.perf_counter()
 import numpy as np
-from benchmarks.conftest import note, record
-from limefast.kernels.threads import worker_threads
-from limefast.segmentation import quickshift
+from limefast.segmentation import LIME_QUICKSHIFT, quickshift
 t1 = time.perf_counter()
 image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
-quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+quickshift(image, **LIME_QUICKSHIFT)
 t2 = time.perf_counter()
-quickshift(image / np.float32(255), kernel_size=4, max_dist=200, ratio=0.2)
+quickshift(image / np.float32(255), **LIME_QUICKSHIFT)
 t3 = time.perf_counter()
-quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+quickshift(image, **LIME_QUICKSHIFT)
 t4 = time.perf_counter()
 print(json.dumps(dict(imp=t1 - t0, f64=t2 - t1, f32=t3 - t2, warm=t4 - t3)))
 """

@@ -46,8 +46,10 @@ def grid_classifier():
 def quickshift_segments(image: np.ndarray) -> np.ndarray:
     from skimage.segmentation import quickshift
 
+    from limefast.segmentation import LIME_QUICKSHIFT
+
     rgb = image if image.ndim == 3 else np.stack([image] * 3, axis=-1)
-    return quickshift(rgb, kernel_size=4, max_dist=200, ratio=0.2)
+    return quickshift(rgb, **LIME_QUICKSHIFT)
 
 
 def _gpu_available() -> bool:

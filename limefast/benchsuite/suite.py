@@ -15,6 +15,9 @@ from functools import partial
 
 import numpy as np
 
+from limefast.imagenet import MEAN, STD
+from limefast.segmentation import LIME_QUICKSHIFT
+
 from .runners import Run, agreement, run_captum, run_lime, run_limefast
 
 
@@ -99,10 +102,8 @@ def _record(run: Run, **extra) -> dict:
 # -- sections ---------------------------------------------------------------------------------
 def end_to_end(cfg: Config) -> list[dict]:
     """Default quickshift, cheap model: lime, captum (same superpixels), limefast CPU."""
-    from limefast.segmentation import quickshift
-
     image, model = photo(cfg.side), GridModel()
-    seg = quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+    seg = _default(image)
     kw = dict(num_samples=cfg.num_samples, top_labels=cfg.labels)
     run_limefast(image, seg, model, num_samples=50, top_labels=cfg.labels)  # warm-up
     fast = _median_run(lambda: run_limefast(image, None, model, segmentation_fn=_default, **kw),
@@ -121,13 +122,13 @@ def end_to_end(cfg: Config) -> list[dict]:
 def _default(image):
     from limefast.segmentation import quickshift
 
-    return quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+    return quickshift(image, **LIME_QUICKSHIFT)
 
 
 def _lime_default(image):
     from skimage.segmentation import quickshift
 
-    return quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+    return quickshift(image, **LIME_QUICKSHIFT)
 
 
 def scaling(cfg: Config, progress=None) -> dict:
@@ -206,8 +207,6 @@ def models(cfg: Config, progress=None) -> list[dict]:
             progress(f"model {name}")
     return out
 
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class TutorialClassifier:
