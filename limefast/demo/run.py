@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from limefast.core.checks import output_folder
+from limefast.optional import available
 
 ZOOM = 4  # 32 px digits drawn at 128 px
 SLIC = dict(n_segments=40, compactness=10, start_label=0)
@@ -107,11 +108,11 @@ def explain_fast(images, classifier, num_samples: int, seed: int):
 
 def explain_lime(images, classifier, num_samples: int, seed: int):
     """lime 0.2.0.1's explanations of the same digits and their seconds; None without lime."""
-    try:
-        from lime import lime_image as lime_ref
-        from lime.wrappers.scikit_image import SegmentationAlgorithm
-    except ImportError:
+    if not available("lime"):
         return None
+    from lime import lime_image as lime_ref
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
+
     explainer = lime_ref.LimeImageExplainer(random_state=seed)
     segmentation = SegmentationAlgorithm("slic", **SLIC)
     t0 = time.perf_counter()

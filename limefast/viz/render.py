@@ -26,6 +26,7 @@ from scipy.special import ndtri
 from skimage.segmentation import find_boundaries
 
 from limefast.core.checks import positive_int
+from limefast.optional import require
 
 # CSS "green" is (0, 128, 0): too dark to read as a tint over a photo.
 _NAMED = {"green": (0, 200, 0), "red": (220, 0, 0)}
@@ -272,12 +273,7 @@ def plot_explanation(explanation, label=None, ax=None, *, num_features: int = 10
 
 
 def _pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("plot_explanation needs matplotlib: pip install matplotlib "
-                          f"(import failed: {exc})") from exc
-    return plt
+    return require("matplotlib.pyplot", "plot_explanation")
 
 
 def weight_map(segments, weights) -> np.ndarray:
