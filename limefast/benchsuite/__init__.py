@@ -3,6 +3,11 @@
 Writes ``<out>/<machine>-<date>.json``, a Markdown table beside it and PNG plots of the scaling
 sweeps and of the sampling study. ``--quick`` shrinks every size so the whole run takes under two
 minutes on a 2-core machine (CI runs it to keep the suite working; it asserts nothing about time).
+
+The engine's parts serve the pytest-benchmark cases of ``benchmarks/`` too: ``inputs`` (photos,
+segmentations), ``models`` (the grid model, lime's tutorial classifier), ``runners`` (lime and
+limefast called and timed), ``agreement`` (how two explanations are compared) and
+``machine()``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from pathlib import Path
 
 from limefast.core.checks import output_folder
+from limefast.optional import available
 
 from . import report, sampling, suite
 
@@ -24,30 +30,31 @@ SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling")
 
 
 def machine() -> dict:
+    """The machine and the versions a measurement ran with (every report records it)."""
     import numba
     import numpy
     import skimage
     import sklearn
 
+    from limefast.kernels.threads import worker_threads
+
     info = {"processor": _cpu_name(), "machine": platform.machine(),
             "python": platform.python_version(), "cores": _cores(), "numpy": numpy.__version__,
-            "numba": numba.__version__, "scikit-image": skimage.__version__,
-            "scikit-learn": sklearn.__version__}
-    try:
+            "numba": numba.__version__, "kernel_threads": worker_threads(),
+            "scikit-image": skimage.__version__, "scikit-learn": sklearn.__version__, "gpu": None}
+    if available("torch"):
         import torch
 
         info["torch"] = torch.__version__
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        info["gpu"] = None
-    try:
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_capability"] = list(torch.cuda.get_device_capability(0))
+            info["cuda_runtime"] = torch.version.cuda
+    if available("lime"):
         from importlib.metadata import version
 
-        import lime  # noqa: F401
-
         info["lime"] = version("lime")
-    except ImportError:
-        pass
     return info
 
 

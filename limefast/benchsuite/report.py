@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from limefast.optional import available
+
 PARAM_LABELS = {"side": "image side (pixels)", "samples": "num_samples",
                 "superpixels": "superpixels", "labels": "explained labels",
                 "images": "images per explain_batch"}
@@ -237,13 +239,13 @@ def sampling_plot(study: dict, folder: Path, plt) -> Path | None:
 def plots(results: dict, folder: Path) -> list[Path]:
     """One log-log PNG per sweep (lime and limefast totals and perturbation stages), and the
     sampling study's convergence plot."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    if not available("matplotlib"):
         return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     paths = []
     for param, points in results.get("scaling", {}).items():
         fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)

@@ -13,8 +13,6 @@ Run: ``python -m limefast.demo [--out DIR] [--num-samples N] [--digits K] [--no-
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import time
 from pathlib import Path
@@ -113,10 +111,12 @@ def explain_lime(images, classifier, num_samples: int, seed: int):
     from lime import lime_image as lime_ref
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
+    from limefast.benchsuite.runners import quiet_lime
+
     explainer = lime_ref.LimeImageExplainer(random_state=seed)
     segmentation = SegmentationAlgorithm("slic", **SLIC)
     t0 = time.perf_counter()
-    with contextlib.redirect_stderr(io.StringIO()):  # lime 0.2.0.1 always draws progress bars
+    with quiet_lime():  # lime 0.2.0.1 always draws progress bars
         references = [explainer.explain_instance(image, classifier, top_labels=3,
                                                  num_samples=num_samples, batch_size=100,
                                                  segmentation_fn=segmentation, hide_color=HIDE)
