@@ -3,10 +3,11 @@
 Writes ``<out>/<machine>-<date>.json``, a Markdown table beside it and PNG plots of the scaling
 sweeps and of the sampling study. ``--quick`` shrinks every size so the whole run takes under two
 minutes on a 2-core machine (CI runs it to keep the suite working; it asserts nothing about time).
+The results are checked against the targets of ``benchmarks/targets.json`` (``--targets``).
 
 The engine's parts serve the pytest-benchmark cases of ``benchmarks/`` too: ``inputs`` (photos,
 segmentations), ``models`` (the grid model, lime's tutorial classifier), ``runners`` (lime and
-limefast called and timed), ``agreement`` (how two explanations are compared) and
+limefast called and timed), ``agreement`` (how two explanations are compared), ``targets`` and
 ``machine()``.
 """
 
@@ -25,6 +26,7 @@ from limefast.core.checks import output_folder
 from limefast.optional import available
 
 from . import report, sampling, suite
+from . import targets as target_file
 
 SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling")
 
@@ -75,13 +77,19 @@ def _cpu_name() -> str:
 
 
 def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
-              study: sampling.StudyConfig | None = None) -> dict:
+              study: sampling.StudyConfig | None = None, targets=None) -> dict:
     """Run the chosen sections and return the results dict (JSON-ready).
 
-    ``study`` sizes the sampling study (default ``sampling.StudyConfig()``).
+    ``study`` sizes the sampling study (default ``sampling.StudyConfig()``); ``targets`` are
+    the targets the results are checked against (default ``targets.load()``, the checkout's
+    ``benchmarks/targets.json``).
     """
     results = {"machine": machine(), "date": datetime.date.today().isoformat(),
-               "config": {k: v for k, v in vars(cfg).items()}, "not_measured": []}
+               "config": {k: v for k, v in vars(cfg).items()}, "not_measured": [],
+               "targets": target_file.load() if targets is None else targets}
+    if not results["targets"]:
+        results["not_measured"].append(
+            f"targets: no targets file ({target_file.DEFAULT_FILE} or --targets FILE)")
     started = time.perf_counter()
     for name in sections:
         t0 = time.perf_counter()
@@ -132,6 +140,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--targets", metavar="FILE", default=None,
+                   help="the targets to check (default: the checkout's benchmarks/targets.json)")
     g = p.add_argument_group("sampling study (overrides of the --quick or full sizes)")
     g.add_argument("--sampling-images", type=int, metavar="N", help="test images per model")
     g.add_argument("--sampling-seeds", type=int, metavar="N", help="seeds per image")
@@ -156,8 +166,13 @@ def run(args) -> int:
     if out is None:
         return 2
     cfg = suite.Config.quick() if args.quick else suite.Config()
+    try:
+        spec = target_file.load(args.targets)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"limefast bench: --targets {args.targets}: {exc}", file=sys.stderr)
+        return 2
     results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr),
-                        study=_study_config(args))
+                        study=_study_config(args), targets=spec)
     path = write(results, out)
     print(report.markdown(results))
     print(f"written: {path} (+ .md and *.png)", file=sys.stderr)
