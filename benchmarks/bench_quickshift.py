@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
-import numba
 import numpy as np
 import pytest
-import skimage
-from skimage import data, transform
 from skimage.segmentation import quickshift as sk_quickshift
 
 from benchmarks.conftest import note, record
-from limefast.kernels.threads import worker_threads
+from limefast.benchsuite import machine
+from limefast.benchsuite.inputs import bundled
 from limefast.segmentation import LIME_QUICKSHIFT as LIME
 from limefast.segmentation import quickshift
 
@@ -38,20 +35,10 @@ ROUNDS = {"skimage": 3, "limefast": 15}
 _medians: dict[tuple[str, int, str], float] = {}
 
 
-def _image(name: str, size: int) -> np.ndarray:
-    image = getattr(data, name)()
-    if image.shape[:2] == (size, size):
-        return image
-    resized = transform.resize(image, (size, size, 3), anti_aliasing=True)
-    return (resized * 255).round().astype(np.uint8)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _warm_and_report():
-    quickshift(_image("astronaut", 32), **LIME)  # compile, or load the cache, before timing
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"limefast kernel threads {worker_threads()}; numpy {np.__version__}, "
-          f"numba {numba.__version__}, scikit-image {skimage.__version__}")
+    quickshift(bundled("astronaut", 32), **LIME)  # compile, or load the cache, before timing
+    print(f"\nmachine: {json.dumps(machine())}")
     yield
     print("\nquickshift speed-up (median scikit-image / median limefast):")
     for name in IMAGES:
@@ -67,7 +54,7 @@ def _warm_and_report():
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("name", IMAGES)
 def test_quickshift(benchmark, name, size, impl):
-    image = _image(name, size)
+    image = bundled(name, size)
     if impl == "limefast":
         np.testing.assert_array_equal(quickshift(image, **LIME), sk_quickshift(image, **LIME))
     fn = sk_quickshift if impl == "skimage" else quickshift
