@@ -19,7 +19,10 @@ def load(path: str | Path | None = None) -> dict:
         if not DEFAULT_FILE.is_file():
             return {}
         path = DEFAULT_FILE
-    return json.loads(Path(path).read_text())["targets"]
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
+        raise ValueError(f'{path} has no "targets" object')
+    return data["targets"]
 
 
 class _Bound(float):
