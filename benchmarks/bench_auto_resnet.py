@@ -13,59 +13,46 @@ import copy
 import time
 import warnings
 
-import lime.lime_image as lime_ref
-import numpy as np
 import pytest
 
 from benchmarks.conftest import note, record
-from benchmarks.gpu_bench import TutorialClassifier
 from limefast import TorchClassifier
-from limefast import lime_image as lime_fast
+from limefast.benchsuite.agreement import agreement
+from limefast.benchsuite.models import TutorialClassifier, torchvision_model
+from limefast.benchsuite.runners import explain_lime, explain_limefast
 from limefast.imagenet import MEAN, STD
+from limefast.lime_image import LimeImageExplainer
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
+pytest.importorskip("torch")
+pytest.importorskip("torchvision")
 
-lime_ref.tqdm = lambda iterable, *args, **kwargs: iterable  # as bench_device.py
 GROUP = "resnet18-224-auto"
 
 
-def overlap(ref, ours, k=5) -> float:
-    values = []
-    for label in ref.top_labels:
-        a = {f for f, _ in ref.local_exp[label][:k]}
-        b = {f for f, _ in ours.local_exp[label][:k]} if label in ours.local_exp else set()
-        values.append(len(a & b) / k)
-    return float(np.mean(values))
-
-
 def test_resnet18_bf16_auto_against_lime_at_1000(photo_224):
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
+    model = torchvision_model("resnet18")
     tutorial = TutorialClassifier(model)
     bf16 = TorchClassifier(copy.deepcopy(model), mean=MEAN, std=STD, precision="bf16",
                            compile="trace", device="cpu")
     fp32 = TorchClassifier(copy.deepcopy(model), mean=MEAN, std=STD, device="cpu")
     image = photo_224
-    explainer = lime_fast.LimeImageExplainer(random_state=0)
-    explainer.warmup(image.shape, bf16, num_samples=1000)
+    LimeImageExplainer(random_state=0).warmup(image.shape, bf16, num_samples=1000)
     # Another seed than the runs measured: a reference sharing their rows would flatter them.
-    reference = lime_fast.LimeImageExplainer(random_state=12345).explain_instance(
-        image, fp32, top_labels=5, num_samples=4000, progress_bar=False)
+    reference = explain_limefast(image, fp32, random_state=12345, top_labels=5,
+                                 num_samples=4000)
     t0 = time.perf_counter()
-    ref = lime_ref.LimeImageExplainer(random_state=0).explain_instance(
-        image, tutorial, top_labels=5, num_samples=1000, batch_size=10)
+    ref = explain_lime(image, tutorial, top_labels=5, num_samples=1000, batch_size=10)
     lime_s = time.perf_counter() - t0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        auto = lime_fast.LimeImageExplainer(random_state=0).explain_instance(
-            image, bf16, top_labels=5, num_samples="auto", dedupe=True, progress_bar=False)
+        auto = explain_limefast(image, bf16, top_labels=5, num_samples="auto", dedupe=True)
         auto_s = time.perf_counter() - t0
     record(GROUP, "lime-1000", lime_s)
     record(GROUP, "limefast-bf16-auto", auto_s)
+    lime_overlap = agreement(reference, ref)["top5_overlap"]
+    auto_overlap = agreement(reference, auto)["top5_overlap"]
     note(f"ResNet-18 224x224 CPU, 5 labels: lime at 1000 samples {lime_s:.2f} s (top-5 overlap "
-         f"with the 4000-sample reference {overlap(reference, ref):.2f}); limefast bf16+trace "
+         f"with the 4000-sample reference {lime_overlap:.2f}); limefast bf16+trace "
          f"num_samples='auto' {auto_s:.2f} s = {lime_s / auto_s:.1f}x, {auto.num_samples} rows "
-         f"({auto.num_evaluated} images, {auto.stop_reason}), overlap "
-         f"{overlap(reference, auto):.2f}")
+         f"({auto.num_evaluated} images, {auto.stop_reason}), overlap {auto_overlap:.2f}")

@@ -2,9 +2,9 @@
 
 A service explains one prediction per request within ``time_budget`` seconds. Four threads share
 one classifier (its forwards take turns; each explanation's budget counts from its own start,
-waiting included). Recorded: p50/p99 wall time against the budget (target p99 <= 1.15x), the
-rows each explanation could fit, errors (target none), and the resident memory after the warm-up
-and at the end (target flat).
+waiting included). Recorded: p50/p99 wall time against the budget, the rows each explanation
+could fit, errors, and the resident memory after the warm-up and at the end (it should stay
+flat); p99 and the errors are checked against ``benchmarks/targets.json``.
 
 ``LIMEFAST_SOAK_N`` sets the explanations per thread (default 500), ``LIMEFAST_SOAK_BUDGET`` the
 budget in seconds (default 0.25).
@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import bundled
 
-from benchmarks.conftest import note
+from benchmarks.conftest import check, note
+from limefast.benchsuite.inputs import bundled
 
 torch = pytest.importorskip("torch")
 
@@ -101,4 +101,5 @@ def test_time_budget_soak():
          f"{walls.max():.3f} s; rows fitted median {np.median(rows):.0f} (min {min(rows)}); "
          f"errors {len(errors)}; RSS after warm-up {rss['warm'] * mib:.0f} MiB, at the end "
          f"{rss['end'] * mib:.0f} MiB")
-    assert not errors, errors[:3]
+    check("budget_p99", p99 / budget, f"{p99 / budget:.2f}x")
+    assert check("budget_errors", len(errors), str(len(errors))), errors[:3]

@@ -14,8 +14,7 @@ and the engine with one 1-core worker per core. Reported:
   On a shared machine this is the robust number: the loop and the engine runs are minutes apart
   and other processes' load changes in between (the 1-minute load average is recorded).
 
-Settings (ResNet-18 with random weights, ``weights=None``; ``TorchClassifier`` when limefast has
-it, else a plain NumPy-in, NumPy-out torch callable):
+Settings (ResNet-18 with random weights, ``weights=None``, in a ``TorchClassifier``):
 
 - ``small``: 64x64 images, 200 samples; seconds per run, so overhead shows.
 - ``resnet18-224``: the issue's setting, 224x224, 1000 samples; tens of seconds per image on a
@@ -48,50 +47,18 @@ SETTINGS = {
 TOP_LABELS, SEED, MODEL_BATCH = 5, 0, 50
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
           "hubble_deep_field", "camera", "coins")
-from limefast.imagenet import MEAN as IMAGENET_MEAN  # noqa: E402
-from limefast.imagenet import STD as IMAGENET_STD  # noqa: E402
-
-
-class ResNet18Numpy:
-    """ResNet-18 (random weights) on (N, H, W, 3) uint8 NumPy batches -> softmax probabilities."""
-
-    def __init__(self):
-        import torch
-        import torchvision
-
-        torch.manual_seed(0)
-        self.net = torchvision.models.resnet18(weights=None).eval()
-        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255
-            return torch.softmax(self.net((x - self.mean) / self.std), 1).double().numpy()
 
 
 def resnet18_factory():
     """The benchmark's model, built once per worker."""
-    try:
-        from limefast import TorchClassifier
-    except ImportError:
-        return ResNet18Numpy()
-    import torch
-    import torchvision
+    from limefast import TorchClassifier
+    from limefast.benchsuite.models import torchvision_model
+    from limefast.imagenet import MEAN, STD
 
-    torch.manual_seed(0)
-    return TorchClassifier(torchvision.models.resnet18(weights=None).eval(),
-                           mean=IMAGENET_MEAN, std=IMAGENET_STD, device="cpu")
+    return TorchClassifier(torchvision_model("resnet18"), mean=MEAN, std=STD, device="cpu")
 
 
-def model_name() -> str:
-    try:
-        from limefast import TorchClassifier  # noqa: F401
-    except ImportError:
-        return "ResNet18Numpy (plain torch callable; limefast.TorchClassifier not available)"
-    return "limefast.TorchClassifier(resnet18)"
+MODEL_NAME = "limefast.TorchClassifier(resnet18)"
 
 
 def make_images(folder: Path, side: int, count: int) -> list[Path]:
@@ -182,7 +149,7 @@ def measure(name: str, work: Path) -> dict:
     explain_s = statistics.median(in_worker)
     overhead_s = statistics.median(overhead)
     return {
-        "setting": name, **s, "top_labels": TOP_LABELS, "model": model_name(),
+        "setting": name, **s, "top_labels": TOP_LABELS, "model": MODEL_NAME,
         "model_batch_size": MODEL_BATCH, "cores": cores, "ray_init_s": ray_init,
         "load_average_1min": load, "wall_seconds": wall, "steady_seconds_per_image": steady,
         "images_per_s": {k: n / med[k] for k in wall},
@@ -247,17 +214,19 @@ def _ray_cpu_seconds() -> dict:
 
 
 def _agreement(rows, paths, explanations) -> float:
-    """Largest relative difference between the engine's weights and the loop's."""
-    by_key = {(r["image_id"], r["rank"]): r for r in rows}
+    """Largest relative difference between the engine's weights and the loop's (the engine's
+    ``agreement``); infinite where an image's labels or their order differ."""
+    from limefast.benchsuite.agreement import agreement
+
+    by_image = {}
+    for row in sorted(rows, key=lambda r: r["rank"]):
+        by_image.setdefault(row["image_id"], {})[row["label"]] = dict(enumerate(row["weights"]))
     worst = 0.0
     for path, e in zip(paths, explanations):
-        for rank, label in enumerate(e.top_labels):
-            row = by_key[path.name, rank]
-            if row["label"] != int(label):
-                return float("inf")
-            for feature, weight in e.local_exp[label]:
-                got = row["weights"][feature]
-                worst = max(worst, abs(got - weight) / max(abs(weight), 1e-300))
+        theirs = by_image.get(path.name, {})
+        if list(theirs) != [int(label) for label in e.top_labels]:
+            return float("inf")
+        worst = max(worst, agreement(e, theirs)["max_rel_weight_diff"])
     return worst
 
 
@@ -286,7 +255,7 @@ def describe(r: dict) -> list[str]:
 def save(results: list[dict]) -> None:
     import ray
 
-    from benchmarks.conftest import machine
+    from limefast.benchsuite import machine
 
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
@@ -301,13 +270,15 @@ def save(results: list[dict]) -> None:
 def _bench(name, tmp_path):
     pytest.importorskip("ray")
     pytest.importorskip("torchvision")
-    from benchmarks.conftest import note, record
+    from benchmarks.conftest import check, note, record
 
     r = measure(name, tmp_path)
     for key, value in r["steady_images_per_s"].items():
         record(f"dataset-{name} (steady s per image)", key, 1 / value)
     for line in describe(r):
         note(line)
+    check("dataset_overhead", r["engine_overhead_pct"], f"{r['engine_overhead_pct']:.2f}% "
+          f"({name})")
     save([r])
     assert r["max_relative_difference_vs_loop"] < 1e-6
 

@@ -23,33 +23,24 @@ import copy
 import os
 import time
 
-import lime.lime_image as lime_ref
 import numpy as np
 import pytest
 
-from benchmarks.bench_util import max_relative_difference
-from benchmarks.conftest import note, record
-from benchmarks.gpu_bench import TutorialClassifier, agreement
+from benchmarks.conftest import check, note, record
 from limefast import TorchClassifier
 from limefast import lime_image as lime_fast
+from limefast.benchsuite.agreement import agreement
+from limefast.benchsuite.models import TutorialClassifier, torchvision_model
+from limefast.benchsuite.runners import explain_lime, explain_limefast
 from limefast.imagenet import MEAN, STD
 
 torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-
-# lime 0.2.0.1 always draws a progress bar over the samples (benchmarks/README.md, rule 8):
-# measure lime without it. tqdm reads TQDM_DISABLE when it is imported, too early here.
-lime_ref.tqdm = lambda iterable, *args, **kwargs: iterable
+pytest.importorskip("torchvision")
 
 NUM_SAMPLES = 1000
 TOP_LABELS = 5
 ROUNDS = int(os.environ.get("LIMEFAST_BENCH_ROUNDS", "2"))
 GROUP = "resnet18-224-end-to-end"
-
-
-def resnet(name="resnet18"):
-    torch.manual_seed(0)
-    return getattr(torchvision.models, name)(weights=None).eval()
 
 
 # ResNet-50 runs the variants without inductor (its compilation alone takes minutes here).
@@ -59,7 +50,7 @@ VARIANTS = {"resnet18": ("fp32", "bf16", "fp32+trace", "bf16+trace", "fp32+induc
 
 
 def make_setting(image, model_name):
-    reference_model = resnet(model_name)
+    reference_model = torchvision_model(model_name)
     setting = {"image": image, "tutorial": TutorialClassifier(reference_model),
                "model": reference_model}
     for name in VARIANTS[model_name]:
@@ -79,18 +70,15 @@ def _run_lime(setting):
     tutorial = setting["tutorial"]
     tutorial.forward_seconds = 0.0
     t0 = time.perf_counter()
-    explanation = lime_ref.LimeImageExplainer(random_state=0).explain_instance(
-        setting["image"], tutorial, top_labels=TOP_LABELS, num_samples=NUM_SAMPLES,
-        batch_size=10)
+    explanation = explain_lime(setting["image"], tutorial, top_labels=TOP_LABELS,
+                               num_samples=NUM_SAMPLES, batch_size=10)
     return time.perf_counter() - t0, explanation, tutorial.forward_seconds
 
 
 def _run_limefast(setting, name):
-    explainer = lime_fast.LimeImageExplainer(random_state=0)
     t0 = time.perf_counter()
-    explanation = explainer.explain_instance(setting["image"], setting[name],
-                                             top_labels=TOP_LABELS, num_samples=NUM_SAMPLES,
-                                             progress_bar=False)
+    explanation = explain_limefast(setting["image"], setting[name], top_labels=TOP_LABELS,
+                                   num_samples=NUM_SAMPLES)
     return time.perf_counter() - t0, explanation, explanation.timings["forward"]
 
 
@@ -150,6 +138,12 @@ def _lime_vs_torch_classifier(benchmark, setting, model_name, group):
             f"once = {outside / stages['model_ready']:.2f} (without the segmentation "
             f"{(outside - stages['segmentation']) / stages['model_ready']:.2f}); stages: "
             + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in stages.items()))
+        precision = name.partition("+")[0]
+        ratio = medians["lime"] / total
+        check(f"device_{precision}_speedup", ratio, f"{ratio:.2f}x", model=model_name,
+              impl=f"TorchClassifier {name}")
+        check("device_outside_forward", outside / total, f"{outside / total:.1%}",
+              model=model_name, impl=f"TorchClassifier {name}")
     peaks = conv_peaks()
     at_peak = {k: flop * NUM_SAMPLES / v / 1e9 for k, v in peaks.items()}
     lines.append(
@@ -158,7 +152,7 @@ def _lime_vs_torch_classifier(benchmark, setting, model_name, group):
         + "; at those rates the forward alone would take "
         + ", ".join(f"{k} {t:.2f} s (x{medians['lime'] / t:.2f} lime)"
                     for k, t in at_peak.items()))
-    amp = agreement(runs["fp32"][0][1], runs["bf16"][0][1])
+    amp = agreement(runs["fp32"][0][1], runs["bf16"][0][1])["labels"]
     lines.append("  AMP (bf16) vs fp32, per fp32 top label: top-5 overlap / Spearman: " + ", ".join(
         f"{label}: {v['top5_overlap']} / "
         + ("-" if v["spearman"] is None else f"{v['spearman']:.3f}") for label, v in amp.items()))
@@ -166,7 +160,7 @@ def _lime_vs_torch_classifier(benchmark, setting, model_name, group):
     lines.append(f"  AMP top labels equal to fp32's: {same_top}")
     for name in names:
         if name.startswith("fp32+"):
-            frozen = agreement(runs["fp32"][0][1], runs[name][0][1])
+            frozen = agreement(runs["fp32"][0][1], runs[name][0][1])["labels"]
             lines.append(
                 f"  {name} (frozen, batch norms folded) vs fp32: top-5 overlap / Spearman: "
                 + ", ".join(f"{label}: {v['top5_overlap']} / {v['spearman']:.4f}"
@@ -232,19 +226,15 @@ def test_fp32_device_path_agrees_with_lime_on_the_same_classifier(benchmark, set
                                    batch_size=10, device="cpu")
 
     def lime_on(classifier):
-        return lime_ref.LimeImageExplainer(random_state=0).explain_instance(
-            image, classifier, **kwargs)
+        return explain_lime(image, classifier, **kwargs)
 
     refs = {"default batch": benchmark.pedantic(lime_on, args=(clf,), rounds=1, iterations=1)}
     record("resnet18-224-agreement", "lime with TorchClassifier fp32", benchmark)
     refs["batch_size=10"] = lime_on(same_batches)
     for (label_text, ref), device_clf in zip(refs.items(), (clf, same_batches)):
-        ours = lime_fast.LimeImageExplainer(random_state=0).explain_instance(
-            image, device_clf, progress_bar=False, **kwargs)
-        worst = max_relative_difference(ref, ours)
-        worst_scaled = max(
-            max(abs(w - dict(ours.local_exp[label])[f]) for f, w in exp)
-            / max(abs(w) for _, w in exp) for label, exp in ref.local_exp.items())
+        ours = explain_limefast(image, device_clf, **kwargs)
+        measures = agreement(ref, ours)
+        worst, worst_scaled = measures["max_rel_weight_diff"], measures["max_scaled_weight_diff"]
         top10 = all([f for f, _ in ref.local_exp[label][:10]]
                     == [f for f, _ in ours.local_exp[label][:10]] for label in ref.local_exp)
         line = (f"fp32 device path vs lime on the same TorchClassifier ({label_text}): top "

@@ -24,12 +24,14 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "torch")  # read once, when keras is imported: no TF
 
 import keras  # noqa: E402
-import lime.lime_image as lime_ref  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from agreement import assert_float32_agreement, assert_same_explanation  # noqa: E402
 from skimage.color import rgb2gray  # noqa: E402
-from test_keras import (  # noqa: E402 - the models' one home
+
+from benchmarks.conftest import note, record  # noqa: E402
+from limefast.benchsuite.runners import explain_lime, explain_limefast  # noqa: E402
+from tests.agreement import assert_float32_agreement, assert_same_explanation  # noqa: E402
+from tests.test_keras import (  # noqa: E402 - the models' one home
     DIGIT,
     SEED,
     Watched,
@@ -37,13 +39,6 @@ from test_keras import (  # noqa: E402 - the models' one home
     keras_forward_rtol,
     keras_logit_scale,
 )
-
-from benchmarks.conftest import note, record  # noqa: E402
-from limefast import lime_image as lime_fast  # noqa: E402
-
-# lime 0.2.0.1 always draws a progress bar over the samples (benchmarks/README.md, rule 8):
-# measure lime without it. tqdm reads TQDM_DISABLE when it is imported, too early here.
-lime_ref.tqdm = lambda iterable, *args, **kwargs: iterable
 
 # keras' torch backend converts its outputs with np.array(x), which numpy 2 warns about
 pytestmark = pytest.mark.filterwarnings(
@@ -69,15 +64,12 @@ def workflow():
     return model, images[DIGIT], make_prediction
 
 
-def _run(module, image, classifier_fn, **kwargs):
-    """(seconds, explanation, call sizes) of one explanation."""
+def _run(explain, image, classifier_fn, **kwargs):
+    """(seconds, explanation, call sizes) of one explanation by ``explain`` (the engine's
+    ``explain_lime`` or ``explain_limefast``)."""
     watched = Watched(classifier_fn)
-    explainer = module.LimeImageExplainer(random_state=0)
-    if module is lime_fast:
-        kwargs["progress_bar"] = False
     t0 = time.perf_counter()
-    explanation = explainer.explain_instance(image, watched, num_samples=NUM_SAMPLES,
-                                             random_seed=SEED, **kwargs)
+    explanation = explain(image, watched, num_samples=NUM_SAMPLES, random_seed=SEED, **kwargs)
     return time.perf_counter() - t0, explanation, watched.sizes
 
 
@@ -85,14 +77,14 @@ def _run(module, image, classifier_fn, **kwargs):
 def test_keras_digits_lime_vs_limefast(benchmark, workflow):
     model, image, make_prediction = workflow
     for kwargs in VARIANTS.values():  # kernels compiled or loaded, keras' predict warmed up
-        _run(lime_fast, image, make_prediction, **kwargs)
+        _run(explain_limefast, image, make_prediction, **kwargs)
     runs = {name: [] for name in ("lime",) + tuple(VARIANTS)}
 
     def one_round():  # alternate, so a loaded machine slows them all alike
-        runs["lime"].append(_run(lime_ref, image, make_prediction))
+        runs["lime"].append(_run(explain_lime, image, make_prediction))
         for name, kwargs in VARIANTS.items():
             repeats = FAST_REPEATS if kwargs else 1
-            runs[name].extend(_run(lime_fast, image, make_prediction, **kwargs)
+            runs[name].extend(_run(explain_limefast, image, make_prediction, **kwargs)
                               for _ in range(repeats))
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
@@ -107,8 +99,7 @@ def test_keras_digits_lime_vs_limefast(benchmark, workflow):
     drop_in, switched = (runs[name][0][1] for name in VARIANTS)
     assert_same_explanation(ref, drop_in, score_label=ref.top_labels[0])
     first_batch = Watched(make_prediction, keep=True)
-    lime_ref.LimeImageExplainer(random_state=0).explain_instance(
-        image, first_batch, num_samples=10, random_seed=SEED)
+    explain_lime(image, first_batch, num_samples=10, random_seed=SEED)
     z = keras_logit_scale(model, rgb2gray(first_batch.inputs[0])[..., None])
     rtol = keras_forward_rtol(model, z)
     assert_float32_agreement(ref, switched, rtol)

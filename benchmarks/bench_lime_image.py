@@ -1,85 +1,61 @@
 """Issue 2 targets: limefast's drop-in explain_instance against lime 0.2.0.1.
 
-224x224 RGB photo, 1000 samples, 5 labels, a model that costs next to nothing (it reads a 14x14
-grid of pixels), segments given. Run with ``make bench`` or
-``.venv/bin/python -m pytest benchmarks/bench_lime_image.py --benchmark-only -s``.
+224x224 RGB photo, 1000 samples, 5 labels, the engine's grid model (it reads a 14x14 grid of
+pixels: it costs next to nothing), segments given or each one's default quickshift. Run with
+``make bench`` or ``.venv/bin/python -m pytest benchmarks/bench_lime_image.py --benchmark-only -s``.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 import time
 
-import lime.lime_image as lime_ref
 import numpy as np
 import pytest
-import sklearn.metrics
-from conftest import quickshift_segments
 
-from benchmarks.bench_util import max_relative_difference
-from benchmarks.conftest import note, record
+from benchmarks.conftest import RESULTS, check, note, record
 from limefast import config
-from limefast import lime_image as lime_fast
+from limefast.benchsuite.agreement import agreement
+from limefast.benchsuite.inputs import lime_segments
+from limefast.benchsuite.models import GridModel
+from limefast.benchsuite.runners import explain_lime, explain_limefast, run_lime
 from limefast.core.instance import fudged_image
 from limefast.core.sampling import draw_rows
 from limefast.kernels.perturb import PerturbPlan
 from limefast.kernels.threads import worker_threads
-
-os.environ.setdefault("TQDM_DISABLE", "1")  # lime's bar costs it time: measure lime without it
+from tests.agreement import assert_same_explanation
 
 NUM_SAMPLES = 1000
-
-
-class GridModel:
-    """The issue's model that costs next to nothing: it reads a 14x14 grid of pixels (one
-    gather with precomputed indices) and maps them linearly to 10 class probabilities."""
-
-    def __init__(self, side=224, grid=14, n_classes=10, seed=0):
-        idx = np.arange(grid) * side // grid + side // (2 * grid)
-        self.rows, self.cols = idx[:, None], idx[None, :]
-        rng = np.random.default_rng(seed)
-        self.w = (rng.standard_normal((grid * grid * 3, n_classes)) * 4 / 255).astype(np.float32)
-
-    def __call__(self, batch):
-        x = batch[:, self.rows, self.cols].reshape(len(batch), -1).astype(np.float32)
-        z = x @ self.w
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
-
 MODEL = GridModel()
 
 
 @pytest.fixture(scope="module")
 def segments(photo_224):
-    return quickshift_segments(photo_224)
+    return lime_segments(photo_224)
 
 
-def _explain(module, image, segments, **kwargs):
-    explainer = module.LimeImageExplainer(random_state=0)
-    if module is lime_fast:
-        kwargs["progress_bar"] = False
-    return explainer.explain_instance(image, MODEL, top_labels=5, num_samples=NUM_SAMPLES,
-                                      segmentation_fn=lambda im: segments, **kwargs)
+def _explain(explain, image, segments, **kwargs):
+    """``explain`` (the engine's ``explain_lime`` or ``explain_limefast``), segments given."""
+    return explain(image, MODEL, top_labels=5, num_samples=NUM_SAMPLES,
+                   segmentation_fn=lambda im: segments, **kwargs)
 
 
 @pytest.mark.benchmark(group="segments-given")
 def test_lime_segments_given(benchmark, photo_224, segments):
-    benchmark.pedantic(_explain, args=(lime_ref, photo_224, segments), rounds=3, iterations=1)
+    benchmark.pedantic(_explain, args=(explain_lime, photo_224, segments), rounds=3,
+                       iterations=1)
     record("segments-given", "lime", benchmark)
 
 
 @pytest.mark.benchmark(group="segments-given")
 def test_limefast_segments_given(benchmark, photo_224, segments):
-    _explain(lime_fast, photo_224, segments)  # compile / load cached kernels
-    benchmark.pedantic(_explain, args=(lime_fast, photo_224, segments), rounds=30, iterations=1,
-                       warmup_rounds=2)
+    _explain(explain_limefast, photo_224, segments)  # compile / load cached kernels
+    benchmark.pedantic(_explain, args=(explain_limefast, photo_224, segments), rounds=30,
+                       iterations=1, warmup_rounds=2)
     record("segments-given", "limefast", benchmark)
-    e = _explain(lime_fast, photo_224, segments)
+    e = _explain(explain_limefast, photo_224, segments)
     stages = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in e.timings.items())
     note(f"limefast stages (segments given): {stages}")
 
@@ -124,78 +100,63 @@ def test_perturbation_kernel(benchmark, photo_224, segments):
     note(f"perturbation kernel (segments given, 1000 images into one buffer): "
          f"{kernel * 1e3:.2f} ms, {kernel / floor:.2f}x the write floor ({floor * 1e3:.2f} ms); "
          f"minima of 30 interleaved rounds, {worker_threads(config.CPU_THREADS)} kernel threads")
+    assert check("perturbation_over_floor", kernel / floor, f"{kernel / floor:.2f}x")
 
 
 @pytest.mark.benchmark(group="forward-selection")
 def test_lime_forward_selection(benchmark, photo_224, segments):
-    benchmark.pedantic(_explain, args=(lime_ref, photo_224, segments),
+    benchmark.pedantic(_explain, args=(explain_lime, photo_224, segments),
                        kwargs={"num_features": 5}, rounds=2, iterations=1)
     record("forward-selection", "lime", benchmark)
 
 
 @pytest.mark.benchmark(group="forward-selection")
 def test_limefast_forward_selection(benchmark, photo_224, segments):
-    _explain(lime_fast, photo_224, segments, num_features=5)
-    benchmark.pedantic(_explain, args=(lime_fast, photo_224, segments),
+    _explain(explain_limefast, photo_224, segments, num_features=5)
+    benchmark.pedantic(_explain, args=(explain_limefast, photo_224, segments),
                        kwargs={"num_features": 5}, rounds=30, iterations=1, warmup_rounds=2)
     record("forward-selection", "limefast", benchmark)
 
 
 def test_lime_stages(photo_224, segments):
-    """Where lime's time goes, stage by stage (its explain_instance, unrolled)."""
-    explainer = lime_ref.LimeImageExplainer(random_state=0)
-    t0 = time.perf_counter()
-    fudged = photo_224.copy()
-    for x in np.unique(segments):
-        fudged[segments == x] = tuple(np.mean(photo_224[segments == x][:, c]) for c in range(3))
-    t1 = time.perf_counter()
-    data, labels = explainer.data_labels(photo_224, fudged, segments, MODEL, NUM_SAMPLES)
-    t2 = time.perf_counter()
-    distances = sklearn.metrics.pairwise_distances(data, data[0:1], metric="cosine").ravel()
-    t3 = time.perf_counter()
-    for label in np.argsort(labels[0])[-5:]:
-        explainer.base.explain_instance_with_data(data, labels, distances, label, 100000)
-    t4 = time.perf_counter()
-    note(f"lime stages (segments given): fudged image {(t1 - t0) * 1e3:.1f} ms, perturbation + "
-         f"model {(t2 - t1) * 1e3:.1f} ms, distances {(t3 - t2) * 1e3:.2f} ms, surrogate "
-         f"{(t4 - t3) * 1e3:.1f} ms")
+    """Where lime's time goes, stage by stage (its explain_instance, unrolled by the engine)."""
+    run = run_lime(photo_224, segments, MODEL, num_samples=NUM_SAMPLES, top_labels=5)
+    note("lime stages (segments given): " + ", ".join(
+        f"{k} {v * 1e3:.1f} ms" for k, v in run.stages.items()))
 
 
 @pytest.mark.parametrize("num_features", [100000, 5])
 def test_agreement_with_lime(photo_224, segments, num_features):
-    ref = _explain(lime_ref, photo_224, segments, num_features=num_features)
-    ours = _explain(lime_fast, photo_224, segments, num_features=num_features)
-    assert ref.top_labels == ours.top_labels
+    ref = _explain(explain_lime, photo_224, segments, num_features=num_features)
+    ours = _explain(explain_limefast, photo_224, segments, num_features=num_features)
+    # The test suite's exact contract: labels, feature order, weights, intercepts, score and
+    # local prediction to the float64 surrogate's rounding; and the same masks.
+    assert_same_explanation(ref, ours, score_label=ref.top_labels[0])
     for label in ref.local_exp:
-        assert [f for f, _ in ref.local_exp[label]] == [f for f, _ in ours.local_exp[label]]
-        for a, b in [(ref.get_image_and_mask(label, positive_only=False)[1],
-                      ours.get_image_and_mask(label, positive_only=False)[1])]:
-            np.testing.assert_array_equal(a, b)
-    worst = max_relative_difference(ref, ours, score_label=ref.top_labels[0])
-    note(f"agreement with lime, num_features={num_features}: max relative difference "
-         f"{worst:.2e} over weights, intercepts, score and local_pred; feature order, top labels "
-         "and masks identical")
-    assert worst <= 1e-9
+        np.testing.assert_array_equal(ref.get_image_and_mask(label, positive_only=False)[1],
+                                      ours.get_image_and_mask(label, positive_only=False)[1])
+    worst = agreement(ref, ours)["max_rel_weight_diff"]
+    note(f"agreement with lime, num_features={num_features}: max relative difference of a "
+         f"weight {worst:.2e}; feature order, top labels and masks identical")
+    assert check("drop_in_agreement", worst, f"{worst:.1e} (num_features={num_features})")
 
 
 def test_cold_start(tmp_path):
     """A new process with the kernels cached on disk: time to the first explanation."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import time
         t0 = time.perf_counter()
-        import sys
-        sys.path.insert(0, {os.path.join(os.path.dirname(__file__), "..", "tests")!r})
-        import numpy as np
         from limefast import lime_image
-        from conftest import GridClassifier, bundled, quickshift_segments
-        image = bundled("astronaut", 224)
-        segments = quickshift_segments(image)
+        from limefast.benchsuite.inputs import lime_segments, photo
+        from limefast.benchsuite.models import GridModel
+        image = photo(224)
+        segments = lime_segments(image)
         t1 = time.perf_counter()
         lime_image.LimeImageExplainer(random_state=0).explain_instance(
-            image, GridClassifier(), num_samples=1000, segmentation_fn=lambda im: segments,
+            image, GridModel(), num_samples=1000, segmentation_fn=lambda im: segments,
             progress_bar=False)
         t2 = time.perf_counter()
-        print(f"{{t1 - t0:.3f}} {{t2 - t1:.3f}}")
+        print(f"{t1 - t0:.3f} {t2 - t1:.3f}")
     """)
     path = tmp_path / "cold.py"
     path.write_text(script)
@@ -210,26 +171,26 @@ def test_cold_start(tmp_path):
          f"{runs[0][1]:.3f} s")
 
 
-def _explain_default(module, image):
+def _explain_default(explain, image):
     """lime's default path: quickshift segmentation inside explain_instance."""
-    explainer = module.LimeImageExplainer(random_state=0)
-    kwargs = {"progress_bar": False} if module is lime_fast else {}
-    return explainer.explain_instance(image, MODEL, top_labels=5, num_samples=NUM_SAMPLES,
-                                      **kwargs)
+    return explain(image, MODEL, top_labels=5, num_samples=NUM_SAMPLES)
 
 
 @pytest.mark.benchmark(group="default-segmentation")
 def test_lime_default_segmentation(benchmark, photo_224):
-    benchmark.pedantic(_explain_default, args=(lime_ref, photo_224), rounds=3, iterations=1)
+    benchmark.pedantic(_explain_default, args=(explain_lime, photo_224), rounds=3, iterations=1)
     record("default-segmentation", "lime", benchmark)
 
 
 @pytest.mark.benchmark(group="default-segmentation")
 def test_limefast_default_segmentation(benchmark, photo_224):
-    _explain_default(lime_fast, photo_224)
-    benchmark.pedantic(_explain_default, args=(lime_fast, photo_224), rounds=20, iterations=1,
-                       warmup_rounds=2)
-    record("default-segmentation", "limefast", benchmark)
-    e = _explain_default(lime_fast, photo_224)
+    _explain_default(explain_limefast, photo_224)
+    benchmark.pedantic(_explain_default, args=(explain_limefast, photo_224), rounds=20,
+                       iterations=1, warmup_rounds=2)
+    fast = record("default-segmentation", "limefast", benchmark)
+    e = _explain_default(explain_limefast, photo_224)
     stages = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in e.timings.items())
     note(f"limefast stages (default segmentation): {stages}")
+    lime = RESULTS["default-segmentation"].get("lime")
+    if lime:  # its case ran before, in this process
+        check("drop_in_speedup", lime / fast, f"{lime / fast:.1f}x")

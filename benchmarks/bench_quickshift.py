@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m pytest benchmarks/bench_quickshift.py --benchmark-only -q -s``
 
-Group "quickshift": kernel_size=4, max_dist=200, ratio=0.2 (lime's default segmentation) on
+Group "quickshift": ``LIME_QUICKSHIFT`` (lime's default segmentation parameters) on
 astronaut and chelsea resized to 224, 384 and 512 square, uint8 (lime's usual input). Kernels are
 compiled (or loaded from Numba's cache) before anything is timed, and the labels of both are
 checked equal once, outside the timing. The speed-up (ratio of medians) is printed per size.
@@ -16,43 +16,29 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
-import numba
 import numpy as np
 import pytest
-import skimage
-from skimage import data, transform
 from skimage.segmentation import quickshift as sk_quickshift
 
 from benchmarks.conftest import note, record
-from limefast import config
-from limefast.kernels.threads import worker_threads
+from limefast.benchsuite import machine
+from limefast.benchsuite.inputs import bundled
+from limefast.segmentation import LIME_QUICKSHIFT as LIME
 from limefast.segmentation import quickshift
 
-LIME = dict(kernel_size=4, max_dist=200, ratio=0.2)
 SIZES = (224, 384, 512)
 IMAGES = ("astronaut", "chelsea")
 ROUNDS = {"skimage": 3, "limefast": 15}
 _medians: dict[tuple[str, int, str], float] = {}
 
 
-def _image(name: str, size: int) -> np.ndarray:
-    image = getattr(data, name)()
-    if image.shape[:2] == (size, size):
-        return image
-    resized = transform.resize(image, (size, size, 3), anti_aliasing=True)
-    return (resized * 255).round().astype(np.uint8)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _warm_and_report():
-    quickshift(_image("astronaut", 32), **LIME)  # compile, or load the cache, before timing
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"limefast kernel threads {worker_threads(config.CPU_THREADS)}; numpy {np.__version__}, "
-          f"numba {numba.__version__}, scikit-image {skimage.__version__}")
+    quickshift(bundled("astronaut", 32), **LIME)  # compile, or load the cache, before timing
+    print(f"\nmachine: {json.dumps(machine())}")
     yield
     print("\nquickshift speed-up (median scikit-image / median limefast):")
     for name in IMAGES:
@@ -68,7 +54,7 @@ def _warm_and_report():
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("name", IMAGES)
 def test_quickshift(benchmark, name, size, impl):
-    image = _image(name, size)
+    image = bundled(name, size)
     if impl == "limefast":
         np.testing.assert_array_equal(quickshift(image, **LIME), sk_quickshift(image, **LIME))
     fn = sk_quickshift if impl == "skimage" else quickshift
@@ -87,16 +73,14 @@ _COLD = """
 import json, time
 t0 = time.perf_counter()
 import numpy as np
-from benchmarks.conftest import note, record
-from limefast.kernels.threads import worker_threads
-from limefast.segmentation import quickshift
+from limefast.segmentation import LIME_QUICKSHIFT, quickshift
 t1 = time.perf_counter()
 image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
-quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+quickshift(image, **LIME_QUICKSHIFT)
 t2 = time.perf_counter()
-quickshift(image / np.float32(255), kernel_size=4, max_dist=200, ratio=0.2)
+quickshift(image / np.float32(255), **LIME_QUICKSHIFT)
 t3 = time.perf_counter()
-quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+quickshift(image, **LIME_QUICKSHIFT)
 t4 = time.perf_counter()
 print(json.dumps(dict(imp=t1 - t0, f64=t2 - t1, f32=t3 - t2, warm=t4 - t3)))
 """

@@ -1,25 +1,28 @@
-"""Shared benchmark machinery: inputs, the machine record, and a ratio summary.
+"""The pytest-benchmark cases' record and summary, over the engine of ``limefast bench``.
 
-Each benchmark records its median in ``RESULTS`` under (group, name); the terminal summary prints
-every group's ratios against its reference, so lime and limefast are compared in one process on
-the same inputs.
+Inputs, models, runners, agreement and the machine record come from ``limefast.benchsuite``;
+the targets from ``benchmarks/targets.json``. Each benchmark records its median in ``RESULTS``
+under (group, name) and may check a target (``check``); the terminal summary prints every
+group's ratios against its reference (lime and limefast compared in one process on the same
+inputs) and the targets met or missed, and ``bench-results/summary.json`` keeps them with the
+machine record.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from limefast.benchsuite import machine
+from limefast.benchsuite import targets as target_file
+from limefast.benchsuite.inputs import photo
 
 RESULTS: dict[str, dict[str, float]] = {}
 NOTES: list[str] = []
+CHECKS: list[tuple[str, str, bool]] = []
+TARGETS = target_file.load()
 
 
 def record(group: str, name: str, benchmark_or_seconds) -> float:
@@ -36,49 +39,23 @@ def note(line: str) -> None:
     NOTES.append(line)
 
 
-def machine() -> dict:
-    import numba
-    import skimage
-    import sklearn
-
-    info = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": _cpu_name(),
-        "cores": os.cpu_count(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "scikit-image": skimage.__version__,
-        "scikit-learn": sklearn.__version__,
-        "numba_threads": numba.get_num_threads(),
-    }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        pass
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+def check(key: str, value: float, measured: str, **fields) -> bool:
+    """Check ``value`` against target ``key`` of ``benchmarks/targets.json`` for the summary;
+    whether it is met."""
+    checked = target_file.check(TARGETS, key, value, measured, **fields)
+    if checked is None:
+        raise KeyError(f"benchmarks/targets.json has no target {key!r}")
+    CHECKS.append(checked)
+    return checked[2]
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not RESULTS and not NOTES:
+    if not RESULTS and not NOTES and not CHECKS:
         return
     tr = terminalreporter
     tr.section("limefast: medians and ratios (same process, same inputs)")
-    tr.write_line(json.dumps(machine()))
+    info = machine()
+    tr.write_line(json.dumps(info))
     for group, entries in RESULTS.items():
         ref = entries.get("lime") or entries.get("reference")
         tr.write_line(f"[{group}]")
@@ -88,14 +65,18 @@ def pytest_terminal_summary(terminalreporter):
             tr.write_line(f"  {name:<34s} {seconds * 1e3:10.2f} ms{ratio}")
     for line in NOTES:
         tr.write_line(line)
+    if CHECKS:
+        tr.write_line("targets (benchmarks/targets.json):")
+        for name, measured, ok in CHECKS:
+            tr.write_line(f"  {'met   ' if ok else 'MISSED'} {name}: {measured}")
     out = Path("bench-results")
     out.mkdir(exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"machine": machine(), "results": RESULTS,
-                                                  "notes": NOTES}, indent=2))
+    (out / "summary.json").write_text(json.dumps(
+        {"machine": info, "results": RESULTS, "notes": NOTES,
+         "targets": [{"target": n, "measured": m, "met": ok} for n, m, ok in CHECKS]},
+        indent=2))
 
 
 @pytest.fixture(scope="session")
 def photo_224():
-    from conftest import bundled
-
-    return bundled("astronaut", 224)
+    return photo(224)

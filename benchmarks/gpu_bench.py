@@ -19,80 +19,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import sys
 import time
 
 import numpy as np
 
+from limefast.benchsuite import machine
+from limefast.benchsuite.agreement import agreement
+from limefast.benchsuite.inputs import photo
+from limefast.benchsuite.models import TutorialClassifier, torchvision_model
+from limefast.benchsuite.runners import explain_lime, explain_limefast
 from limefast.imagenet import MEAN, STD
-
-
-class TutorialClassifier:
-    """lime's PyTorch tutorial classifier: per-image ToTensor + Normalize, a stacked batch,
-    fp32 NCHW under ``torch.no_grad``, softmax, back to NumPy. Counts its forward seconds."""
-
-    def __init__(self, model, device="cpu"):
-        import torch
-        from torchvision import transforms
-
-        self.torch = torch
-        self.model = model
-        self.device = device
-        self.preprocess = transforms.Compose([transforms.ToTensor(),
-                                              transforms.Normalize(mean=MEAN, std=STD)])
-        self.forward_seconds = 0.0
-
-    def __call__(self, images):
-        torch = self.torch
-        self.model.eval()
-        batch = torch.stack(tuple(self.preprocess(i) for i in images), dim=0).to(self.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            logits = self.model(batch)
-        if self.device != "cpu":
-            torch.cuda.synchronize()
-        self.forward_seconds += time.perf_counter() - t0
-        probs = torch.nn.functional.softmax(logits, dim=1)
-        return probs.detach().cpu().numpy()
-
-
-def agreement(a, b) -> dict:
-    """Per top label of ``a``: {'top5_overlap', 'spearman'} of ``b``'s weights against ``a``'s."""
-    from scipy.stats import spearmanr
-
-    out = {}
-    for label in a.top_labels:
-        if label not in b.local_exp:
-            out[int(label)] = {"top5_overlap": None, "spearman": None}
-            continue
-        wa, wb = dict(a.local_exp[label]), dict(b.local_exp[label])
-        top_a = {f for f, _ in a.local_exp[label][:5]}
-        top_b = {f for f, _ in b.local_exp[label][:5]}
-        features = sorted(wa)
-        rho = spearmanr([wa[f] for f in features], [wb[f] for f in features])[0]
-        out[int(label)] = {"top5_overlap": len(top_a & top_b) / 5, "spearman": float(rho)}
-    return out
-
-
-def _machine(torch) -> dict:
-    import numba
-
-    info = {"python": platform.python_version(), "processor": platform.processor(),
-            "cores": os.cpu_count(), "numpy": np.__version__, "numba": numba.__version__,
-            "torch": torch.__version__, "cuda_runtime": torch.version.cuda}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_capability"] = list(torch.cuda.get_device_capability(0))
-    return info
-
-
-def _photo(size: int) -> np.ndarray:
-    from skimage import data, transform
-
-    image = transform.resize(data.astronaut(), (size, size, 3), anti_aliasing=True)
-    return (image * 255).round().astype(np.uint8)
+from limefast.optional import available
 
 
 def main(argv=None) -> int:
@@ -123,56 +61,46 @@ def main(argv=None) -> int:
         print("gpu_bench: numba.cuda finds no usable driver/toolkit (pip install "
               "'limefast[cuda]'); nothing to measure. No JSON written.")
         return 0
-    try:
-        import lime.lime_image as lime_ref
-    except ImportError:  # the GPU machine may lack it: `make gpu-wheels` fetches a wheel
-        lime_ref = None
+    with_lime = available("lime")  # the GPU machine may lack it: `make gpu-wheels` fetches it
+    if not with_lime:
         print("gpu_bench: lime is not installed; the comparison with lime is skipped "
               "(make gpu-wheels on a CPU machine, then make gpu-check)")
-    import torchvision
-
     from limefast import TorchClassifier
-    from limefast import lime_image as lime_fast
+    from limefast.lime_image import LimeImageExplainer
 
-    if lime_ref is not None:
-        lime_ref.tqdm = lambda iterable, *a, **k: iterable  # measure lime without its bar
     device = args.device
     precisions = ("fp32", "fp16") if on_gpu else ("fp32", "bf16")
     half = precisions[1]
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
-    image = _photo(args.size)
-    report = {"machine": _machine(torch), "device": device, "samples": args.samples,
-              "size": args.size, "lime": lime_ref is not None,
+    image = photo(args.size)
+    report = {"machine": machine(), "device": device, "samples": args.samples,
+              "size": args.size, "lime": with_lime,
               "rounds": args.rounds, "top_labels": 5, "cuda_graph": args.cuda_graph,
               "compile": args.compile,
               "models": {}}
     for arch in args.models.split(","):
-        torch.manual_seed(0)
-        model = getattr(torchvision.models, arch)(weights=None).eval().to(device)
+        model = torchvision_model(arch, device=device)
         tutorial = TutorialClassifier(copy.deepcopy(model), device=device)
         clfs = {p: TorchClassifier(copy.deepcopy(model), mean=MEAN, std=STD, device=device,
                                    precision=p, cuda_graph=args.cuda_graph and on_gpu,
                                    compile=None if args.compile == "none" else args.compile)
                 for p in precisions}
         for clf in clfs.values():
-            lime_fast.LimeImageExplainer(random_state=0).warmup(image.shape, clf,
-                                                                num_samples=args.samples)
-        runs = {name: [] for name in (("lime",) if lime_ref else ()) + precisions}
+            LimeImageExplainer(random_state=0).warmup(image.shape, clf, num_samples=args.samples)
+        runs = {name: [] for name in (("lime",) if with_lime else ()) + precisions}
         explanations = {}
         for _ in range(args.rounds):
-            if lime_ref is not None:
+            if with_lime:
                 tutorial.forward_seconds = 0.0
                 t0 = time.perf_counter()
-                explanations["lime"] = lime_ref.LimeImageExplainer(
-                    random_state=0).explain_instance(image, tutorial, top_labels=5,
-                                                     num_samples=args.samples, batch_size=10)
+                explanations["lime"] = explain_lime(image, tutorial, top_labels=5,
+                                                    num_samples=args.samples, batch_size=10)
                 runs["lime"].append({"seconds": time.perf_counter() - t0,
                                      "forward": tutorial.forward_seconds})
             for name, clf in clfs.items():
                 sync()
                 t0 = time.perf_counter()
-                e = lime_fast.LimeImageExplainer(random_state=0).explain_instance(
-                    image, clf, top_labels=5, num_samples=args.samples, progress_bar=False)
+                e = explain_limefast(image, clf, top_labels=5, num_samples=args.samples)
                 sync()
                 seconds = time.perf_counter() - t0
                 explanations[name] = e
@@ -194,7 +122,7 @@ def main(argv=None) -> int:
                      for k in precisions}
         entry["forward_fraction"] = fractions
         line = f"{arch}: " + ", ".join(f"{k} {med[k]:.3f} s" for k in precisions)
-        if lime_ref is not None:
+        if with_lime:
             entry["fp32_vs_lime_tutorial"] = agreement(explanations["lime"], explanations["fp32"])
             entry["speedup_vs_lime"] = {k: med["lime"] / med[k] for k in precisions}
             line += f"; lime {med['lime']:.2f} s, speed-up " + ", ".join(

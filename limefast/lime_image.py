@@ -92,7 +92,7 @@ class LimeImageExplainer(SeededExplainer):
                 the time per image falls (``limefast.core.sampling.BatchSizer``). A
                 ``TorchClassifier`` always uses its own batch.
             segmentation_fn: callable image -> (H, W) integer labels; default quickshift with
-                lime's parameters (kernel_size=4, max_dist=200, ratio=0.2).
+                lime's parameters (``limefast.segmentation.LIME_QUICKSHIFT``).
             distance_metric: metric on the 0/1 rows, by scikit-learn name or a callable.
             model_regressor: a scikit-learn regressor used in place of ``Ridge(alpha=1)``.
             random_seed: seed for the segmentation; drawn from ``random_state`` if None.

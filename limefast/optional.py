@@ -1,12 +1,21 @@
-"""Optional dependencies, one way: ``require`` imports a module or says how to install it."""
+"""Optional dependencies, one way: ``require`` imports a module or says how to install it;
+``available`` says whether it imports."""
 
 from __future__ import annotations
 
 import importlib
 
-# The extra of limefast that installs each optional module.
+# The extra of limefast that installs each optional module (a submodule inherits its package's).
 EXTRAS = {"torch": "torch", "torchvision": "torch", "numba.cuda": "cuda", "cupy": "cuda",
-          "ray": "dataset", "pyarrow": "dataset", "matplotlib": "bench", "lime": "bench"}
+          "ray": "dataset", "pyarrow": "dataset", "lime": "bench", "captum": "bench",
+          "shap": "bench"}
+
+
+def install_hint(module: str) -> str:
+    """The command that installs ``module``: its limefast extra, else the package itself."""
+    top = module.split(".")[0]
+    extra = EXTRAS.get(module) or EXTRAS.get(top)
+    return f"pip install 'limefast[{extra}]'" if extra else f"pip install {top}"
 
 
 def require(module: str, feature: str):
@@ -14,6 +23,16 @@ def require(module: str, feature: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra = EXTRAS.get(module)
-        hint = f"pip install 'limefast[{extra}]'" if extra else f"pip install {module}"
-        raise ImportError(f"{feature} needs {module}: {hint}") from exc
+        raise ImportError(f"{feature} needs {module}: {install_hint(module)} "
+                          f"(import failed: {exc})") from exc
+
+
+def available(*modules: str) -> bool:
+    """Whether every one of ``modules`` imports (each is imported, so a broken install says
+    False too)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return False
+    return True

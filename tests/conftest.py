@@ -1,53 +1,21 @@
-"""Shared fixtures: bundled images, cheap classifiers, and the reference lime."""
+"""Shared fixtures: bundled images, cheap classifiers, and the reference lime.
+
+The helpers live in the bench suite (``limefast.benchsuite.inputs`` and ``.models``), the one
+home the benchmarks take them from too; the tests import them from here under their names.
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from skimage import data, transform
 
-
-def bundled(name: str, size: int = 64) -> np.ndarray:
-    """A scikit-image bundled photo resized to (size, size), uint8 (2-D for camera)."""
-    image = getattr(data, name)()
-    resized = transform.resize(image, (size, size) + image.shape[2:], anti_aliasing=True)
-    return (resized * 255).round().astype(np.uint8)
-
-
-class GridClassifier:
-    """A model that costs next to nothing: softmax of a fixed linear map of a pixel grid.
-
-    Reads a grid x grid subsample of the image, scaled to [0, 1] for integer images.
-    """
-
-    def __init__(self, n_classes: int = 10, grid: int = 14, seed: int = 0, channels: int = 3):
-        self.n_classes, self.grid = n_classes, grid
-        self.weights = np.random.RandomState(seed).randn(grid * grid * channels, n_classes) * 4
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        h, w = batch.shape[1:3]
-        rows = np.linspace(0, h - 1, self.grid).astype(int)
-        cols = np.linspace(0, w - 1, self.grid).astype(int)
-        x = batch[:, rows][:, :, cols].reshape(len(batch), -1).astype(np.float64)
-        if batch.dtype.kind in "iu":
-            x = x / 255.0
-        # einsum, not BLAS: each row's result must not depend on how many rows come with it.
-        z = np.einsum("nk,kc->nc", x, self.weights[: x.shape[1]], optimize=False)
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+from limefast.benchsuite.inputs import bundled  # noqa: F401 - the tests' import
+from limefast.benchsuite.inputs import lime_segments as quickshift_segments  # noqa: F401
+from limefast.benchsuite.models import GridModel as GridClassifier
 
 
 @pytest.fixture
 def grid_classifier():
     return GridClassifier()
-
-
-def quickshift_segments(image: np.ndarray) -> np.ndarray:
-    from skimage.segmentation import quickshift
-
-    rgb = image if image.ndim == 3 else np.stack([image] * 3, axis=-1)
-    return quickshift(rgb, kernel_size=4, max_dist=200, ratio=0.2)
 
 
 def _gpu_available() -> bool:

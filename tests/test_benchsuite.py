@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from limefast import benchsuite
-from limefast.benchsuite import report, sampling, suite
+from limefast.benchsuite import agreement, models, report, sampling, shapley, suite, targets
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,12 @@ def study_cache(tmp_path_factory):
 
 def test_quick_suite_writes_json_markdown_and_plots(tmp_path, study_cache):
     cfg = suite.Config.quick()
-    results = benchsuite.run_suite(cfg, log=lambda m: None)
+    results = benchsuite.run_suite(cfg, log=lambda m: None, study=sampling.StudyConfig.quick(),
+                                   shap=shapley.ShapleyConfig.quick())
     path = benchsuite.write(results, tmp_path)
     data = json.loads(path.read_text())
     assert {"machine", "end_to_end", "scaling", "slopes", "models", "latency",
-            "sampling"} <= set(data)
+            "sampling", "kernelshap"} <= set(data)
     e2e = {r["impl"]: r for r in data["end_to_end"]}
     assert e2e["limefast-cpu"]["max_rel_weight_diff"] <= 1e-9
     assert e2e["limefast-cpu"]["top5_overlap"] == 1.0
@@ -48,6 +49,8 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path, study_cache):
             assert sum(stages.values()) <= row["seconds"] * 1.01  # counted once
     md = path.with_suffix(".md").read_text()
     assert "| limefast-cpu |" in md and "## Scaling (log-log slopes)" in md
+    assert "## KernelSHAP against shap's KernelExplainer" in md
+    assert "KernelSHAP >= 50x shap's KernelExplainer" in md  # its target, checked
     assert data["latency"]["p99"] >= data["latency"]["p50"] > 0
 
 
@@ -234,12 +237,58 @@ def test_summary_pools_coverage_and_leaves_flat_references_out():
     assert "coverage" not in auto
 
 
+# -- the engine's parts -----------------------------------------------------------------------
+def test_targets_have_names_of_their_bounds_and_a_bad_file_is_a_one_line_error(tmp_path,
+                                                                                capsys):
+    spec = targets.load()
+    assert targets.name(spec["drop_in_agreement"]) == "agreement with lime <= 1e-9 relative"
+    assert (targets.name(spec["device_outside_forward"], model="m", impl="i")
+            == "m i: time outside the forward <= 5%")
+    both = {"name": "in {min}-{max}", "min": 0.8, "max": 1.2}
+    assert targets.name(both) == "in 0.8-1.2"
+    assert [targets.met(both, v) for v in (0.7, 0.8, 1.0, 1.2, 1.3, float("nan"))] == [
+        False, True, True, True, False, False]
+    assert targets.check(spec, "no such target", 1.0, "1") is None
+    bad = tmp_path / "targets.json"
+    bad.write_text("{}")
+    assert benchsuite.main(["--targets", str(bad), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f'limefast bench: --targets {bad}: {bad} has no "targets" object')
+
+
+def test_agreement_of_hand_made_explanations():
+    ref = {1: {0: 1.0, 1: -0.5, 2: 0.25, 3: 0.0}, 2: {0: 1.0, 1: 2.0, 2: 3.0}}
+    other = {1: {0: 1.0, 1: -0.5, 2: 0.5, 3: 0.0}}  # label 2 not explained
+    measures = agreement.agreement(ref, other)
+    assert measures["labels"][2] == {"top5_overlap": 0.0, "spearman": None,
+                                     "max_rel_weight_diff": None,
+                                     "max_scaled_weight_diff": None}
+    one = measures["labels"][1]
+    assert one["max_rel_weight_diff"] == 1.0  # 0.25 against 0.5; the exact 0 against 0 is 0
+    assert one["max_scaled_weight_diff"] == 0.25  # of the label's largest weight, 1
+    assert one["top5_overlap"] == 1.0 and one["spearman"] == pytest.approx(1.0)
+    assert measures["top5_overlap"] == 0.5 and measures["max_rel_weight_diff"] == 1.0
+
+
+def test_grid_model_rows_do_not_depend_on_their_batch():
+    model = models.GridModel()
+    batch = np.random.default_rng(0).integers(0, 256, (23, 40, 30, 3), dtype=np.uint8)
+    whole = model(batch)
+    assert whole.shape == (23, 10)
+    np.testing.assert_array_equal(whole[5:12], model(batch[5:12].copy()))
+    np.testing.assert_array_equal(whole[7:8], model(batch[7:8]))
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+    np.testing.assert_allclose(model.torch_forward(x).numpy(), whole, rtol=1e-9, atol=1e-300)
+
+
 def test_kernelshap_section_compares_like_with_like(model_cache):
     """The speed case's two explainers see the same images: with every coalition, shap on the
     notebooks' masking function and limefast's exact values agree; the convergence part's
     figures are correlations of the right budgets."""
     from limefast.benchsuite import shapley
-    from limefast.benchsuite.suite import GridModel, photo
+    from limefast.benchsuite.inputs import photo
+    from limefast.benchsuite.models import GridModel
 
     image = photo(48)
     segments = shapley.kmeans_segments(image, 7)

@@ -18,6 +18,7 @@ import pytest
 from numba.core import config as numba_config
 
 from limefast import config
+from limefast.imagenet import MEAN, STD
 from limefast.kernels import model_ready
 from limefast.kernels import segment_means_cuda as smc
 from limefast.kernels.segment_means import segment_means
@@ -25,7 +26,6 @@ from limefast.kernels.segment_means import segment_means
 SIM = bool(numba_config.ENABLE_CUDASIM)
 BACKENDS = [pytest.param("cudasim", marks=pytest.mark.cudasim),
             pytest.param("cuda", marks=pytest.mark.cuda)]
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _use(backend, monkeypatch):

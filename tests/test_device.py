@@ -24,9 +24,8 @@ from limefast import TorchClassifier, config
 from limefast import lime_image as lime_fast
 from limefast.core.surrogate import WeightedProblem
 from limefast.device.surrogate import fit_labels
+from limefast.imagenet import MEAN, STD
 from limefast.kernels import model_ready, perturb
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class TinyCNN(torch.nn.Module):

@@ -120,3 +120,18 @@ def test_memory_budget_refuses_one_huge_batch(monkeypatch):
     monkeypatch.setattr(config, "MEMORY_BUDGET_BYTES", 10_000)
     with pytest.raises(MemoryError, match="MEMORY_BUDGET_BYTES"):
         explain(batch_size=10)
+
+
+def test_a_missing_optional_dependency_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from limefast import optional
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as if it were not installed
+    assert optional.available("numpy") and not optional.available("numpy", "torchvision")
+    with pytest.raises(ImportError, match=r"^the feature needs torchvision: "
+                                          r"pip install 'limefast\[torch\]' \(import failed: "):
+        optional.require("torchvision", "the feature")
+    assert optional.install_hint("ray.data") == "pip install 'limefast[dataset]'"
+    assert optional.install_hint("numba.cuda") == "pip install 'limefast[cuda]'"
+    assert optional.install_hint("matplotlib.pyplot") == "pip install matplotlib"

@@ -24,13 +24,16 @@ import os
 import lime.lime_image as lime_ref
 import numpy as np
 import pytest
-from agreement import SAFETY, U_FLOAT32, assert_float32_agreement, assert_same_explanation
-from conftest import bundled
 from skimage.color import rgb2gray
 from skimage.transform import resize
 from sklearn.datasets import load_digits
 
 from limefast import lime_image as lime_fast
+from limefast.benchsuite.inputs import bundled
+
+# By package path, not ``from agreement import``: benchmarks/bench_keras.py imports this module's
+# workflow as ``tests.test_keras``.
+from tests.agreement import SAFETY, U_FLOAT32, assert_float32_agreement, assert_same_explanation
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # read once, when keras is imported: no TF
 import keras  # noqa: E402 - the backend must be chosen first

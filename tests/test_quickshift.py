@@ -17,9 +17,8 @@ from skimage.segmentation import quickshift as sk_quickshift
 from limefast import config
 from limefast.kernels import quickshift as qs_kernels
 from limefast.kernels.quickshift import _fast_exp
+from limefast.segmentation import LIME_QUICKSHIFT as LIME
 from limefast.segmentation import quickshift
-
-LIME = dict(kernel_size=4, max_dist=200, ratio=0.2)
 
 
 def photo(name: str, shape: tuple[int, int], crop: bool = False) -> np.ndarray:
@@ -48,6 +47,27 @@ def assert_same(ours, ref):
 
 
 COLOUR = ["astronaut", "chelsea", "coffee", "rocket"]
+
+
+def test_lime_parameters_are_lime_0_2_0_1s_default_segmentation(monkeypatch):
+    """``LIME_QUICKSHIFT`` is what lime's ``explain_instance`` gives its default quickshift."""
+    import lime.lime_image as lime_ref
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def recorder(algo_type, **kwargs):
+        seen.update(kwargs, algo_type=algo_type)
+        raise Stop
+
+    monkeypatch.setattr(lime_ref, "SegmentationAlgorithm", recorder)
+    with pytest.raises(Stop):
+        lime_ref.LimeImageExplainer(random_state=0).explain_instance(
+            photo("astronaut", (20, 20)), lambda batch: np.ones((len(batch), 2)) / 2,
+            random_seed=7)
+    assert seen == {**LIME, "algo_type": "quickshift", "random_seed": 7}
 
 
 @pytest.mark.parametrize("name", COLOUR + ["camera"])

@@ -1,8 +1,15 @@
 """``limefast bench``: the benchmark suite, on whatever this machine has.
 
 Writes ``<out>/<machine>-<date>.json``, a Markdown table beside it and PNG plots of the scaling
-sweeps and of the sampling study. ``--quick`` shrinks every size so the whole run takes under two
-minutes on a 2-core machine (CI runs it to keep the suite working; it asserts nothing about time).
+sweeps and of the sampling study; the ``kernelshap`` section sets KernelSHAP against shap.
+``--quick`` shrinks every size so the whole run takes a few minutes on a 2-core machine (the
+tests run it to keep the suite working; it asserts nothing about time).
+The results are checked against the targets of ``benchmarks/targets.json`` (``--targets``).
+
+The engine's parts serve the pytest-benchmark cases of ``benchmarks/`` too: ``inputs`` (photos,
+segmentations), ``models`` (the grid model, lime's tutorial classifier), ``runners`` (lime and
+limefast called and timed), ``agreement`` (how two explanations are compared), ``targets`` and
+``machine()``.
 """
 
 from __future__ import annotations
@@ -17,37 +24,40 @@ import time
 from pathlib import Path
 
 from limefast.core.checks import output_folder
+from limefast.optional import available
 
-from . import report, sampling, suite
+from . import report, sampling, shapley, suite
+from . import targets as target_file
 
-SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling")
+SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling", "kernelshap")
 
 
 def machine() -> dict:
+    """The machine and the versions a measurement ran with (every report records it)."""
     import numba
     import numpy
     import skimage
     import sklearn
 
+    from limefast.kernels.threads import worker_threads
+
     info = {"processor": _cpu_name(), "machine": platform.machine(),
             "python": platform.python_version(), "cores": _cores(), "numpy": numpy.__version__,
-            "numba": numba.__version__, "scikit-image": skimage.__version__,
-            "scikit-learn": sklearn.__version__}
-    try:
+            "numba": numba.__version__, "kernel_threads": worker_threads(),
+            "scikit-image": skimage.__version__, "scikit-learn": sklearn.__version__, "gpu": None}
+    if available("torch"):
         import torch
 
         info["torch"] = torch.__version__
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        info["gpu"] = None
-    try:
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_capability"] = list(torch.cuda.get_device_capability(0))
+            info["cuda_runtime"] = torch.version.cuda
+    if available("lime"):
         from importlib.metadata import version
 
-        import lime  # noqa: F401
-
         info["lime"] = version("lime")
-    except ImportError:
-        pass
     return info
 
 
@@ -68,13 +78,21 @@ def _cpu_name() -> str:
 
 
 def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
-              study: sampling.StudyConfig | None = None) -> dict:
+              study: sampling.StudyConfig | None = None, targets=None,
+              shap: shapley.ShapleyConfig | None = None) -> dict:
     """Run the chosen sections and return the results dict (JSON-ready).
 
-    ``study`` sizes the sampling study (default ``sampling.StudyConfig()``).
+    ``study`` sizes the sampling study (default ``sampling.StudyConfig()``), ``shap`` the
+    KernelSHAP comparison (default ``shapley.ShapleyConfig()``); ``targets`` are
+    the targets the results are checked against (default ``targets.load()``, the checkout's
+    ``benchmarks/targets.json``).
     """
     results = {"machine": machine(), "date": datetime.date.today().isoformat(),
-               "config": {k: v for k, v in vars(cfg).items()}, "not_measured": []}
+               "config": {k: v for k, v in vars(cfg).items()}, "not_measured": [],
+               "targets": target_file.load() if targets is None else targets}
+    if not results["targets"]:
+        results["not_measured"].append(
+            f"targets: no targets file ({target_file.DEFAULT_FILE} or --targets FILE)")
     started = time.perf_counter()
     for name in sections:
         t0 = time.perf_counter()
@@ -90,6 +108,12 @@ def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
             results[name] = suite.latency(cfg)
         elif name == "sampling":
             results[name] = sampling.sampling_study(study, progress=lambda m: log(f"  {m}"))
+        elif name == "kernelshap":
+            if available("shap"):
+                results[name] = shapley.shapley_study(shap, progress=lambda m: log(f"  {m}"))
+            else:
+                results["not_measured"].append("kernelshap: shap is not installed "
+                                               "(pip install 'limefast[bench]')")
         log(f"[limefast bench] {name} done in {time.perf_counter() - t0:.1f} s")
     for m in results.get("sampling", {}).get("models", []):
         if m.get("auto_unavailable"):
@@ -121,10 +145,12 @@ def add_parser(subparsers) -> None:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes")
+    p.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     p.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--targets", metavar="FILE", default=None,
+                   help="the targets to check (default: the checkout's benchmarks/targets.json)")
     g = p.add_argument_group("sampling study (overrides of the --quick or full sizes)")
     g.add_argument("--sampling-images", type=int, metavar="N", help="test images per model")
     g.add_argument("--sampling-seeds", type=int, metavar="N", help="seeds per image")
@@ -149,8 +175,14 @@ def run(args) -> int:
     if out is None:
         return 2
     cfg = suite.Config.quick() if args.quick else suite.Config()
+    try:
+        spec = target_file.load(args.targets)
+    except (OSError, ValueError) as exc:
+        print(f"limefast bench: --targets {args.targets}: {exc}", file=sys.stderr)
+        return 2
     results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr),
-                        study=_study_config(args))
+                        study=_study_config(args), targets=spec,
+                        shap=shapley.ShapleyConfig.quick() if args.quick else None)
     path = write(results, out)
     print(report.markdown(results))
     print(f"written: {path} (+ .md and *.png)", file=sys.stderr)

@@ -1,17 +1,28 @@
-"""One explanation by each implementation, timed stage by stage.
+"""One explanation by each implementation, timed stage by stage, and lime and limefast called
+as a user calls them.
 
 Every runner takes the same inputs (image, segments, a model in NumPy and torch forms) and
 returns the per-label weights it found and its stage times in seconds:
 segmentation, sampling (fudged image, 0/1 rows, distances), perturbation, model, surrogate.
 The model's time is measured by wrapping it, so perturbation = (perturbation + model) - model.
+
+lime 0.2.0.1 draws a tqdm bar over its samples and takes no argument to turn it off; every call
+of lime here runs inside ``quiet_lime``, which sends the bar to a buffer, so lime is not charged
+for writing it to a terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from limefast.optional import require
+
+from .agreement import agreement, label_weights  # noqa: F401 - runners.agreement is public
 
 
 @dataclass
@@ -42,8 +53,31 @@ class TimedModel:
         return getattr(self.fn, name)
 
 
-def _weights(explanation) -> dict:
-    return {int(k): {int(f): float(w) for f, w in v} for k, v in explanation.local_exp.items()}
+def lime_module():
+    """lime 0.2.0.1's ``lime.lime_image``, or an ImportError with the install hint."""
+    return require("lime.lime_image", "the comparison with lime")
+
+
+@contextlib.contextmanager
+def quiet_lime():
+    """lime's progress bar (tqdm, on stderr) goes to a buffer while this is open."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def explain_lime(image, classifier_fn, *, random_state=0, **kwargs):
+    """lime 0.2.0.1's ``LimeImageExplainer(random_state).explain_instance``, quietly."""
+    explainer = lime_module().LimeImageExplainer(random_state=random_state)
+    with quiet_lime():
+        return explainer.explain_instance(image, classifier_fn, **kwargs)
+
+
+def explain_limefast(image, classifier_fn, *, random_state=0, **kwargs):
+    """limefast's ``LimeImageExplainer(random_state).explain_instance``, without its bar."""
+    from limefast import lime_image
+
+    explainer = lime_image.LimeImageExplainer(random_state=random_state)
+    return explainer.explain_instance(image, classifier_fn, progress_bar=False, **kwargs)
 
 
 def run_limefast(image, segments, model, *, num_samples, top_labels, batch_size=10,
@@ -75,16 +109,15 @@ def run_limefast(image, segments, model, *, num_samples, top_labels, batch_size=
         e.timings.get("forward", 0.0) for e in explanations)
     stages["perturbation"] = max(0.0, stages["perturbation"] - stages["model"])
     first = explanations[0]
-    return Run(name, total, stages, _weights(first), [int(x) for x in first.top_labels])
+    return Run(name, total, stages, label_weights(first), [int(x) for x in first.top_labels])
 
 
 def run_lime(image, segments, model, *, num_samples, top_labels, batch_size=10,
              segmentation_fn=None, images=None) -> Run:
     """lime 0.2.0.1's explain_instance, unrolled into its stages (same calls, same order)."""
     import sklearn.metrics
-    from lime import lime_image as lime_ref
 
-    lime_ref.tqdm = lambda rows, **kwargs: rows  # lime's per-sample bar would be timed too
+    lime_ref = lime_module()
     timed = TimedModel(model)
     stages = {k: 0.0 for k in ("segmentation", "sampling", "perturbation", "model", "surrogate")}
     first = None
@@ -103,8 +136,9 @@ def run_lime(image, segments, model, *, num_samples, top_labels, batch_size=10,
             fudged[seg == x] = tuple(np.mean(img[seg == x][:, c]) for c in range(img.shape[2]))
         t2 = time.perf_counter()
         timed.seconds = 0.0
-        data, labels = explainer.data_labels(img, fudged, seg, timed, num_samples,
-                                             batch_size=batch_size)
+        with quiet_lime():
+            data, labels = explainer.data_labels(img, fudged, seg, timed, num_samples,
+                                                 batch_size=batch_size)
         t3 = time.perf_counter()
         distances = sklearn.metrics.pairwise_distances(data, data[0:1], metric="cosine").ravel()
         t4 = time.perf_counter()
@@ -134,10 +168,8 @@ def run_captum(image, segments, torch_forward, *, num_samples, top_labels, batch
     captum explains one target per call; ``labels`` are the ones the other runners explain.
     Its defaults differ from lime's (Lasso surrogate, its own kernel), so only time is compared.
     """
-    import torch
-    from captum.attr import Lime
-
-    explainer = Lime(torch_forward)
+    torch = require("torch", "the comparison with captum")
+    explainer = require("captum.attr", "the comparison with captum").Lime(torch_forward)
     t0 = time.perf_counter()
     weights = {}
     for img in images if images is not None else [image]:
@@ -151,26 +183,3 @@ def run_captum(image, segments, torch_forward, *, num_samples, top_labels, batch
                 weights[int(label)] = {i: float(w) for i, w in enumerate(attr[0].tolist())}
     total = time.perf_counter() - t0
     return Run("captum", total, {"total": total}, weights, list(labels[:top_labels]))
-
-
-def agreement(reference: Run, other: Run) -> dict:
-    """Max relative weight difference, mean top-5 overlap and mean Spearman correlation."""
-    from scipy.stats import spearmanr
-
-    rel, overlaps, rhos = 0.0, [], []
-    for label, ref in reference.weights.items():
-        if label not in other.weights:
-            continue
-        ours = other.weights[label]
-        feats = sorted(ref)
-        a = np.array([ref[f] for f in feats])
-        b = np.array([ours.get(f, 0.0) for f in feats])
-        rel = max(rel, float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-12))))
-        top_a = set(sorted(ref, key=lambda f: -abs(ref[f]))[:5])
-        top_b = set(sorted(ours, key=lambda f: -abs(ours[f]))[:5])
-        overlaps.append(len(top_a & top_b) / max(1, len(top_a)))
-        if len(feats) > 2 and np.std(a) > 0 and np.std(b) > 0:
-            rhos.append(float(spearmanr(a, b).statistic))
-    return {"max_rel_weight_diff": rel,
-            "top5_overlap": float(np.mean(overlaps)) if overlaps else float("nan"),
-            "spearman": float(np.mean(rhos)) if rhos else float("nan")}

@@ -24,6 +24,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from limefast.optional import available
+
+from .agreement import top_features, top_k_overlap  # noqa: F401 - sampling's public names
+
 REFERENCE_SEED_OFFSET = 10_000
 Z90 = 1.645  # two-sided 90% normal quantile
 # A reference whose every |weight| is at most this explains nothing: the model's output did not
@@ -54,30 +58,6 @@ class StudyConfig:
 
 
 # -- metrics ----------------------------------------------------------------------------------
-def top_features(weights: Mapping[int, float], k: int = 5) -> list[int]:
-    """The ``k`` features of largest ``|weight|`` (ties: the lower feature number first)."""
-    return sorted(weights, key=lambda f: (-abs(weights[f]), f))[:k]
-
-
-def top_k_overlap(weights: Mapping[int, float], reference: Mapping[int, float],
-                  k: int = 5) -> float:
-    """``|A & B| / k``: the share of the reference's top ``k`` features among the run's top ``k``.
-
-    Args:
-        weights: feature -> weight of the run.
-        reference: feature -> weight of the reference; with fewer than ``k`` features the
-            denominator is their number.
-        k: how many top features to compare.
-
-    Returns:
-        A float in [0, 1].
-    """
-    ref = set(top_features(reference, k))
-    if not ref:
-        return float("nan")
-    return len(ref & set(top_features(weights, k))) / len(ref)
-
-
 def interval_coverage(weights: Mapping[int, float], stderr: Mapping[int, float],
                       reference: Mapping[int, float], z: float = Z90,
                       reference_stderr: Mapping[int, float] | None = None) -> tuple[int, int]:
@@ -294,9 +274,7 @@ def _auto_summary(runs: list[dict]) -> dict:
 def sampling_study(cfg: StudyConfig | None = None, progress=None) -> dict:
     """The section: one entry per model, plus the configuration it ran with."""
     cfg = cfg or StudyConfig()
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if not available("torch"):
         return {"skipped": "torch not installed (pip install limefast[torch])",
                 "config": asdict(cfg)}
     return {"config": asdict(cfg), "reference_seed_offset": REFERENCE_SEED_OFFSET,

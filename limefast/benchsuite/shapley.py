@@ -2,7 +2,7 @@
 images each needs to come close to the exact Shapley values.
 
 *Speed* (``shapley_speed``): a 224x224 photo, SLIC superpixels (51), 2000 samples, a model
-that costs next to nothing (``suite.GridModel``). shap runs the masking function of its image
+that costs next to nothing (``models.GridModel``). shap runs the masking function of its image
 notebooks (a Python loop over samples and superpixels, ``mask_image`` below) with the
 background all zeros (every superpixel hidden) and the instance all ones; limefast's
 ``KernelShapImageExplainer`` hides superpixels with the same colour. Both without l1 feature
@@ -74,7 +74,9 @@ def shap_values(model, image, segments, background, seed: int, **kwargs):
 
     def f(z):
         seen[0] += len(z)
-        return model(mask_image(z, segments, image, background))
+        # The notebooks' masks are float64; back in the image's dtype the model sees exactly
+        # the images limefast builds (a model that scales integer images does so here too).
+        return model(mask_image(z, segments, image, background).astype(image.dtype))
 
     np.random.seed(seed)  # shap samples coalitions from numpy's global state
     explainer = shap.KernelExplainer(f, np.zeros((1, n_features)))
@@ -111,7 +113,8 @@ def shapley_speed(cfg: ShapleyConfig | None = None, progress=None) -> dict:
     """limefast's KernelSHAP against shap's KernelExplainer at the same samples."""
     from skimage.segmentation import slic
 
-    from limefast.benchsuite.suite import GridModel, photo
+    from limefast.benchsuite.inputs import photo
+    from limefast.benchsuite.models import GridModel
 
     cfg = cfg or ShapleyConfig()
     image = photo(cfg.side)

@@ -15,7 +15,13 @@ from functools import partial
 
 import numpy as np
 
-from .runners import Run, agreement, run_captum, run_lime, run_limefast
+from limefast.imagenet import MEAN, STD
+from limefast.optional import available
+
+from .agreement import agreement
+from .inputs import grid_segments, lime_segments, limefast_segments, photo
+from .models import GridModel, TutorialClassifier, torchvision_model
+from .runners import Run, run_captum, run_lime, run_limefast
 
 
 @dataclass
@@ -45,47 +51,7 @@ class Config:
                    latency_repeats=15)
 
 
-# -- inputs -----------------------------------------------------------------------------------
-def photo(side: int) -> np.ndarray:
-    from skimage import data, transform
-
-    image = transform.resize(data.astronaut(), (side, side), anti_aliasing=True)
-    return (image * 255).round().astype(np.uint8)
-
-
-def grid_segments(side: int, n: int) -> np.ndarray:
-    """A k x k grid of equal superpixels, k = round(sqrt(n))."""
-    k = max(1, int(round(np.sqrt(n))))
-    yy, xx = np.mgrid[0:side, 0:side]
-    return (yy * k // side) * k + xx * k // side
-
-
-class GridModel:
-    """A model that costs next to nothing: softmax of a fixed map of a 14x14 pixel grid."""
-
-    def __init__(self, n_classes: int = 20, seed: int = 0):
-        self.w = np.random.default_rng(seed).standard_normal((14 * 14 * 3, n_classes)) * 3
-
-    def _x(self, batch):
-        h, w = batch.shape[1:3]
-        rows, cols = np.arange(14) * h // 14, np.arange(14) * w // 14
-        return batch[:, rows][:, :, cols].reshape(len(batch), -1).astype(np.float64) / 255.0
-
-    def __call__(self, batch):
-        z = self._x(batch) @ self.w
-        e = np.exp(z - z.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
-
-    def torch_forward(self, x):
-        """The same model on NCHW float tensors (for captum)."""
-        import torch
-
-        h, w = x.shape[2:]
-        rows, cols = torch.arange(14) * h // 14, torch.arange(14) * w // 14
-        sub = x[:, :, rows][:, :, :, cols].permute(0, 2, 3, 1).reshape(len(x), -1) / 255.0
-        return torch.softmax(sub.double() @ torch.from_numpy(self.w), dim=1)
-
-
+# -- helpers ----------------------------------------------------------------------------------
 def _median_run(fn, repeats: int) -> Run:
     runs = [fn() for _ in range(max(1, repeats))]
     runs.sort(key=lambda r: r.total)
@@ -99,35 +65,22 @@ def _record(run: Run, **extra) -> dict:
 # -- sections ---------------------------------------------------------------------------------
 def end_to_end(cfg: Config) -> list[dict]:
     """Default quickshift, cheap model: lime, captum (same superpixels), limefast CPU."""
-    from limefast.segmentation import quickshift
-
     image, model = photo(cfg.side), GridModel()
-    seg = quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
+    seg = limefast_segments(image)
     kw = dict(num_samples=cfg.num_samples, top_labels=cfg.labels)
     run_limefast(image, seg, model, num_samples=50, top_labels=cfg.labels)  # warm-up
-    fast = _median_run(lambda: run_limefast(image, None, model, segmentation_fn=_default, **kw),
+    fast = _median_run(lambda: run_limefast(image, None, model,
+                                            segmentation_fn=limefast_segments, **kw),
                        cfg.repeats * 3)
-    ref = _median_run(lambda: run_lime(image, None, model, segmentation_fn=_lime_default, **kw),
+    ref = _median_run(lambda: run_lime(image, None, model, segmentation_fn=lime_segments, **kw),
                       cfg.repeats)
     out = [_record(ref), _record(fast, **agreement(ref, fast))]
-    try:
+    if available("captum", "torch"):
         cap = run_captum(image, seg, model.torch_forward, labels=fast.top_labels, **kw)
         out.append(_record(cap))
-    except ImportError:
+    else:
         out.append({"impl": "captum", "skipped": "captum is not installed"})
     return out
-
-
-def _default(image):
-    from limefast.segmentation import quickshift
-
-    return quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
-
-
-def _lime_default(image):
-    from skimage.segmentation import quickshift
-
-    return quickshift(image, kernel_size=4, max_dist=200, ratio=0.2)
 
 
 def scaling(cfg: Config, progress=None) -> dict:
@@ -165,67 +118,36 @@ def models(cfg: Config, progress=None) -> list[dict]:
     """Real CNNs (random weights): lime with a tutorial-style classifier, limefast CPU with the
     same classifier, limefast's device path fp32 and bf16 (eager and frozen TorchScript),
     captum."""
-    try:
-        import torch
-        import torchvision
-    except ImportError:
+    if not available("torch", "torchvision"):
         return [{"skipped": "torch/torchvision not installed (pip install limefast[torch])"}]
+    from limefast import TorchClassifier
     from limefast.lime_image import LimeImageExplainer
 
-    try:
-        from limefast import TorchClassifier
-    except ImportError:
-        TorchClassifier = None  # noqa: N806
-    torch.manual_seed(0)
     out = []
     image = photo(cfg.model_side)
-    seg = _default(image)
+    seg = limefast_segments(image)
     kw = dict(num_samples=cfg.model_samples, top_labels=cfg.labels)
     for name in cfg.models:
-        net = getattr(torchvision.models, name)(weights=None).eval()
+        net = torchvision_model(name)
         tutorial = TutorialClassifier(net)
         ref = run_lime(image, seg, tutorial, **kw)
         rows = [_record(ref, model=name)]
         cpu = run_limefast(image, seg, tutorial, name="limefast-cpu", **kw)
         rows.append(_record(cpu, model=name, **agreement(ref, cpu)))
-        if TorchClassifier is not None:
-            for precision, compile_mode in itertools.product(("fp32", "bf16"), (None, "trace")):
-                clf = TorchClassifier(net, mean=MEAN, std=STD, precision=precision, device="cpu",
-                                      compile=compile_mode)
-                # Every batch shape of the timed run: kernels, buffers and traces outside it.
-                LimeImageExplainer(random_state=0).warmup(image.shape, clf,
-                                                          num_samples=cfg.model_samples)
-                impl = f"limefast-device-{precision}" + (f"-{compile_mode}" if compile_mode else "")
-                dev = run_limefast(image, seg, clf, name=impl, **kw)
-                rows.append(_record(dev, model=name, **agreement(ref, dev)))
-        else:
-            rows.append({"impl": "limefast-device", "model": name,
-                         "skipped": "limefast.TorchClassifier unavailable"})
+        for precision, compile_mode in itertools.product(("fp32", "bf16"), (None, "trace")):
+            clf = TorchClassifier(net, mean=MEAN, std=STD, precision=precision, device="cpu",
+                                  compile=compile_mode)
+            # Every batch shape of the timed run: kernels, buffers and traces outside it.
+            LimeImageExplainer(random_state=0).warmup(image.shape, clf,
+                                                      num_samples=cfg.model_samples)
+            impl = f"limefast-device-{precision}" + (f"-{compile_mode}" if compile_mode else "")
+            dev = run_limefast(image, seg, clf, name=impl, **kw)
+            rows.append(_record(dev, model=name, **agreement(ref, dev)))
         out += rows
         if progress:
             progress(f"model {name}")
     return out
 
-
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class TutorialClassifier:
-    """What lime's image tutorial does: torchvision transforms image by image, batch_size 10."""
-
-    def __init__(self, net):
-        import torch
-        from torchvision import transforms
-
-        self.net, self.torch = net, torch
-        self.transform = transforms.Compose([transforms.ToTensor(),
-                                             transforms.Normalize(MEAN, STD)])
-
-    def __call__(self, images):
-        torch = self.torch
-        batch = torch.stack([self.transform(im) for im in images])
-        with torch.no_grad():
-            return torch.softmax(self.net(batch), dim=1).numpy()
 
 
 def latency(cfg: Config) -> dict:

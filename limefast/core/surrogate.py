@@ -28,6 +28,12 @@ def resolve_method(method: str, num_features: int) -> str:
     return method
 
 
+def ranked(features, coef) -> list:
+    """lime's ``local_exp`` of one label: (feature, weight) pairs by decreasing ``|weight|``,
+    ties in the order the features were selected (``sorted`` is stable)."""
+    return sorted(zip(features, coef), key=lambda x: np.abs(x[1]), reverse=True)
+
+
 @dataclass
 class LabelFit:
     """One label's surrogate, in lime's return types, and the standard errors of its weights."""
@@ -251,7 +257,7 @@ class WeightedProblem:
             # The sandwich of a ridge with the regressor's own penalty (0 if it has none); for
             # other estimators (Lasso, ...) it is the least-squares approximation.
             alpha = float(getattr(model_regressor, "alpha", 0.0) or 0.0)
-        exp = sorted(zip(used, coef), key=lambda x: np.abs(x[1]), reverse=True)
+        exp = ranked(used, coef)
         se = self.stderr(used, np.asarray(coef, dtype=np.float64).ravel(), float(intercept),
                          label, alpha)
         return LabelFit(np.float64(intercept), exp, score, local_pred,

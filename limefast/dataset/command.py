@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ImportError as exc:
         if INSTALL_HINT in str(exc):
-            print(f"limefast explain-dataset: {INSTALL_HINT}", file=sys.stderr)
+            print(f"limefast explain-dataset: {exc}", file=sys.stderr)
             return 2
         print(f"limefast explain-dataset: --model {args.model}: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,6 @@ import numpy as np
 
 from limefast.core import checks
 from limefast.dataset.worker import (
-    INSTALL_HINT,
     ExplainWorker,
     Settings,
     filesystem,
@@ -38,6 +37,7 @@ from limefast.dataset.worker import (
     pyarrow_modules,
     schema,
 )
+from limefast.optional import available, require
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 # Beside the part files: a restarted run must use the settings the rows already there used.
@@ -185,11 +185,7 @@ def read_results(output):
 
 def ray_available() -> bool:
     """Whether Ray Data and pyarrow import (the ``dataset`` extra is installed)."""
-    try:
-        _ray()
-    except ImportError:
-        return False
-    return True
+    return available("ray", "ray.data", "pyarrow", "pyarrow.parquet")
 
 
 def _consume(summaries, total, progress) -> tuple[int, int]:
@@ -345,11 +341,8 @@ def _check_segmentation(segmentation):
 
 
 def _ray():
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise ImportError(f"{INSTALL_HINT} (import failed: {exc})") from exc
+    ray = require("ray", "explain_dataset")
+    require("ray.data", "explain_dataset")
     pyarrow_modules()
     return ray
 

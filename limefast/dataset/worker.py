@@ -17,8 +17,9 @@ import numpy as np
 
 from limefast import config, images
 from limefast.lime_image import LimeImageExplainer
+from limefast.optional import install_hint, require
 
-INSTALL_HINT = "explain_dataset needs Ray Data and pyarrow: pip install 'limefast[dataset]'"
+INSTALL_HINT = install_hint("ray")  # Ray Data and pyarrow: the dataset extra
 FORMAT_VERSION = 2  # 2: stderr, num_samples and num_evaluated columns
 
 
@@ -248,12 +249,7 @@ def part_files(fs, root: str) -> list[str]:
 
 
 def pyarrow_modules():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise ImportError(f"{INSTALL_HINT} (import failed: {exc})") from exc
-    return pa, pq
+    return require("pyarrow", "explain_dataset"), require("pyarrow.parquet", "explain_dataset")
 
 
 def _error_row(image_id: str, seed: int, seconds: float, error: str) -> dict:

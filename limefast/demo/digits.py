@@ -19,13 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import torch
-    from torch import nn
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "limefast.demo.digits needs PyTorch: pip install 'limefast[torch]'"
-    ) from exc
+from limefast.optional import require
+
+torch = require("torch", "limefast.demo.digits")
+nn = torch.nn
 
 from limefast.device._torch import torch_threads  # noqa: E402 - after torch
 

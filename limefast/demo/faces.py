@@ -18,14 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from limefast.demo.digits import DigitsClassifier, cache_dir, cached_model, to_tensor
-from limefast.device._torch import torch_threads
+from limefast.optional import require
 
-try:
-    import torch
-    from torch import nn
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("limefast.faces needs PyTorch: pip install 'limefast[torch]'") from exc
+torch = require("torch", "limefast.demo.faces")
+nn = torch.nn
+
+from limefast.demo.digits import (  # noqa: E402 - after torch
+    DigitsClassifier,
+    cache_dir,
+    cached_model,
+    to_tensor,
+)
+from limefast.device._torch import torch_threads  # noqa: E402 - after torch
 
 SIZE = 50
 SOURCE_SIZE = 25  # lfw_subset's side: the model averages its input back down to it

@@ -13,8 +13,6 @@ Run: ``python -m limefast.demo [--out DIR] [--num-samples N] [--digits K] [--no-
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from limefast.core.checks import output_folder
+from limefast.optional import available
 
 ZOOM = 4  # 32 px digits drawn at 128 px
 SLIC = dict(n_segments=40, compactness=10, start_label=0)
@@ -107,15 +106,17 @@ def explain_fast(images, classifier, num_samples: int, seed: int):
 
 def explain_lime(images, classifier, num_samples: int, seed: int):
     """lime 0.2.0.1's explanations of the same digits and their seconds; None without lime."""
-    try:
-        from lime import lime_image as lime_ref
-        from lime.wrappers.scikit_image import SegmentationAlgorithm
-    except ImportError:
+    if not available("lime"):
         return None
+    from lime import lime_image as lime_ref
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
+
+    from limefast.benchsuite.runners import quiet_lime
+
     explainer = lime_ref.LimeImageExplainer(random_state=seed)
     segmentation = SegmentationAlgorithm("slic", **SLIC)
     t0 = time.perf_counter()
-    with contextlib.redirect_stderr(io.StringIO()):  # lime 0.2.0.1 always draws progress bars
+    with quiet_lime():  # lime 0.2.0.1 always draws progress bars
         references = [explainer.explain_instance(image, classifier, top_labels=3,
                                                  num_samples=num_samples, batch_size=100,
                                                  segmentation_fn=segmentation, hide_color=HIDE)

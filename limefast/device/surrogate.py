@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from limefast.core.surrogate import LabelFit, robust_scale
+from limefast.core.surrogate import LabelFit, ranked, resolve_method, robust_scale
 
 DEVICE_METHODS = ("none", "forward_selection", "highest_weights")
 
@@ -56,8 +56,7 @@ class DeviceProblem:
     def select(self, method: str, num_features: int) -> torch.Tensor:
         """(L, k) chosen features per label, in lime's order (``lime_base.feature_selection``)."""
         n, labels = self.n_features, self.n_labels
-        if method == "auto":
-            method = "forward_selection" if num_features <= 6 else "highest_weights"
+        method = resolve_method(method, num_features)
         if method == "none":
             return torch.arange(n, device=self.gram.device).expand(labels, n)
         if method == "forward_selection":
@@ -150,7 +149,7 @@ def unpack(packed: np.ndarray) -> list[LabelFit]:
     for row in packed:
         used = row[:k].astype(np.intp)
         coef = row[k:2 * k]
-        exp = sorted(zip(used, coef), key=lambda x: np.abs(x[1]), reverse=True)
+        exp = ranked(used, coef)
         stderr = dict(zip((int(f) for f in used), row[2 * k:3 * k].tolist()))
         fits.append(LabelFit(np.float64(row[3 * k]), exp, float(row[3 * k + 1]),
                              np.array([row[3 * k + 2]]), stderr))

@@ -39,6 +39,7 @@ from limefast.core.explanation import ImageExplanation
 from limefast.core.instance import Instance, fudged_image
 from limefast.core.rounds import SamplingWarning, explained_columns, labels_to_fit
 from limefast.core.seeded import SeededExplainer, check_arguments
+from limefast.core.surrogate import ranked
 from limefast.kernelshap import estimator
 
 
@@ -239,8 +240,7 @@ def _explanation(instance, rows, fit, top, columns, top_labels) -> ShapImageExpl
         j = columns.index(int(label))
         values, se = fit.values[:, j], fit.stderr[:, j]
         base = np.float64(fit.base[j])
-        explanation.local_exp[label] = sorted(zip(features, values), key=lambda x: np.abs(x[1]),
-                                              reverse=True)
+        explanation.local_exp[label] = ranked(features, values)
         explanation.stderr[label] = {int(f): float(s) for f, s in zip(features, se)}
         explanation.base_value[label] = base
         explanation.intercept[label] = base

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from limefast.optional import require
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -26,11 +28,7 @@ if TYPE_CHECKING:
 
 def _torch():
     # Imported on first use, so that ``import limefast`` (which exports gradcam) stays torch-free.
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("limefast.gradcam needs PyTorch: pip install 'limefast[torch]'") from exc
-    return torch
+    return require("torch", "limefast.gradcam")
 
 
 def gradcam(model, images, target_layer=None, labels=None, *, mean=None, std=None, scale=None,

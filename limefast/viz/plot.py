@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from limefast.core.checks import positive_int
+from limefast.optional import require
 from limefast.viz.render import _stderr_values, _uncertain, colour, explanation_label, two_sided_z
 
 
@@ -72,9 +73,4 @@ def plot_explanation(explanation, label=None, ax=None, *, num_features: int = 10
 
 
 def _pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("plot_explanation needs matplotlib: pip install matplotlib "
-                          f"(import failed: {exc})") from exc
-    return plt
+    return require("matplotlib.pyplot", "plot_explanation")
