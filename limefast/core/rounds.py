@@ -147,18 +147,44 @@ def distinct_rows(data: np.ndarray) -> int:
     return len({row.tobytes() for row in data})
 
 
-def rows_that_fit(time_budget: float, start: float, size: int, t_round: float, t_predict: float,
-                  t_after_predict: float, rows: int) -> int:
-    """How many of the next round's ``size`` rows fit in ``time_budget`` seconds from
-    ``start``: the next round costs its rows at this round's time per row (the model, waits
-    for a shared classifier included: ``rows`` took ``t_after_predict - t_predict``) plus this
-    round's other work (from ``t_round``: the checks, the fit); the final fit costs about as
-    much again. Below 1: stop."""
-    now = time.perf_counter()
-    per_row = (t_after_predict - t_predict) / max(1, rows)
-    other = (now - t_round) - (t_after_predict - t_predict)
-    left = time_budget * config.BUDGET_SHARE - (now - start) - 2 * other
-    return min(size, int(left / max(per_row, 1e-12)))
+class BudgetClock:
+    """How many rows the next round may take under ``time_budget`` seconds from ``start``.
+
+    A round's time is mostly the model's, and with a classifier shared between threads it
+    includes waiting for the others' batches: about one of their batches whatever the round's
+    size. So a round of ``r`` rows is modelled as ``wait + r * per_row``: ``per_row`` the
+    smallest time per row seen (an upper bound of the marginal cost), ``wait`` the largest
+    excess over it of any round so far. The next round is planned to end, with the slowest
+    round's other work (the checks, the fit; the final fit costs it again), within
+    ``BUDGET_SHARE`` of the budget.
+    """
+
+    def __init__(self, time_budget: float, start: float):
+        self.budget, self.start = time_budget, start
+        self.per_row = float("inf")
+        self.wait = self.other = 0.0
+        self._rounds: list[tuple[int, float]] = []
+
+    def record(self, rows: int, t_round: float, t_predict: float, t_after_predict: float):
+        """One round: ``rows`` evaluated between ``t_predict`` and ``t_after_predict``, the
+        round having begun at ``t_round`` and ended now."""
+        model = t_after_predict - t_predict
+        self.other = max(self.other, (time.perf_counter() - t_round) - model)
+        if rows:
+            self._rounds.append((rows, model))
+            self.per_row = min(self.per_row, model / rows)
+            self.wait = max(m - r * self.per_row for r, m in self._rounds)
+
+    def rows(self, size: int) -> int:
+        """The most of the next round's ``size`` rows that fit; 0: stop. A round cut to less
+        than a quarter of its size is not taken: it would buy few rows at the risk of a whole
+        wait."""
+        if not self._rounds:
+            return size
+        left = (self.budget * config.BUDGET_SHARE - (time.perf_counter() - self.start)
+                - 2 * self.other - self.wait)
+        fit = min(size, int(left / max(self.per_row, 1e-12)))
+        return fit if 4 * fit >= size else 0
 
 
 def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches, weights,
@@ -198,6 +224,7 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
     n = 0
     sizes = rounds.sizes(n_total)
     size = next(sizes)
+    clock = BudgetClock(rounds.time_budget, start) if rounds.time_budget is not None else None
     with tqdm(total=n_total, disable=not progress_bar, desc="limefast") as bar:
         while True:
             t_round = time.perf_counter()
@@ -240,9 +267,9 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
             if n >= n_total:
                 break
             size = next(sizes)
-            if rounds.time_budget is not None:
-                size = rows_that_fit(rounds.time_budget, start, size, t_round,
-                                     t_predict, t_after_predict, rows.stop - rows.start)
+            if clock is not None:
+                clock.record(len(picked), t_round, t_predict, t_after_predict)
+                size = clock.rows(size)
                 if size < 1:
                     reason = "time_budget"
                     break

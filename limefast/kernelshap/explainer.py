@@ -164,6 +164,8 @@ class KernelShapImageExplainer(SeededExplainer):
         t_model, t_fit, budget = time.perf_counter(), 0.0, 0
         sizes = plan.sizes(n_total)
         size = next(sizes)
+        clock = (rounds.BudgetClock(plan.time_budget, start) if plan.time_budget is not None
+                 else None)
         with tqdm(total=n_total, disable=not progress_bar, desc="limefast") as bar:
             while True:
                 t_round = time.perf_counter()
@@ -204,9 +206,9 @@ class KernelShapImageExplainer(SeededExplainer):
                 if budget >= n_total:
                     break
                 size = next(sizes)
-                if plan.time_budget is not None:
-                    size = rounds.rows_that_fit(plan.time_budget, start, size, t_round,
-                                                t_predict, t_after_predict, len(new))
+                if clock is not None:
+                    clock.record(len(new), t_round, t_predict, t_after_predict)
+                    size = clock.rows(size)
                     if size < 1:
                         reason = "time_budget"
                         break
