@@ -396,3 +396,17 @@ def test_without_ray_the_entry_points_say_how_to_install(monkeypatch, tmp_path, 
                              "test_dataset:grid_factory", "--output", str(tmp_path / "o")])
     assert code == 2
     assert "pip install 'limefast[dataset]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [("--time-budget", "-1"), ("--time-budget", "nan"),
+                                        ("--num-samples", "0"), ("--num-samples", "some"),
+                                        ("--top-labels", "0"), ("--batch-images", "-2")])
+def test_bad_flags_are_usage_errors_as_in_explain(flag, value, tmp_path, capsys):
+    """explain-dataset parses its flags with the types ``limefast explain`` uses: a value out
+    of range is a one-line usage error, exit status 2, before Ray starts."""
+    with pytest.raises(SystemExit) as exc:
+        dataset_cli.main(["explain-dataset", str(tmp_path), "--model", "x:y", "--output",
+                          str(tmp_path / "o"), flag, value])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -26,8 +26,7 @@ import importlib
 import os
 import sys
 
-import numpy as np
-
+from limefast.cli.arguments import count_or_auto, positive_int, seconds, triple
 from limefast.cli.compare import run_compare
 from limefast.cli.explain import run_explain
 from limefast.cli.inputs import InputError
@@ -43,40 +42,6 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
-
-
-def _count_or_auto(text: str):
-    return "auto" if text == "auto" else _positive_int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
-    return value
-
-
-def _triple(text: str) -> tuple:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three numbers like 0.5,0.5,0.5; got {text!r}")
-    return values
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     """Arguments explain and compare share: images, models and how LIME runs."""
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any Pillow format)")
@@ -88,16 +53,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="a state-dict file, or DEFAULT for torchvision's pretrained weights; "
                         "once per --model, in the same order (default: random weights)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--num-samples", type=_count_or_auto, default=1000, metavar="N|auto",
+    p.add_argument("--num-samples", type=count_or_auto, default=1000, metavar="N|auto",
                    help="perturbed images per explanation, or auto: rounds until the top "
                         "superpixels settle (default 1000)")
-    p.add_argument("--max-samples", type=_positive_int, default=None,
+    p.add_argument("--max-samples", type=positive_int, default=None,
                    help="the most rows --num-samples auto may take")
-    p.add_argument("--time-budget", type=_seconds, default=None, metavar="SECONDS",
+    p.add_argument("--time-budget", type=seconds, default=None, metavar="SECONDS",
                    help="stop each explanation's rounds when the next would not fit")
     p.add_argument("--dedupe", action="store_true",
                    help="evaluate each distinct perturbed image once (deterministic models)")
-    p.add_argument("--batch-size", type=_count_or_auto, default=None, metavar="N|auto",
+    p.add_argument("--batch-size", type=count_or_auto, default=None, metavar="N|auto",
                    help="perturbed images per model call, or auto (default: the "
                         "TorchClassifier's choice for torch models, "
                         f"{PLAIN_BATCH} for classifier functions)")
@@ -112,9 +77,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=("none", "trace", "script", "inductor"), default="none",
                    help="TorchClassifier compile mode (trace: frozen TorchScript, the fastest "
                         "on a CPU without a C++ compiler at run time)")
-    p.add_argument("--mean", type=_triple, default=None,
+    p.add_argument("--mean", type=triple, default=None,
                    help="input normalisation mean, e.g. 0.485,0.456,0.406 (ImageNet's default)")
-    p.add_argument("--std", type=_triple, default=None, help="input normalisation std")
+    p.add_argument("--std", type=triple, default=None, help="input normalisation std")
     p.add_argument("--seed", type=int, default=0, help="random seed of LIME and random weights")
     p.add_argument("--coverage", type=float, default=0.05,
                    help="share of the image tinted for each sign (default 0.05)")
@@ -129,7 +94,7 @@ def add_explain(subparsers) -> None:
     p.add_argument("--method", choices=sorted(METHODS), default="lime",
                    help="lime (default) or kernelshap: Shapley values over the superpixels, "
                         "exact when every coalition fits in --num-samples")
-    p.add_argument("--top-labels", type=_positive_int, default=5)
+    p.add_argument("--top-labels", type=positive_int, default=5)
     p.set_defaults(func=run_explain)
 
 
@@ -145,7 +110,7 @@ def add_compare(subparsers) -> None:
                         "--method kernelshap) for both (default: lime)")
     p.add_argument("--target-layer", default=None,
                    help="Grad-CAM layer, by dotted name (default: last convolutional block)")
-    p.add_argument("--steps", type=_positive_int, default=20,
+    p.add_argument("--steps", type=positive_int, default=20,
                    help="steps of the deletion and insertion curves (default 20)")
     p.set_defaults(func=run_compare)
 

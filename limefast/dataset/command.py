@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 
+from limefast.cli.arguments import count_or_auto, positive_int, seconds
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``explain-dataset`` on ``subparsers`` (from ``ArgumentParser.add_subparsers``).
@@ -32,14 +34,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="callable with no arguments returning the classifier (e.g. a "
                         "TorchClassifier), as module:name or file.py:name")
     p.add_argument("--output", required=True, help="folder (or URI) for the Parquet rows")
-    p.add_argument("--num-samples", type=_count_or_auto, default=1000, metavar="N|auto",
+    p.add_argument("--num-samples", type=count_or_auto, default=1000, metavar="N|auto",
                    help="perturbed images per image, or auto (rounds until the top "
                         "superpixels settle)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--time-budget", type=seconds, default=None, metavar="SECONDS",
                    help="stop each image's rounds when the next would not fit")
     p.add_argument("--dedupe", action="store_true",
                    help="evaluate each distinct perturbed image once (deterministic models)")
-    p.add_argument("--top-labels", type=int, default=5)
+    p.add_argument("--top-labels", type=positive_int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--segmentation", choices=("quickshift", "slic", "felzenszwalb"),
                    default=None, help="default: lime's quickshift")
@@ -48,10 +50,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resize", choices=("stretch", "crop"), default="stretch",
                    help="how --image-size is reached: scale each axis, or scale to cover and "
                         "crop the centre")
-    p.add_argument("--batch-images", type=int, default=8, help="images per task and part file")
-    p.add_argument("--model-batch-size", type=int, default=10,
+    p.add_argument("--batch-images", type=positive_int, default=8,
+                   help="images per task and part file")
+    p.add_argument("--model-batch-size", type=positive_int, default=10,
                    help="images per classifier call")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="number of workers (default: as many as the GPUs or CPUs allow)")
     p.add_argument("--gpus-per-worker", type=float, default=0)
     p.add_argument("--cpus-per-worker", type=float, default=1)
@@ -63,10 +66,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
-
-
-def _count_or_auto(text: str):
-    return "auto" if text == "auto" else int(text)
 
 
 def run(args: argparse.Namespace) -> int:

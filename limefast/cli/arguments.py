@@ -1,0 +1,42 @@
+"""The argument types of the ``limefast`` commands (argparse ``type=`` callables): one
+contract for every subcommand, a usage error (exit status 2) for a value out of range."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def count_or_auto(text: str):
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
+    return value
+
+
+def triple(text: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.5,0.5,0.5; got {text!r}")
+    return values
