@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from limefast import config
 from limefast.core.checks import output_folder
 from limefast.optional import available
 
@@ -43,7 +44,8 @@ def machine() -> dict:
 
     info = {"processor": _cpu_name(), "machine": platform.machine(),
             "python": platform.python_version(), "cores": _cores(), "numpy": numpy.__version__,
-            "numba": numba.__version__, "kernel_threads": worker_threads(),
+            "numba": numba.__version__,
+            "kernel_threads": worker_threads(threads=config.CPU_THREADS),
             "scikit-image": skimage.__version__, "scikit-learn": sklearn.__version__, "gpu": None}
     if available("torch"):
         import torch
