@@ -51,6 +51,9 @@ class LimeImageExplainer(SeededExplainer):
     def __init__(self, kernel_width=.25, kernel=None, verbose=False,
                  feature_selection='auto', random_state=None):
         kernel_width = float(kernel_width)
+        if not (np.isfinite(kernel_width) and kernel_width > 0):
+            # lime accepts it, then every kernel weight is 0 and the fit divides by zero
+            raise ValueError(f"kernel_width must be a positive number; got {kernel_width!r}")
         if kernel is None:
             kernel = exponential_kernel
         elif not callable(kernel):

@@ -106,6 +106,9 @@ def test_bad_constructor_arguments():
         lime_image.LimeImageExplainer(kernel=3)
     with pytest.raises(ValueError):
         lime_image.LimeImageExplainer(kernel_width="wide")
+    for width in (0, -0.25, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="kernel_width must be a positive number"):
+            lime_image.LimeImageExplainer(kernel_width=width)
 
 
 def test_kernel_returning_wrong_shape():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from agreement import forward_rtol, logit_scale
 
+from limefast.core.rounds import SamplingWarning
 from limefast.kernelshap import KernelShapImageExplainer, ShapImageExplanation, estimator
 from limefast.lime_image import LimeImageExplainer
 
@@ -530,7 +531,7 @@ def test_time_budget_returns_the_values_that_fit_and_they_still_add_up():
     elapsed = time.perf_counter() - start
     assert e.stop_reason == "time_budget" and not e.converged and not e.exact
     assert 2 < e.num_evaluated < 4000 and e.num_evaluated == e.num_samples
-    assert elapsed < 0.6 * 1.5  # the rounds stop in time (a loose bound: CI shares its cores)
+    assert elapsed < 0.6 * 2  # the rounds stop in time (a loose bound: CI shares its cores)
     full = model(image[None])[0]
     for label in range(4):
         total = e.base_value[label] + sum(v for _, v in e.local_exp[label])
@@ -552,8 +553,10 @@ def test_dedupe_changes_nothing_every_coalition_is_distinct():
 
 def test_too_few_coalitions_add_up_and_say_no_error_is_known():
     image, segments, model = case(26, 9)
-    e = explain(image, segments, model, num_samples=2)
-    assert e.num_evaluated == 2 and not e.exact
+    with pytest.warns(SamplingWarning, match="cannot tell 9 superpixels apart") as caught:
+        e = explain(image, segments, model, num_samples=2)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert e.num_evaluated == 2 and not e.exact and not e.converged
     full = model(image[None])[0]
     for label in range(4):
         values = values_of(e, label, 9)
@@ -577,3 +580,32 @@ def test_public_name():
     import limefast
 
     assert limefast.KernelShapImageExplainer is KernelShapImageExplainer
+
+
+def test_thousands_of_superpixels():
+    """C(F, F/2) is far past a float's range at F = 1100: the design counts in integers."""
+    design = estimator.CoalitionDesign(1100, np.random.RandomState(0)).grow(2400)
+    assert design.rows.shape == (2400, 1100) and not design.exact
+    assert len({r.tobytes() for r in design.rows}) == 2400
+
+
+def test_small_budget_standard_errors_cover():
+    """At a budget of a few times F the fit's residuals understate the errors unless scaled
+    by the small-sample factor: nominal 90% intervals cover the exact values 80-97% of the
+    time over 60 seeded designs (F = 12, 100 images; exact values by enumeration)."""
+    f, rng = 12, np.random.RandomState(5)
+    a, b = rng.randn(f), rng.randn(f, f) / np.sqrt(f)
+
+    def game(z):  # a smooth game with interactions; (n, 1)
+        z = z.astype(np.float64)
+        return (z @ a + np.einsum("nf,fg,ng->n", z, b, z) + 2 * np.sin(z.sum(1)))[:, None]
+
+    exact_design = estimator.CoalitionDesign(f, np.random.RandomState(0)).grow(1 << f)
+    exact = estimator.fit(exact_design, game(exact_design.rows)).values[:, 0]
+    z = []
+    for seed in range(60):
+        design = estimator.CoalitionDesign(f, np.random.RandomState(seed)).grow(100)
+        fit = estimator.fit(design, game(design.rows))
+        z.append((fit.values[:, 0] - exact) / fit.stderr[:, 0])
+    covered = np.mean(np.abs(np.concatenate(z)) < 1.645)
+    assert 0.80 <= covered <= 0.97, covered

@@ -29,8 +29,12 @@ top-left block of the inverse KKT matrix. Each sampled stratum is a sample witho
 of its pairs, so its share of ``db - dA phi`` has the stratified-sampling variance
 ``w^2 n (1 - n / N) S^2`` (S^2 the sample covariance of the pairs' ``sum z e``, e the
 residuals; n drawn of N pairs, per-row weight w). Enumerated strata add nothing, so exact values
-have standard error 0. Too few coalitions to tell every superpixel apart (a singular KKT
-matrix): the minimum-norm values that add up, and standard errors nan.
+have standard error 0. The residuals are the fit's own, so the variance is scaled by
+``pairs / (pairs - F + 1)`` (the small-sample factor HC1 applies to LIME's sandwich). A stratum
+of which a single pair is drawn has no sample variance; its pair's own ``sum z e`` stands in for
+it (a heuristic, conservative for that stratum). Too few coalitions to tell every superpixel
+apart (a singular KKT matrix, or no more pairs than F - 1): the minimum-norm values that add
+up, standard errors nan, and ``identified`` False.
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
-# A stratum draws random pairs until it holds this share of its pairs; past it, the pairs left
-# are enumerated and shuffled (rejection would slow down near the end).
-_ENUMERATE_SHARE = 0.5
+# A stratum draws random pairs until it holds 1 / _ENUMERATE_DENOMINATOR of its pairs; past
+# it, the pairs left are enumerated and shuffled (rejection would slow down near the end).
+_ENUMERATE_DENOMINATOR = 2
 
 
 @dataclass
@@ -112,7 +116,8 @@ class CoalitionDesign:
         f, s = self.f, stratum.size
         while len(stratum.rows) < n:
             need = n - len(stratum.rows)
-            if stratum.pending is None and n > _ENUMERATE_SHARE * stratum.units:
+            # Compared in integers: C(F, F/2) overflows a float past about 1030 superpixels.
+            if stratum.pending is None and n * _ENUMERATE_DENOMINATOR > stratum.units:
                 every = _all_of_size(f, s)
                 if 2 * s == f:  # each pair once: the coalition that holds superpixel 0
                     every = every[every[:, 0] == 1]
@@ -138,9 +143,8 @@ class CoalitionDesign:
     def _design(self) -> Design:
         f = self.f
         blocks = [np.ones((1, f), np.int8), np.zeros((1, f), np.int8)]
-        weight, stratum_of, unit_of = [0.0, 0.0], [-1, -1], [-1, -1]
+        weight, stratum_of = [0.0, 0.0], [-1, -1]
         sampled = {}
-        unit = 0
         for i, (stratum, n) in enumerate(zip(self.strata, self.counts)):
             if n == 0:
                 continue
@@ -151,12 +155,10 @@ class CoalitionDesign:
             blocks.append(pairs)
             weight += [stratum.mass / (2 * n)] * (2 * n)
             stratum_of += [i] * (2 * n)
-            unit_of += list(np.repeat(np.arange(unit, unit + n), 2))
-            unit += n
             if n < stratum.units:
                 sampled[i] = (n, stratum.units)
         return Design(np.concatenate(blocks), np.asarray(weight), np.asarray(stratum_of),
-                      np.asarray(unit_of, dtype=np.intp), sampled, exact=False)
+                      sampled, exact=False)
 
 
 @dataclass
@@ -167,7 +169,6 @@ class Design:
     rows: np.ndarray  # (n, F) int8 0/1
     weights: np.ndarray  # (n,) per-row kernel weight
     stratum: np.ndarray  # (n,) stratum index, -1 for the constraint rows
-    unit: np.ndarray  # (n,) pair index, -1 for the constraint rows
     sampled: dict  # stratum index -> (pairs drawn, pairs in the stratum), for sampled strata
     exact: bool
 
@@ -181,6 +182,7 @@ class ShapleyFit:
     cov: np.ndarray  # (F, F, L) covariance of the values (0 when exact)
     base: np.ndarray
     score: np.ndarray  # weighted R^2 of the additive model on the coalitions seen
+    identified: bool = True  # False: too few coalitions to tell the superpixels apart
 
 
 def fit(design: Design, targets: np.ndarray) -> ShapleyFit:
@@ -200,16 +202,16 @@ def fit(design: Design, targets: np.ndarray) -> ShapleyFit:
     f = design.rows.shape[1]
     if design.exact:
         values = _shapley_formula(design.rows.astype(np.float64), y - base, f)
-        cov = np.zeros((f, f, y.shape[1]))
+        cov, identified = np.zeros((f, f, y.shape[1])), True
         w = np.array([shapley_kernel(f, k) for k in range(f + 1)])[
             design.rows[2:].sum(1).astype(np.intp)] if f > 1 else np.zeros(0)
     else:
         w = design.weights[2:] / design.weights[2:].sum() if len(t) else np.zeros(0)
-        values, cov = _constrained_fit(z, w, t, total, design)
+        values, cov, identified = _constrained_fit(z, w, t, total, design)
     with np.errstate(invalid="ignore"):
         stderr = np.sqrt(np.clip(np.einsum("ffl->fl", cov), 0.0, None))
     score = _r2(z, w, t, values)
-    return ShapleyFit(values, stderr, cov, base, score)
+    return ShapleyFit(values, stderr, cov, base, score, identified)
 
 
 def _shapley_formula(z: np.ndarray, t: np.ndarray, f: int) -> np.ndarray:
@@ -264,15 +266,18 @@ def _constrained_fit(z, w, t, total, design: Design):
         scale = w[rows[0]] ** 2 * n * (1.0 - n / population) / max(n - 1, 1)
         blocks.append(centred * np.sqrt(scale))
     n_labels = t.shape[1]
-    if not regular:  # some values are not told apart by the coalitions: no error is known
-        return values, np.full((f, f, n_labels), np.nan)
+    # The residuals are those of the fit itself, smaller than the errors by the F - 1 free
+    # values: the small-sample factor pairs / (pairs - F + 1), as HC1 is to LIME's sandwich.
+    pairs = (len(t) // 2)
+    if not regular or pairs <= f - 1:  # values not told apart by the coalitions: no error
+        return values, np.full((f, f, n_labels), np.nan), False
     cov = np.zeros((f, f, n_labels))
     if blocks:
         q = np.concatenate(blocks)
         for label in range(n_labels):
             hq = q[:, :, label] @ h  # (units, F): H is symmetric
             cov[:, :, label] = hq.T @ hq
-    return values, cov
+    return values, cov * (pairs / (pairs - f + 1)), True
 
 
 def _r2(z, w, t, values) -> np.ndarray:
@@ -302,12 +307,12 @@ def _allocate(strata: list[_Stratum], pairs: int) -> list[int]:
     while rest and pairs > 0:
         mass = sum(strata[j].mass for j in rest)
         share = {j: pairs * strata[j].mass / mass for j in rest}
-        got = {j: min(int(share[j]), strata[j].units) for j in rest}
+        got = {j: min(int(share[j]), strata[j].units - counts[j]) for j in rest}
         left = pairs - sum(got.values())
         for j in sorted(rest, key=lambda j: got[j] - share[j]):  # largest remainders first
             if left <= 0:
                 break
-            if got[j] < strata[j].units:
+            if counts[j] + got[j] < strata[j].units:
                 got[j] += 1
                 left -= 1
         for j in rest:
@@ -322,8 +327,7 @@ def _exact_design(f: int) -> Design:
     codes = np.concatenate([[(1 << f) - 1, 0], np.arange(1, (1 << f) - 1)]).astype(np.int64)
     rows = ((codes[:, None] >> np.arange(f)) & 1).astype(np.int8)
     n = rows.shape[0]
-    return Design(rows, np.zeros(n), np.full(n, -1), np.full(n, -1, dtype=np.intp), {},
-                  exact=True)
+    return Design(rows, np.zeros(n), np.full(n, -1), {}, exact=True)
 
 
 def _all_of_size(f: int, s: int) -> np.ndarray:

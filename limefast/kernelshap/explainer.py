@@ -59,6 +59,8 @@ class ShapImageExplanation(ImageExplanation):
         num_samples: coalitions the values come from; num_evaluated: images the model saw.
         stop_reason: as for LIME, or 'exact' when ``"auto"`` (or a time budget) reached
             every coalition.
+        converged: as for LIME, and False when too few coalitions were evaluated to tell the
+            superpixels apart (fewer than 2F + 2; a ``SamplingWarning`` says so).
     """
 
     def __init__(self, image: np.ndarray, segments: np.ndarray):
@@ -109,7 +111,9 @@ class KernelShapImageExplainer(SeededExplainer):
                 ``config.AUTO_MAX_SAMPLES`` and ``config.AUTO_MIN_SAMPLES``).
             time_budget: seconds; rounds of coalitions stop when the next would not fit, and
                 the values of the coalitions so far are returned (``stop_reason=
-                'time_budget'``, efficiency still exact).
+                'time_budget'``, efficiency still exact). The coalitions are then drawn in
+                rounds, as for ``"auto"``: a budget that is not reached gives values of the
+                same accuracy as without one, but not the same draws.
             stable_features: how many top superpixels ``"auto"`` must settle (default
                 ``config.AUTO_STABLE_FEATURES``).
 
@@ -223,13 +227,19 @@ class KernelShapImageExplainer(SeededExplainer):
         explanation = _explanation(instance, rows, fit, top, columns, top_labels)
         explanation.num_evaluated = stats.images
         explanation.stop_reason = reason
-        explanation.converged = reason in ("settled", "num_samples", "exact")
-        if plan.auto and not explanation.converged:
+        explanation.converged = reason in ("settled", "num_samples", "exact") and fit.identified
+        if not fit.identified:
+            warnings.warn(
+                f"limefast: {explanation.num_samples} coalitions cannot tell {f} superpixels "
+                "apart: the values are the smallest that add up, their standard errors nan, "
+                f"and converged=False (num_samples of at least {2 * f + 2} identifies them)",
+                SamplingWarning, stacklevel=3)
+        elif plan.auto and not explanation.converged:
             warnings.warn(
                 f"limefast: num_samples='auto' stopped at {stats.images} images ({reason}) "
                 f"before the top {k} superpixels settled; the explanation says "
                 "converged=False (raise max_samples / time_budget)", SamplingWarning,
-                stacklevel=4)
+                stacklevel=3)
         return explanation
 
 
@@ -258,6 +268,8 @@ def _settled(fit, k: int, z: float):
     """The top-k sets of every label if each label's boundary is settled (the rule of
     ``limefast.core.adaptive`` on the values' own covariance), else None."""
     n_features, n_labels = fit.values.shape
+    if not fit.identified:
+        return None
     if k >= n_features:
         return [frozenset(range(n_features))] * n_labels
     sets = []
