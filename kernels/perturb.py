@@ -30,8 +30,6 @@ from numba.extending import intrinsic
 
 from .threads import TASK_BYTES, share_rows, task_rows
 
-_UINT_BY_ITEMSIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
 # Bytes of one block copy: a cache line's worth (one 64-byte vector register, or two 32-byte ones).
 _BLOCK = 64
 # How far ahead of the block being copied its sample's memory is prefetched for writing: far
@@ -275,9 +273,8 @@ class RunCopy:
 
 
 def as_bytes_view(array: np.ndarray) -> np.ndarray:
-    """Flat unsigned-integer view of ``array``'s bytes (a copy only if not contiguous)."""
-    array = np.ascontiguousarray(array)
-    return array.reshape(-1).view(_UINT_BY_ITEMSIZE[array.dtype.itemsize])
+    """Flat uint8 view of ``array``'s bytes (a copy only if not contiguous)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 class PerturbPlan:

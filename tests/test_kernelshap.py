@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 from agreement import forward_rtol, logit_scale
+from naive import naive_perturb, naive_segment_means
 
 from limefast.core.rounds import SamplingWarning
 from limefast.kernelshap import KernelShapImageExplainer, ShapImageExplanation, estimator
@@ -76,24 +77,16 @@ class SegmentModel:
 
 
 def naive_fudged(image, segments):
-    """Every segment filled with its mean colour (cast to the image dtype, as lime does)."""
+    """Every segment filled with its mean colour (lime's means, cast to the image dtype)."""
     fudged = image.copy()
-    for j in np.unique(segments):
-        fudged[segments == j] = image[segments == j].mean(0)
+    fudged[...] = naive_segment_means(image, segments)[segments]
     return fudged
 
 
 def masked(z, image, fudged, segments):
-    """The images of 0/1 rows ``z``: a superpixel off takes the fudged pixels (the masking
-    function of shap's image notebooks, with the fudged image as the background)."""
-    z = np.atleast_2d(z)
-    out = np.empty((len(z),) + image.shape, image.dtype)
-    for i, row in enumerate(z):
-        out[i] = image
-        for j in range(z.shape[1]):
-            if row[j] == 0:
-                out[i][segments == j] = fudged[segments == j]
-    return out
+    """The images of 0/1 rows ``z``: a superpixel off takes the fudged pixels (lime's loop;
+    the masking function of shap's image notebooks, with the fudged image as background)."""
+    return naive_perturb(image, fudged, segments, np.atleast_2d(z))
 
 
 def brute_force_shapley(model, image, fudged, segments):

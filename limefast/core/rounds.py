@@ -175,6 +175,12 @@ class BudgetClock:
             self.per_row = min(self.per_row, model / rows)
             self.wait = max(m - r * self.per_row for r, m in self._rounds)
 
+    def next_round(self, size: int, rows: int, t_round: float, t_predict: float,
+                   t_after_predict: float) -> int:
+        """``record`` the round just done, then the next round's ``rows(size)``."""
+        self.record(rows, t_round, t_predict, t_after_predict)
+        return self.rows(size)
+
     def rows(self, size: int) -> int:
         """The most of the next round's ``size`` rows that fit; 0: stop. A round cut to less
         than a quarter of its size is not taken: it would buy few rows at the risk of a whole
@@ -268,8 +274,7 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
                 break
             size = next(sizes)
             if clock is not None:
-                clock.record(len(picked), t_round, t_predict, t_after_predict)
-                size = clock.rows(size)
+                size = clock.next_round(size, len(picked), t_round, t_predict, t_after_predict)
                 if size < 1:
                     reason = "time_budget"
                     break

@@ -170,33 +170,45 @@ class KernelShapImageExplainer(SeededExplainer):
         size = next(sizes)
         clock = (rounds.BudgetClock(plan.time_budget, start) if plan.time_budget is not None
                  else None)
+        # One round (a fixed count, no budget): every row is new, in order; with rounds, the
+        # design's rows are matched to the outputs already evaluated.
+        one_round = not plan.auto and plan.time_budget is None
+
+        def fit_rows(rows, keys):
+            outputs = executor.concat(evaluated)
+            index = (np.arange(len(keys)) if one_round
+                     else np.array([store[key] for key in keys], dtype=np.intp))
+            targets = executor.to_numpy(executor.take(outputs, index), columns)
+            with one_blas_thread():
+                return estimator.fit(rows, targets)
+
         with tqdm(total=n_total, disable=not progress_bar, desc="limefast") as bar:
             while True:
                 t_round = time.perf_counter()
                 budget += size
                 rows = design.grow(budget)
-                keys = [row.tobytes() for row in rows.rows]
-                new = [i for i, key in enumerate(keys) if key not in store]
+                if one_round:
+                    keys, new = range(len(rows.rows)), list(range(len(rows.rows)))
+                else:
+                    keys = [row.tobytes() for row in rows.rows]
+                    new = [i for i, key in enumerate(keys) if key not in store]
                 t_predict = time.perf_counter()
                 if new:
                     sub = Instance(instance.image, instance.segments, f, instance.fudged,
                                    rows.rows[new], np.zeros(len(new)), {})
                     evaluated.append(executor.predict([sub], classifier_fn, batches, bar,
                                                       stats)[0])
-                    store.update((keys[i], stored + j) for j, i in enumerate(new))
+                    if not one_round:
+                        store.update((keys[i], stored + j) for j, i in enumerate(new))
                     stored += len(new)
                 t_after_predict = time.perf_counter()
                 if columns is None:  # row 0 is the image: the labels come from its outputs
                     first = executor.first_row(evaluated[0])
                     top = labels_to_fit(first, labels, top_labels)
                     columns = explained_columns(first, labels, top_labels)
-                outputs = executor.concat(evaluated)
                 if plan.auto or rows.exact or budget >= n_total:
                     t0 = time.perf_counter()
-                    index = np.array([store[key] for key in keys], dtype=np.intp)
-                    targets = executor.to_numpy(executor.take(outputs, index), columns)
-                    with one_blas_thread():
-                        fit = estimator.fit(rows, targets)
+                    fit = fit_rows(rows, keys)
                     t_fit += time.perf_counter() - t0
                 if rows.exact:
                     reason = "exact" if plan.auto or plan.time_budget is not None else reason
@@ -211,16 +223,13 @@ class KernelShapImageExplainer(SeededExplainer):
                     break
                 size = next(sizes)
                 if clock is not None:
-                    clock.record(len(new), t_round, t_predict, t_after_predict)
-                    size = clock.rows(size)
+                    size = clock.next_round(size, len(new), t_round, t_predict,
+                                            t_after_predict)
                     if size < 1:
                         reason = "time_budget"
                         break
         if fit is None:  # a fixed count cut by its time budget: fit what was evaluated
-            index = np.array([store[key] for key in keys], dtype=np.intp)
-            targets = executor.to_numpy(executor.take(outputs, index), columns)
-            with one_blas_thread():
-                fit = estimator.fit(rows, targets)
+            fit = fit_rows(rows, keys)
         instance.timings["perturb_and_model"] = time.perf_counter() - t_model - t_fit
         instance.timings["model"] = stats.seconds
         instance.timings["shapley"] = t_fit
