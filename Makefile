@@ -10,9 +10,9 @@ PYTEST := $(PY) -m pytest
 # only fails here first). AVX2 where the CPU has AVX-512, else SSE4.1.
 ONEDNN_SECOND_ISA := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo AVX2 || echo SSE41)
 
-.PHONY: setup demo test bench bench-quick lint clean gpu-check gpu-check-dry gpu-wheels
+.PHONY: setup demo test install-check bench bench-quick lint clean gpu-check gpu-check-dry gpu-wheels
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test,torch,bench,dataset]'
@@ -23,7 +23,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m limefast.demo
 
-test: $(STAMP)
+# limefast as users install it: the wheel in a clean venv, used from outside the checkout.
+install-check: $(STAMP)
+	$(PY) tests/check_wheel.py
+
+test: $(STAMP) install-check
 	$(PYTEST) -q -m "not cudasim" tests
 	ONEDNN_MAX_CPU_ISA=$(ONEDNN_SECOND_ISA) $(PYTEST) -q -m "not cudasim" tests/test_device.py
 	NUMBA_ENABLE_CUDASIM=1 $(PYTEST) -q -m cudasim tests

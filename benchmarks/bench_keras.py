@@ -21,11 +21,14 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 os.environ.setdefault("KERAS_BACKEND", "torch")  # read once, when keras is imported: no TF
+pytest.importorskip("torch", reason="keras runs on its torch backend here: limefast[torch]")
+pytest.importorskip("keras", reason="needs keras: limefast[test]")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 from skimage.color import rgb2gray  # noqa: E402
 
 from benchmarks.conftest import note, record  # noqa: E402

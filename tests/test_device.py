@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("lime", reason="needs lime, the reference: limefast[test]")
+pytest.importorskip("torch", reason="the device path needs torch: limefast[torch]")
+pytest.importorskip("hypothesis", reason="property tests need hypothesis: limefast[test]")
+
 import lime.lime_image as lime_ref
 import numpy as np
-import pytest
 import torch
 from agreement import (
     U_FLOAT32,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis: limefast[test]")
+
+import numpy as np
 from agreement import forward_rtol, logit_scale
 from conftest import GridClassifier, bundled
 from hypothesis import given, settings

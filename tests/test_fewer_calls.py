@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("lime", reason="needs lime, the reference: limefast[test]")
+
 import time
 import warnings
 
 import lime.lime_image as lime_ref
 import numpy as np
-import pytest
 from agreement import assert_same_explanation
 from conftest import bundled
 from naive import naive_robust_stderr

@@ -6,6 +6,10 @@ listed in the README); a Numba typing error, an IndexError or anything else is a
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis: limefast[test]")
+
 import warnings
 
 import numpy as np

@@ -18,12 +18,20 @@ derived from the Keras model's own layers (``keras_forward_rtol``).
 
 from __future__ import annotations
 
-import math
 import os
 
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # read once, when keras is imported: no TF
+pytest.importorskip("lime", reason="needs lime, the reference: limefast[test]")
+pytest.importorskip("torch", reason="keras runs on its torch backend here: limefast[torch]")
+pytest.importorskip("keras", reason="needs keras: limefast[test]")
+
+import math
+
+import keras  # noqa: E402 - the backend must be chosen first
 import lime.lime_image as lime_ref
 import numpy as np
-import pytest
 from skimage.color import rgb2gray
 from skimage.transform import resize
 from sklearn.datasets import load_digits
@@ -34,9 +42,6 @@ from limefast.benchsuite.inputs import bundled
 # By package path, not ``from agreement import``: benchmarks/bench_keras.py imports this module's
 # workflow as ``tests.test_keras``.
 from tests.agreement import SAFETY, U_FLOAT32, assert_float32_agreement, assert_same_explanation
-
-os.environ.setdefault("KERAS_BACKEND", "torch")  # read once, when keras is imported: no TF
-import keras  # noqa: E402 - the backend must be chosen first
 
 # keras' torch backend converts its outputs with np.array(x), which numpy 2 warns about
 pytestmark = pytest.mark.filterwarnings(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis: limefast[test]")
+
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive import naive_perturb, naive_segment_means

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("lime", reason="needs lime, the reference: limefast[test]")
+
 import lime.lime_image as lime_ref
 import numpy as np
-import pytest
 from conftest import GridClassifier, bundled, quickshift_segments
 from sklearn.linear_model import Lasso, Ridge
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("matplotlib", reason="plots need matplotlib: limefast[bench]")
+
 import sys
 
 import numpy as np
-import pytest
 from scipy.stats import norm
 
 from limefast.lime_image import ImageExplanation

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis: limefast[test]")
+
 import io
 import re
 
 import numpy as np
-import pytest
 from conftest import GridClassifier, bundled
 from hypothesis import given, settings
 from hypothesis import strategies as st

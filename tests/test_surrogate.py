@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis: limefast[test]")
+pytest.importorskip("lime", reason="needs lime, the reference: limefast[test]")
+
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lime.lime_base import LimeBase

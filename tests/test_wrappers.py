@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("lime", reason="needs lime, the reference: limefast[test]")
+
 import functools
 import subprocess
 import sys
 
 import lime.wrappers.scikit_image as lime_wrappers
 import numpy as np
-import pytest
 from lime.utils.generic_utils import has_arg as lime_has_arg
 from skimage.data import chelsea
 from skimage.segmentation import felzenszwalb, slic

@@ -26,6 +26,7 @@ import numpy as np
 from limefast import images
 from limefast.imagenet import MEAN as IMAGENET_MEAN
 from limefast.imagenet import STD as IMAGENET_STD
+from limefast.optional import available, require
 
 # Seconds a stalled download of pretrained weights may wait on the network before giving up.
 DOWNLOAD_TIMEOUT = 20.0
@@ -102,19 +103,22 @@ def load_model(spec: str, weights: str | None, *, device=None, precision="auto",
         mean, std: preprocessing of a module's input.
         seed: seeds torch before building, so random weights are the same on every run.
     """
-    import torch
-
-    torch.manual_seed(seed)
     categories = None
     if ":" in spec:
+        # A factory may return a NumPy classifier_fn: torch only where it is installed.
+        torch = require("torch", f"--model {spec}") if available("torch") else None
+        if torch is not None:
+            torch.manual_seed(seed)
         module = _from_factory(spec)
         if weights == "DEFAULT":
             raise InputError(f"--weights DEFAULT asks torchvision for pretrained weights; "
                              f"{spec} is not a torchvision model (give a weights file)")
     else:
+        torch = require("torch", f"--model {spec} (a torchvision model)")
+        torch.manual_seed(seed)
         module, categories = _torchvision_model(spec, weights)
     tag = _safe(spec.replace(":", "-")) or "model"
-    if not isinstance(module, torch.nn.Module):
+    if torch is None or not isinstance(module, torch.nn.Module):
         if weights not in (None, "DEFAULT"):
             raise InputError(f"--weights {weights}: {spec} returned a callable, not a torch "
                              "module, so there is nothing to load the weights into")

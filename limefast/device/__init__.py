@@ -4,8 +4,12 @@ ridge in ``torch.linalg``), ``cuda`` (CUDA graphs, uploads, ``segment_means`` of
 ``options`` (its arguments checked) and ``_torch`` (the helpers they share). Needs the ``torch``
 extra."""
 
-from limefast.device.classifier import TorchClassifier
-from limefast.device.cuda import segment_means
-from limefast.device.executor import DevicePrediction, TorchExecutor
+from limefast.optional import require
+
+require("torch", "limefast.device")  # the install hint, before any module imports torch
+
+from limefast.device.classifier import TorchClassifier  # noqa: E402
+from limefast.device.cuda import segment_means  # noqa: E402
+from limefast.device.executor import DevicePrediction, TorchExecutor  # noqa: E402
 
 __all__ = ["DevicePrediction", "TorchClassifier", "TorchExecutor", "segment_means"]
