@@ -8,31 +8,48 @@ Pictures and comparisons: ``limefast.render_explanation``, ``limefast.gradcam`` 
 
 The house: ``core/`` the backend-neutral pipeline, ``segmentation/``, ``device/`` (PyTorch),
 ``kernelshap/`` (the Shapley explainer), ``viz/`` and ``metrics/``, ``wrappers/`` (lime's
-mirror), and the apps ``cli/``, ``dataset/``, ``demo/``, ``benchsuite/``; the compiled kernels
-are ``limefast.kernels``.
+mirror), ``models/`` (the small models the project trains), and the apps ``cli/``,
+``dataset/``, ``demo/``, ``benchsuite/``; the compiled kernels are ``limefast.kernels``.
+
+``import limefast`` is cheap: every public name is loaded on first use (SPEC 1's lazy
+loading), and a background thread loads Numba, the explainer and the cached kernels meanwhile
+(``limefast._preload``; ``LIMEFAST_PRELOAD=0`` turns it off).
 """
 
-from limefast import _moved, lime_image
-from limefast.kernelshap import KernelShapImageExplainer
-from limefast.lime_image import ImageExplanation, LimeImageExplainer
-from limefast.metrics.curves import faithfulness
-from limefast.viz.cam import gradcam  # imports torch only when called
-from limefast.viz.render import render_explanation
-
-_moved.install()
+from limefast import _moved, _preload
 
 __version__ = "0.1.0"
 
 __all__ = ["ImageExplanation", "KernelShapImageExplainer", "LimeImageExplainer", "TorchClassifier",
            "faithfulness", "gradcam", "lime_image", "render_explanation", "__version__"]
 
-# Loaded on first use: torch is optional and slow to import.
-_LAZY = {"TorchClassifier": "limefast.device.classifier"}
+# Public name -> the module that defines it (a module's own name: the module itself).
+_LAZY = {
+    "lime_image": "limefast.lime_image",
+    "ImageExplanation": "limefast.lime_image",
+    "LimeImageExplainer": "limefast.lime_image",
+    "KernelShapImageExplainer": "limefast.kernelshap",
+    "TorchClassifier": "limefast.device.classifier",
+    "faithfulness": "limefast.metrics.curves",
+    "gradcam": "limefast.viz.cam",  # imports torch only when called
+    "render_explanation": "limefast.viz.render",
+}
 
 
 def __getattr__(name):
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(_LAZY[name]), name)
+        module = import_module(_LAZY[name])
+        value = module if module.__name__.rpartition(".")[2] == name else getattr(module, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'limefast' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+_moved.install()
+_preload.start()

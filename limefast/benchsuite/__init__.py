@@ -1,7 +1,8 @@
 """``limefast bench``: the benchmark suite, on whatever this machine has.
 
 Writes ``<out>/<machine>-<date>.json``, a Markdown table beside it and PNG plots of the scaling
-sweeps and of the sampling study; the ``kernelshap`` section sets KernelSHAP against shap.
+sweeps and of the sampling study; the ``kernelshap`` section sets KernelSHAP against shap, and
+``cold_start`` times a user's first second in fresh processes.
 ``--quick`` shrinks every size so the whole run takes a few minutes on a 2-core machine (the
 tests run it to keep the suite working; it asserts nothing about time).
 The results are checked against the targets of ``benchmarks/targets.json`` (``--targets``).
@@ -27,10 +28,10 @@ from limefast import config
 from limefast.core.checks import output_folder
 from limefast.optional import available
 
-from . import report, sampling, shapley, suite
+from . import cold_start, report, sampling, shapley, suite
 from . import targets as target_file
 
-SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling", "kernelshap")
+SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling", "kernelshap", "cold_start")
 
 
 def machine() -> dict:
@@ -81,11 +82,13 @@ def _cpu_name() -> str:
 
 def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
               study: sampling.StudyConfig | None = None, targets=None,
-              shap: shapley.ShapleyConfig | None = None) -> dict:
+              shap: shapley.ShapleyConfig | None = None,
+              cold: cold_start.ColdConfig | None = None) -> dict:
     """Run the chosen sections and return the results dict (JSON-ready).
 
     ``study`` sizes the sampling study (default ``sampling.StudyConfig()``), ``shap`` the
-    KernelSHAP comparison (default ``shapley.ShapleyConfig()``); ``targets`` are
+    KernelSHAP comparison (default ``shapley.ShapleyConfig()``), ``cold`` the cold-start
+    section (default ``cold_start.ColdConfig()``); ``targets`` are
     the targets the results are checked against (default ``targets.load()``, the checkout's
     ``benchmarks/targets.json``).
     """
@@ -116,6 +119,8 @@ def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
             else:
                 results["not_measured"].append("kernelshap: shap is not installed "
                                                "(pip install 'limefast[bench]')")
+        elif name == "cold_start":
+            results[name] = cold_start.cold_start(cold, progress=lambda m: log(f"  {m}"))
         log(f"[limefast bench] {name} done in {time.perf_counter() - t0:.1f} s")
     for m in results.get("sampling", {}).get("models", []):
         if m.get("auto_unavailable"):
@@ -184,7 +189,8 @@ def run(args) -> int:
         return 2
     results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr),
                         study=_study_config(args), targets=spec,
-                        shap=shapley.ShapleyConfig.quick() if args.quick else None)
+                        shap=shapley.ShapleyConfig.quick() if args.quick else None,
+                        cold=cold_start.ColdConfig.quick() if args.quick else None)
     path = write(results, out)
     print(report.markdown(results))
     print(f"written: {path} (+ .md and *.png)", file=sys.stderr)

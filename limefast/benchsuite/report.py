@@ -101,6 +101,7 @@ def markdown(results: dict) -> str:
                   f"p50 {lat['p50'] * 1e3:.1f} ms, p99 {lat['p99'] * 1e3:.1f} ms over "
                   f"{lat['repeats']} explanations ({lat['side']}x{lat['side']}, "
                   f"{lat['num_samples']} samples)", ""]
+    lines += cold_start_markdown(results.get("cold_start"))
     lines += sampling_markdown(results.get("sampling"))
     lines += kernelshap_markdown(results.get("kernelshap"))
     checks = targets(results)
@@ -125,6 +126,13 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
         if checked:
             out.append(checked)
 
+    cold = results.get("cold_start")
+    if cold:
+        add("cold_import", cold["import_s"], f"{cold['import_s']:.3f} s")
+        for row in cold["first_call"]:
+            if row["pause_s"] >= 1.0:
+                add("cold_first_call", row["first_extra_s"], f"+{row['first_extra_s']:.3f} s",
+                    impl=f"{row['side']}x{row['side']}")
     e2e = {r["impl"]: r for r in results.get("end_to_end", []) if "seconds" in r}
     if "lime" in e2e and "limefast-cpu" in e2e:
         ratio = e2e["lime"]["seconds"] / e2e["limefast-cpu"]["seconds"]
@@ -158,6 +166,23 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
             outside = 1 - row["stages"]["model"] / row["seconds"]
             add("device_outside_forward", outside, f"{outside:.1%}", model=name, impl=impl)
     return out
+
+
+def cold_start_markdown(cold: dict | None) -> list[str]:
+    """The cold_start section: import, first calls, the command line."""
+    if not cold:
+        return []
+    lines = ["## Cold start (fresh processes)", "",
+             f"`import limefast`: {cold['import_s']:.3f} s (median of "
+             f"{len(cold['import_all'])}).", "",
+             "| image | pause after import | first call's extra | warm call |", "|---|---|---|---|"]
+    for row in cold["first_call"]:
+        lines.append(f"| {row['side']}x{row['side']} | {row['pause_s']:g} s | "
+                     f"+{row['first_extra_s'] * 1e3:.0f} ms | {row['warm_s'] * 1e3:.0f} ms |")
+    cli = cold["cli"]
+    lines += ["", f"`limefast explain`, one 224x224 image, whole process: {cli['wall_s']:.2f} s "
+              f"against a warm explanation's {cli['warm_s']:.3f} s ({cli['ratio']:.0f}x).", ""]
+    return lines
 
 
 def _fmt(x) -> str:

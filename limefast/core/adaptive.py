@@ -37,15 +37,16 @@ much the weights would move with other rows of the same explanation, not the mod
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
-from scipy.stats import norm
 
 from limefast.core.surrogate import robust_scale
 
 
 def z_value(confidence: float) -> float:
     """The one-sided normal quantile of ``confidence``."""
-    return float(norm.ppf(confidence))
+    return float(NormalDist().inv_cdf(confidence))
 
 
 class RunningFit:

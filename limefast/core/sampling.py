@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import sklearn.metrics
 from tqdm.auto import tqdm
 
 from limefast import config
@@ -48,6 +47,8 @@ def row_distances(data: np.ndarray, metric) -> np.ndarray:
         n = data.shape[1]
         k = np.count_nonzero(data, axis=1)
         return np.clip(1.0 - np.sqrt(k / n), 0.0, 2.0)
+    import sklearn.metrics  # only for metrics other than lime's default
+
     try:
         return sklearn.metrics.pairwise_distances(data, data[0:1], metric=metric).ravel()
     except (ValueError, TypeError) as exc:

@@ -7,13 +7,14 @@ and ``batch_size="auto"``'s per-classifier batch sizers.
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 
 import numpy as np
 from skimage.color import gray2rgb
-from sklearn.utils import check_random_state
 
+from limefast import _preload
 from limefast.core import checks, sampling
 from limefast.segmentation import LIME_QUICKSHIFT
 
@@ -23,6 +24,19 @@ _GLOBAL_RNG_LOCK = threading.RLock()
 # batch_size="auto" keeps one sizer per (classifier, image kind); a new lambda per call must
 # not grow the table without end.
 _MAX_SIZERS = 16
+
+
+def check_random_state(seed) -> np.random.RandomState:
+    """lime's random state from ``seed``, as ``sklearn.utils.check_random_state`` makes it
+    (here so an explanation does not import scikit-learn): None is numpy's global state, an int
+    a new ``RandomState``, a ``RandomState`` itself."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral):
+        return np.random.RandomState(seed)
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(f"{seed!r} cannot be used to seed a numpy.random.RandomState instance")
 
 
 class SeededExplainer:
@@ -57,6 +71,7 @@ class SeededExplainer:
         ``random_seed`` from the random state when it is None, even when a segmentation is
         given (lime's draw 1); the default segmentation is lime's quickshift."""
         t0 = time.perf_counter()
+        _preload.user_started()
         if image.ndim == 2:
             image = gray2rgb(image)
         if random_seed is None:

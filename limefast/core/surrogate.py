@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
-from sklearn.linear_model import lars_path
 
 from limefast import config
 
@@ -229,6 +228,8 @@ class WeightedProblem:
         y = self.y[:, label]
         weighted_labels = (y - np.average(y, weights=self.w)) * np.sqrt(self.w)
         nonzero = np.arange(self._lasso_x.shape[1])
+        from sklearn.linear_model import lars_path  # lasso_path only: scikit-learn on use
+
         _, _, coefs = lars_path(self._lasso_x, weighted_labels, method="lasso", verbose=False)
         for i in range(len(coefs.T) - 1, 0, -1):
             nonzero = coefs.T[i].nonzero()[0]

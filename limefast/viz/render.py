@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
+from statistics import NormalDist
 
 import numpy as np
 from PIL import Image, ImageColor
-from scipy.special import ndtri
 from skimage.segmentation import find_boundaries
 
 # CSS "green" is (0, 128, 0): too dark to read as a tint over a photo.
@@ -102,7 +102,7 @@ def two_sided_z(confidence: float) -> float:
             or not 0 < confidence < 1:
         raise ValueError(f"confidence must be a number in (0, 1), such as 0.9; "
                          f"got {confidence!r}")
-    return float(ndtri(0.5 + confidence / 2))
+    return float(NormalDist().inv_cdf(0.5 + confidence / 2))
 
 
 def _uncertain(weights: np.ndarray, stderr: np.ndarray, z: float) -> np.ndarray:

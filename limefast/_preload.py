@@ -1,0 +1,171 @@
+"""Loads the explainer while the user loads a model.
+
+An explanation's first call in a process used to pay for Numba: importing it, building its
+typing and target contexts, and reading every kernel from its on-disk cache (``cache=True``)
+before the first dispatch. None of it depends on the user's image or model, so ``import
+limefast`` starts it on a background thread and returns. By the time the model is loaded the
+kernels are ready; a call that comes sooner waits on the same import and compile locks the thread
+holds, and stops the warm-up at its next step (``user_started``), so that it waits only for
+the step under way.
+
+The imports are made under Python's global import lock, at a moment when no other thread is
+importing (``import_alone`` says why): a user's import meanwhile waits for them rather than
+meeting a half-imported package. The warm-up then runs tiny explanations of its own (its own
+random state, one thread, no progress bar, no warnings) for the image types users pass most:
+uint8, float64 and float32 RGB, and lime's default quickshift once. It never touches numpy's
+global random state or a user's explainer.
+
+``LIMEFAST_PRELOAD=0`` turns it off (the first explanation then pays the load itself). A fork
+waits for the thread to finish first, so a child never inherits a half-taken import lock, and
+the interpreter waits for it at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import threading
+import time
+
+_THREAD: threading.Thread | None = None
+_ERROR: BaseException | None = None
+# Set by the first explanation of the user's: the warm-up then stops after its current step, so
+# it never makes the user's call wait for image types the user did not ask for.
+_USER = threading.Event()
+# How long exit and fork wait for the thread; it takes about a second on a cold machine.
+_JOIN_SECONDS = 60.0
+# What the explainer's first call imports (limefast's own modules pull in the rest: numba,
+# scipy.linalg, scikit-image's segmentation, tqdm, Pillow).
+_MODULES = ("limefast.lime_image", "limefast.kernelshap", "limefast.wrappers.scikit_image")
+# How long the thread waits for another thread's import to finish before giving up the imports.
+_IMPORT_WAIT_SECONDS = 30.0
+
+
+def enabled() -> bool:
+    """Whether ``LIMEFAST_PRELOAD`` allows the background load (on unless 0, false, no, off)."""
+    return os.environ.get("LIMEFAST_PRELOAD", "1").strip().lower() not in ("0", "false", "no",
+                                                                            "off")
+
+
+def start() -> None:
+    """Start the background load once per process, unless ``LIMEFAST_PRELOAD`` says no."""
+    global _THREAD
+    if _THREAD is not None or not enabled():
+        return
+    _THREAD = threading.Thread(target=_run, name="limefast-preload", daemon=True)
+    _THREAD.start()
+
+
+def wait(timeout: float | None = _JOIN_SECONDS) -> bool:
+    """Wait for the background load; True when it has finished (or never started)."""
+    thread = _THREAD
+    if thread is None or thread is threading.current_thread():
+        return True
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
+def error() -> BaseException | None:
+    """What stopped the background load, if anything did (the first explanation then meets the
+    same problem itself and reports it)."""
+    return _ERROR
+
+
+def user_started() -> None:
+    """Called as an explanation starts: a user's call stops the warm-up at its next step."""
+    if _THREAD is not None and threading.current_thread() is not _THREAD:
+        _USER.set()
+
+
+def _run() -> None:
+    global _ERROR
+    try:
+        warm()
+    except BaseException as exc:  # noqa: BLE001 - kept for error(); never raised in a thread
+        _ERROR = exc
+
+
+def import_alone(names=_MODULES, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> bool:
+    """Import ``names`` while no other thread imports anything; False if that never happened.
+
+    Two threads importing one package at once can see each other's half-initialised modules
+    (Python's deadlock avoidance for circular imports hands one of them a partial module: an
+    ImportError in the user's thread, for scipy or numpy, say). So the thread takes Python's
+    global import lock, which every thread needs to start importing a module, and imports only
+    when no other thread is in the middle of an import: then no thread can begin one until
+    these are done (they wait, as if the imports had been theirs), and none holds a module
+    lock these could wait on. Otherwise it lets go and looks again, until a user's explanation
+    starts (which imports what it needs itself) or ``wait_seconds`` pass.
+    """
+    import _imp
+
+    deadline = time.monotonic() + wait_seconds
+    while not _USER.is_set() and time.monotonic() < deadline:
+        _imp.acquire_lock()
+        try:
+            if not _others_importing():
+                for name in names:
+                    importlib.import_module(name)
+                return True
+        finally:
+            _imp.release_lock()
+        time.sleep(0.02)
+    return False
+
+
+def _others_importing() -> bool:
+    """Whether a module lock is held by another thread (True where that cannot be known)."""
+    try:
+        from importlib import _bootstrap
+
+        me = threading.get_ident()
+        for ref in list(_bootstrap._module_locks.values()):
+            lock = ref()
+            owner = getattr(lock, "owner", None) if lock is not None else None
+            if owner is not None and owner != 0 and owner != me:
+                return True
+        return False
+    except Exception:  # noqa: BLE001 - another Python's internals: assume the worst
+        return True
+
+
+def warm() -> None:
+    """Import the CPU explainer and load its kernels for the common image types."""
+    import limefast  # noqa: F401 - waits for the import that started this thread to finish
+
+    if not import_alone():
+        return
+    import numpy as np
+
+    from limefast.lime_image import LimeImageExplainer
+    from limefast.segmentation import LIME_QUICKSHIFT
+    from limefast.wrappers.scikit_image import SegmentationAlgorithm  # lime's default's home
+
+    explainer = LimeImageExplainer(random_state=0)
+    segments = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 4, 0), 4, 1)  # (8, 8), 4 segments
+
+    def classifier(batch):
+        score = batch.reshape(len(batch), -1).astype(np.float64).mean(1)
+        score = score / (1.0 + np.abs(score))
+        return np.stack([score, 1.0 - score], axis=1)
+
+    rng = np.random.RandomState(0)
+    base = rng.randint(0, 256, size=(8, 8, 3))
+    for image in (base.astype(np.uint8), base / 255, (base / 255).astype(np.float32)):
+        if _USER.is_set():
+            return
+        explainer.explain_instance(image, classifier, top_labels=1, num_samples=12,
+                                   batch_size=12, segmentation_fn=lambda _, s=segments: s,
+                                   progress_bar=False)
+        if image.dtype == np.uint8 and not _USER.is_set():
+            SegmentationAlgorithm("quickshift", **LIME_QUICKSHIFT, random_seed=0)(image)
+
+
+def _before_fork() -> None:
+    wait()
+
+
+atexit.register(wait)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork)

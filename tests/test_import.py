@@ -1,0 +1,91 @@
+"""A user's first second: ``import limefast`` is cheap, the background load leaves no trace but
+ready kernels, and the version is written once. Each check runs in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("numba", "scipy", "sklearn", "pandas", "torch", "scipy.stats", "matplotlib")
+
+
+def fresh(code: str, **env) -> dict:
+    """Run ``code`` in a new interpreter from the repository's root; its last line is JSON."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_import_pulls_in_nothing_heavy():
+    got = fresh(f"""
+import json, sys
+import limefast
+print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
+""", LIMEFAST_PRELOAD="0")
+    assert got == []
+
+
+def test_public_names_resolve_lazily():
+    got = fresh("""
+import json, sys
+import limefast
+names = {n: type(getattr(limefast, n)).__name__ for n in limefast.__all__ if n != "TorchClassifier"}
+print(json.dumps([names, "lime_image" in dir(limefast), "torch" in sys.modules]))
+""", LIMEFAST_PRELOAD="0")
+    names, listed, torch_loaded = got
+    assert names["lime_image"] == "module" and names["LimeImageExplainer"] == "type"
+    assert names["faithfulness"] == "function" and names["__version__"] == "str"
+    assert listed and not torch_loaded  # gradcam imports torch only when called
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        import limefast
+
+        limefast.nothing_here  # noqa: B018
+
+
+def test_preload_warms_without_side_effects():
+    """The background load finishes without error, imports no scikit-learn, pandas, torch or
+    scipy.stats, leaves numpy's global random state alone, and the first explanation after it
+    is the one a process without it gives."""
+    code = """
+import json, sys, numpy as np
+np.random.seed(5)
+state = np.random.get_state()[1].tolist()
+import limefast
+from limefast import _preload
+finished = _preload.wait(120)
+untouched = np.random.get_state()[1].tolist() == state
+heavy = sorted(m for m in ("sklearn", "pandas", "torch", "scipy.stats") if m in sys.modules)
+from limefast import lime_image
+image = (np.random.RandomState(0).rand(24, 24, 3) * 255).astype(np.uint8)
+w = np.random.RandomState(1).rand(3, 2)
+fn = lambda b: np.asarray(b, float).reshape(len(b), -1, 3).mean(1) @ w
+seg = lambda im: np.indices(im.shape[:2]).sum(0) // 6
+e = lime_image.LimeImageExplainer(random_state=3).explain_instance(
+    image, fn, top_labels=1, num_samples=300, segmentation_fn=seg, progress_bar=False)
+label = e.top_labels[0]
+print(json.dumps([finished, repr(_preload.error()), untouched, heavy,
+                  [[int(f), float(v)] for f, v in e.local_exp[label]]]))
+"""
+    warm = fresh(code, LIMEFAST_PRELOAD="1")
+    cold = fresh(code, LIMEFAST_PRELOAD="0")
+    finished, error, untouched, heavy, weights = warm
+    assert finished and error == "None" and untouched
+    assert heavy == []
+    assert weights == cold[4]
+
+
+def test_version_written_once():
+    import importlib.metadata
+
+    import limefast
+
+    assert importlib.metadata.version("limefast") == limefast.__version__
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in text and "\nversion =" not in text.split("[tool")[0]
