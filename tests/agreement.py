@@ -80,9 +80,11 @@ def logit_scale(clf, images) -> float:
     """Z: the largest |logit| of a ``TorchClassifier``'s model on (N, H, W, C) ``images``."""
     import torch
 
+    from limefast.device.pretrained import logits_of  # transformers' outputs too
+
     with torch.inference_mode():
         x = clf._model_ready(np.ascontiguousarray(images))
-        return float(clf.model(x).abs().max())
+        return float(logits_of(clf.model(x)).abs().max())
 
 
 def forward_rtol(model, unit: float = U_FLOAT32, logits: float = 1.0) -> float:

@@ -6,7 +6,18 @@ home the benchmarks take them from too; the tests import them from here under th
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# pytest puts the repository's root first on sys.path (pyproject's pythonpath, for tests.*
+# imports). Its kernels/ folder is installed as limefast.kernels, but from the root it would
+# also shadow the PyPI package `kernels`, which transformers imports: the root goes last.
+_ROOT = Path(__file__).resolve().parents[1]
+_at_root = [p for p in sys.path if p and Path(p).resolve() == _ROOT]
+if _at_root:
+    sys.path[:] = [p for p in sys.path if p not in _at_root] + _at_root[:1]
 
 from limefast.benchsuite.inputs import bundled  # noqa: F401 - the tests' import
 from limefast.benchsuite.inputs import lime_segments as quickshift_segments  # noqa: F401

@@ -25,6 +25,7 @@ from limefast.device.options import (
     resolve_device,
     resolve_precision,
 )
+from limefast.device.pretrained import IDENTITY, logits_module, logits_of, normalisation_of
 from limefast.kernels.model_ready import model_ready_cpu, normalise_coefficients
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -37,10 +38,17 @@ class TorchClassifier:
 
     Args:
         model: a ``torch.nn.Module`` mapping (N, C, H, W) float images to (N, n_classes)
-            outputs. It is put in eval mode (and converted to channels_last memory format when
+            outputs: a tensor, or what Hugging Face ``transformers`` classifiers return (the
+            scores in ``.logits``, or a tuple's first item); timm models as they are. It is put
+            in eval mode (and converted to channels_last memory format when
             ``channels_last``), in place.
         mean, std: per-channel normalisation, applied after ``scale``; their length is the
-            number of channels images must have.
+            number of channels images must have. None (the default) takes them from the
+            model's own configuration: ``processor``'s ``image_mean`` / ``image_std``, else a
+            timm model's ``pretrained_cfg``, else no normalisation (0 and 1).
+        processor: a ``transformers`` image processor whose ``image_mean`` / ``image_std``
+            normalise (``AutoImageProcessor.from_pretrained(name)``); it does not resize, so
+            give images of the model's input size.
         scale: factor mapping the image's values to [0, 1]; None means 1/255 for uint8,
             1/65535 for uint16 and 1 for float images.
         device: 'cpu', 'cuda' or 'cuda:i'; None picks CUDA when there is one, else the CPU.
@@ -68,15 +76,22 @@ class TorchClassifier:
         ValueError, TypeError: bad arguments, or a model on another device than ``device``.
     """
 
-    def __init__(self, model, *, mean=(0., 0., 0.), std=(1., 1., 1.), scale=None, device=None,
+    def __init__(self, model, *, mean=None, std=None, scale=None, device=None,
                  precision="auto", channels_last=True, compile=None, output="softmax",
-                 batch_size=None, cuda_graph=False):
+                 batch_size=None, cuda_graph=False, processor=None):
         torch = import_torch()
         if not isinstance(model, torch.nn.Module):
             raise TypeError(
                 f"model must be a torch.nn.Module; got {type(model).__name__} (wrap a function "
                 "in an nn.Module whose forward calls it)"
             )
+        own = normalisation_of(model, processor)
+        self.normalisation = "given" if mean is not None or std is not None else (
+            own[2] if own else "none")
+        if mean is None:
+            mean = own[0] if own else IDENTITY[0]
+        if std is None:
+            std = own[1] if own else IDENTITY[1]
         self.mean, self.std = channel_stats(mean, std)
         if scale is not None:
             if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
@@ -129,7 +144,8 @@ class TorchClassifier:
         elif self.compile == "inductor":
             # Frozen: the weights become constants and batch norms fold into the convolutions,
             # as in the TorchScript modes (see the class docstring on changing the weights).
-            self._module = torch.compile(self.model, dynamic=False, options={"freezing": True})
+            self._module = torch.compile(logits_module(self.model), dynamic=False,
+                                         options={"freezing": True})
         self._traced: collections.OrderedDict = collections.OrderedDict()
         self._checked: set = set()
         self._numpy_buffers: dict = {}
@@ -233,7 +249,7 @@ class TorchClassifier:
         module = self._module
         if self.compile == "trace":
             module = self._traced_for(x)
-        out = module(x)
+        out = logits_of(module(x))
         key = tuple(x.shape)
         if key not in self._checked:
             check_output(torch, out, x.shape[0])
@@ -262,8 +278,8 @@ class TorchClassifier:
                 example = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
                 if self.channels_last:
                     example = example.to(memory_format=torch.channels_last)
-                self._traced[key] = _frozen(
-                    torch, torch.jit.trace(self.model, example, check_trace=False))
+                self._traced[key] = _frozen(torch, torch.jit.trace(
+                    logits_module(self.model), example, check_trace=False))
             while len(self._traced) > max(1, config.TORCH_MAX_TRACES):
                 self._traced.popitem(last=False)
         return self._traced[key]
