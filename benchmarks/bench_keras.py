@@ -127,3 +127,81 @@ def test_keras_digits_lime_vs_limefast(benchmark, workflow):
     for line in lines:
         print(line)
         note(line)
+
+
+# -- the first call, from a fresh Python process ------------------------------------------------
+FRESH = """
+import json, os, sys, time
+os.environ.setdefault("KERAS_BACKEND", "torch")
+import keras
+import numpy as np
+from skimage.color import rgb2gray
+from limefast import lime_image
+from limefast.wrappers.scikit_image import SegmentationAlgorithm
+
+model = keras.models.load_model(sys.argv[1])
+
+def make_prediction(batch):
+    return model.predict(rgb2gray(batch)[..., None], verbose=0)
+
+image = np.load(sys.argv[2])
+kwargs = json.loads(sys.argv[3])
+segmentation_fn = None
+if "felzenszwalb" in kwargs:
+    segmentation_fn = SegmentationAlgorithm("felzenszwalb", **kwargs["felzenszwalb"])
+times = []
+for _ in range(3):
+    explainer = lime_image.LimeImageExplainer(random_state=0)
+    t = time.perf_counter()
+    explainer.explain_instance(image, make_prediction, random_seed=123, batch_size="auto",
+                               dedupe=True, segmentation_fn=segmentation_fn)
+    times.append(time.perf_counter() - t)
+print(json.dumps(times))
+"""
+FELZENSZWALB = {"scale": 100, "sigma": 0.5, "min_size": 5}
+
+
+@pytest.mark.benchmark(group=GROUP + "-fresh")
+@pytest.mark.parametrize("segmentation", ["quickshift", "felzenszwalb"])
+def test_keras_first_call_in_a_fresh_process(benchmark, workflow, segmentation, tmp_path):
+    """Seed 004's script as a user runs it: a new Python process imports keras and limefast,
+    loads the saved model, and explains with ``batch_size="auto", dedupe=True``; its first call
+    (Numba's load included) against lime's median in this process, same segmentation."""
+    import json
+    import subprocess
+    import sys
+
+    from lime.wrappers.scikit_image import SegmentationAlgorithm as LimeSegmentation
+
+    model, image, make_prediction = workflow
+    model.save(tmp_path / "digits.keras")
+    np.save(tmp_path / "digit.npy", image)
+    kwargs = {"felzenszwalb": FELZENSZWALB} if segmentation == "felzenszwalb" else {}
+    lime_seg = LimeSegmentation("felzenszwalb", **FELZENSZWALB) if kwargs else None
+    lime_times = []
+
+    def one_round():
+        t = time.perf_counter()
+        explain_lime(image, make_prediction, num_samples=NUM_SAMPLES, random_seed=SEED,
+                     segmentation_fn=lime_seg)
+        lime_times.append(time.perf_counter() - t)
+
+    benchmark.pedantic(one_round, rounds=3, iterations=1)
+    env = {k: v for k, v in os.environ.items() if k != "LIMEFAST_PRELOAD"}
+    firsts, laters = [], []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", FRESH, str(tmp_path / "digits.keras"),
+                               str(tmp_path / "digit.npy"), json.dumps(kwargs)],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        times = json.loads(done.stdout.strip().splitlines()[-1])
+        firsts.append(times[0])
+        laters.append(float(np.median(times[1:])))
+    lime_s, first, later = (float(np.median(v)) for v in (lime_times, firsts, laters))
+    record(GROUP + "-fresh", f"limefast first call ({segmentation})", first)
+    record(GROUP + "-fresh", f"lime ({segmentation})", lime_s)
+    line = (f"keras seed-004, {segmentation}, fresh process: lime {lime_s * 1e3:.0f} ms; "
+            f"limefast first call {first * 1e3:.0f} ms (x{lime_s / first:.1f}), later calls "
+            f"{later * 1e3:.0f} ms (x{lime_s / later:.1f}); medians of 3 processes")
+    print(line)
+    note(line)

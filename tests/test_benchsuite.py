@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from limefast import benchsuite
-from limefast.benchsuite import agreement, models, report, sampling, shapley, suite, targets
+from limefast.benchsuite import (
+    agreement,
+    cold_start,
+    models,
+    report,
+    sampling,
+    shapley,
+    suite,
+    targets,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +35,17 @@ def study_cache(tmp_path_factory):
 def test_quick_suite_writes_json_markdown_and_plots(tmp_path, study_cache):
     cfg = suite.Config.quick()
     results = benchsuite.run_suite(cfg, log=lambda m: None, study=sampling.StudyConfig.quick(),
-                                   shap=shapley.ShapleyConfig.quick())
+                                   shap=shapley.ShapleyConfig.quick(),
+                                   cold=cold_start.ColdConfig.quick())
     path = benchsuite.write(results, tmp_path)
     data = json.loads(path.read_text())
     assert {"machine", "end_to_end", "scaling", "slopes", "models", "latency",
-            "sampling", "kernelshap"} <= set(data)
+            "sampling", "kernelshap", "cold_start"} <= set(data)
+    cold = data["cold_start"]
+    assert 0 < cold["import_s"] and {(r["side"], r["pause_s"]) for r in cold["first_call"]} == {
+        (28, 0.0), (28, 1.0), (224, 0.0), (224, 1.0)}
+    assert all(r["warm_s"] > 0 for r in cold["first_call"])
+    assert cold["cli"]["wall_s"] > cold["cli"]["warm_s"] > 0
     e2e = {r["impl"]: r for r in data["end_to_end"]}
     assert e2e["limefast-cpu"]["max_rel_weight_diff"] <= 1e-9
     assert e2e["limefast-cpu"]["top5_overlap"] == 1.0
@@ -51,6 +66,7 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path, study_cache):
     assert "| limefast-cpu |" in md and "## Scaling (log-log slopes)" in md
     assert "## KernelSHAP against shap's KernelExplainer" in md
     assert "KernelSHAP >= 50x shap's KernelExplainer" in md  # its target, checked
+    assert "## Cold start (fresh processes)" in md and "import limefast <= 0.3 s" in md
     assert data["latency"]["p99"] >= data["latency"]["p50"] > 0
 
 

@@ -89,3 +89,52 @@ def test_version_written_once():
     assert importlib.metadata.version("limefast") == limefast.__version__
     text = (ROOT / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in text and "\nversion =" not in text.split("[tool")[0]
+
+
+def test_user_imports_during_the_preload_never_see_half_imported_modules():
+    """A user's imports right after ``import limefast``, of packages the background load
+    imports too (scipy's circular submodules among them), run as if alone: no ImportError
+    from a partially initialised module. A race: a few fresh processes."""
+    code = """
+import json
+import limefast
+from skimage import transform
+import scipy.spatial, scipy.cluster, scipy.ndimage, scipy.linalg
+import numba
+import numpy as np
+from skimage.segmentation import felzenszwalb, slic
+from limefast import _preload
+out = transform.resize(np.zeros((10, 10)), (5, 5)).shape
+print(json.dumps([list(out), _preload.wait(120), repr(_preload.error())]))
+"""
+    for _ in range(3):
+        assert fresh(code, LIMEFAST_PRELOAD="1") == [[5, 5], True, "None"]
+
+
+def test_background_imports_wait_while_another_thread_is_importing(tmp_path, monkeypatch):
+    """The guard itself: while another thread is inside an import (holding its module lock),
+    ``import_alone`` does not start its own imports; once that import is done, it does."""
+    import importlib
+    import threading
+
+    from limefast import _preload
+
+    monkeypatch.setattr(_preload, "_USER", threading.Event())  # no user explanation started
+    (tmp_path / "gate_mod.py").write_text("import threading\nevent = threading.Event()\n")
+    (tmp_path / "slow_mod.py").write_text("import gate_mod\ngate_mod.event.wait(30)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gate = importlib.import_module("gate_mod")
+    importer = threading.Thread(target=importlib.import_module, args=("slow_mod",))
+    importer.start()
+    try:
+        for _ in range(200):  # until the other thread is inside slow_mod's import
+            if _preload._others_importing():
+                break
+            threading.Event().wait(0.01)
+        assert _preload._others_importing()
+        assert not _preload.import_alone(["colorsys"], wait_seconds=0.3)
+    finally:
+        gate.event.set()
+        importer.join(30)
+    assert not _preload._others_importing()
+    assert _preload.import_alone(["colorsys"], wait_seconds=5)

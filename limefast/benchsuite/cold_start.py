@@ -73,7 +73,7 @@ class ColdConfig:
 
     @classmethod
     def quick(cls) -> ColdConfig:
-        return cls(processes=2, samples=300)
+        return cls(processes=1, samples=300)
 
 
 def _python(code: str, env=None, cwd=None) -> dict:

@@ -15,8 +15,6 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from skimage.segmentation import felzenszwalb, slic
-
 from limefast.segmentation import quickshift
 
 ALGORITHMS = ("quickshift", "slic", "felzenszwalb")
@@ -147,13 +145,17 @@ class SegmentationAlgorithm(BaseWrapper):
 
     def __init__(self, algo_type: str, **target_params: Any):
         self.algo_type = algo_type
-        functions = {"quickshift": quickshift, "slic": slic, "felzenszwalb": felzenszwalb}
-        if not isinstance(algo_type, str) or algo_type not in functions:
+        if not isinstance(algo_type, str) or algo_type not in ALGORITHMS:
             raise ValueError(
                 f"algo_type must be one of {', '.join(repr(a) for a in ALGORITHMS)}; "
                 f"got {algo_type!r}"
             )
-        fn = functions[algo_type]
+        if algo_type == "quickshift":
+            fn = quickshift
+        else:  # scikit-image's segmentation modules import scipy.ndimage: only when asked for
+            import skimage.segmentation
+
+            fn = getattr(skimage.segmentation, algo_type)
         BaseWrapper.__init__(self, fn, **target_params)
         self.set_params(**self.filter_params(fn))
 
