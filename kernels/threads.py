@@ -15,6 +15,7 @@ that gives none.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable
@@ -27,6 +28,20 @@ TASK_BYTES = 512 * 1024
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+# Per calling thread: whether its kernel calls keep to it (``calling_thread_only``).
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def calling_thread_only():
+    """Within the block, the kernel calls this thread makes run on it alone, no pool worker
+    taking a block (a caller holding locks a worker would need: the import lock, say)."""
+    previous = getattr(_LOCAL, "alone", False)
+    _LOCAL.alone = True
+    try:
+        yield
+    finally:
+        _LOCAL.alone = previous
 
 
 def worker_threads(threads: int = 0) -> int:
@@ -54,7 +69,7 @@ def share_rows(kernel: Callable[[int, int], None], n_rows: int, rows_per_task: i
     """Run ``kernel(lo, hi)`` over row blocks covering ``0..n_rows``, on up to
     ``worker_threads(threads)`` threads."""
     tasks = -(-n_rows // rows_per_task)
-    threads = min(worker_threads(threads), tasks)
+    threads = 1 if getattr(_LOCAL, "alone", False) else min(worker_threads(threads), tasks)
     if threads <= 1:
         kernel(0, n_rows)
         return

@@ -8,12 +8,12 @@ kernels are ready; a call that comes sooner waits on the same import and compile
 holds, and stops the warm-up at its next step (``user_started``), so that it waits only for
 the step under way.
 
-The imports are made under Python's global import lock, at a moment when no other thread is
-importing (``import_alone`` says why): a user's import meanwhile waits for them rather than
-meeting a half-imported package. The warm-up then runs tiny explanations of its own (its own
-random state, one thread, no progress bar, no warnings) for the image types users pass most:
-uint8, float64 and float32 RGB, and lime's default quickshift once. It never touches numpy's
-global random state or a user's explainer.
+Each step runs under Python's global import lock and Numba's compiler lock, taken at a moment
+when no other thread is importing or compiling (``alone`` says why): a user's import meanwhile
+waits for the step rather than meeting a half-imported package. The warm-up then runs tiny
+explanations of its own (its own random state, one thread, no progress bar, no warnings) for
+the image types users pass most: uint8, float64 and float32 RGB, and lime's default quickshift
+once. It never touches numpy's global random state or a user's explainer.
 
 ``LIMEFAST_PRELOAD=0`` turns it off (the first explanation then pays the load itself). A fork
 waits for the thread to finish first, so a child never inherits a half-taken import lock, and
@@ -86,17 +86,22 @@ def _run() -> None:
         _ERROR = exc
 
 
-def import_alone(names=_MODULES, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> bool:
-    """Import ``names`` while no other thread imports anything; False if that never happened.
+def alone(step, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> bool:
+    """Run ``step()`` while no other thread imports a module or compiles a Numba function;
+    False (and ``step`` not run) if that moment did not come.
 
     Two threads importing one package at once can see each other's half-initialised modules
     (Python's deadlock avoidance for circular imports hands one of them a partial module: an
-    ImportError in the user's thread, for scipy or numpy, say). So the thread takes Python's
-    global import lock, which every thread needs to start importing a module, and imports only
-    when no other thread is in the middle of an import: then no thread can begin one until
-    these are done (they wait, as if the imports had been theirs), and none holds a module
-    lock these could wait on. Otherwise it lets go and looks again, until a user's explanation
-    starts (which imports what it needs itself) or ``wait_seconds`` pass.
+    ImportError in the user's thread, for scipy or numpy, say), and a warm-up makes imports of
+    its own (Numba loads its registries, scikit-image and scipy modules on first use). So the
+    thread takes Python's global import lock, which every thread needs to begin importing a
+    module, and goes on only when no other thread is in the middle of an import; it then takes
+    Numba's compiler lock without waiting for it. Holding both, it runs ``step``: another
+    thread that wants to import or compile meanwhile waits for it, as if the work had been its
+    own, and holds nothing ``step`` could wait for (it was importing nothing and compiling
+    nothing when the locks were taken), so neither can deadlock. Otherwise the thread lets go
+    and looks again every 20 ms, until a user's explanation starts (it then loads what it needs
+    itself) or ``wait_seconds`` pass.
     """
     import _imp
 
@@ -105,13 +110,33 @@ def import_alone(names=_MODULES, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> 
         _imp.acquire_lock()
         try:
             if not _others_importing():
-                for name in names:
-                    importlib.import_module(name)
-                return True
+                compiler = _compiler_lock()
+                if compiler.acquire(blocking=False):
+                    try:
+                        with calling_thread_only():  # a pool worker would wait on our locks
+                            step()
+                        return True
+                    finally:
+                        compiler.release()
         finally:
             _imp.release_lock()
         time.sleep(0.02)
     return False
+
+
+def calling_thread_only():
+    """The kernels' switch that keeps this thread's kernel calls on it (``limefast.kernels``
+    imported under the caller's import lock)."""
+    from limefast.kernels.threads import calling_thread_only as only
+
+    return only()
+
+
+def _compiler_lock():
+    """Numba's global compiler lock (an RLock), imported under the caller's import lock."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    return global_compiler_lock._lock
 
 
 def _others_importing() -> bool:
@@ -131,10 +156,11 @@ def _others_importing() -> bool:
 
 
 def warm() -> None:
-    """Import the CPU explainer and load its kernels for the common image types."""
+    """Import the CPU explainer, then load its kernels for the common image types: each step
+    alone (``alone``), the steps after the first skipped once a user's explanation starts."""
     import limefast  # noqa: F401 - waits for the import that started this thread to finish
 
-    if not import_alone():
+    if not alone(lambda: [importlib.import_module(name) for name in _MODULES]):
         return
     import numpy as np
 
@@ -150,16 +176,20 @@ def warm() -> None:
         score = score / (1.0 + np.abs(score))
         return np.stack([score, 1.0 - score], axis=1)
 
-    rng = np.random.RandomState(0)
-    base = rng.randint(0, 256, size=(8, 8, 3))
-    for image in (base.astype(np.uint8), base / 255, (base / 255).astype(np.float32)):
-        if _USER.is_set():
-            return
+    def explain(image):
         explainer.explain_instance(image, classifier, top_labels=1, num_samples=12,
-                                   batch_size=12, segmentation_fn=lambda _, s=segments: s,
+                                   batch_size=12, segmentation_fn=lambda _: segments,
                                    progress_bar=False)
-        if image.dtype == np.uint8 and not _USER.is_set():
-            SegmentationAlgorithm("quickshift", **LIME_QUICKSHIFT, random_seed=0)(image)
+
+    base = np.random.RandomState(0).randint(0, 256, size=(8, 8, 3))
+    steps = [lambda: explain(base.astype(np.uint8)),
+             lambda: SegmentationAlgorithm("quickshift", **LIME_QUICKSHIFT, random_seed=0)(
+                 base.astype(np.uint8)),
+             lambda: explain(base / 255),
+             lambda: explain((base / 255).astype(np.float32))]
+    for step in steps:
+        if _USER.is_set() or not alone(step):
+            return
 
 
 def _before_fork() -> None:

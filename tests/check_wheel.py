@@ -155,7 +155,7 @@ def main() -> None:
         cli = venv / "bin" / "limefast"
         run([cli, "explain", "photo.png", "--model", "tinymodel:make", "--size", "0",
              "--num-samples", "200", "--top-labels", "1", "--segmentation", "slic",
-             "--out", "out"], cwd=work, env=env)
+             "--out", "out"], cwd=work, env={**env, "LIMEFAST_PRELOAD": "1"})
         written = json.loads(next((work / "out").rglob("explanation.json")).read_text())
         if not written.get("explanations") and not written.get("top_labels"):
             raise SystemExit(f"check_wheel: explanation.json has no explanation: {written}")

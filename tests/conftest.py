@@ -6,10 +6,15 @@ home the benchmarks take them from too; the tests import them from here under th
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# No background preload in the test process: tests that spy on kernels or count calls would see
+# its warm-up's. tests/test_import.py checks the preload in fresh processes of its own.
+os.environ.setdefault("LIMEFAST_PRELOAD", "0")
 
 # pytest puts the repository's root first on sys.path (pyproject's pythonpath, for tests.*
 # imports). Its kernels/ folder is installed as limefast.kernels, but from the root it would
@@ -19,9 +24,9 @@ _at_root = [p for p in sys.path if p and Path(p).resolve() == _ROOT]
 if _at_root:
     sys.path[:] = [p for p in sys.path if p not in _at_root] + _at_root[:1]
 
-from limefast.benchsuite.inputs import bundled  # noqa: F401 - the tests' import
-from limefast.benchsuite.inputs import lime_segments as quickshift_segments  # noqa: F401
-from limefast.benchsuite.models import GridModel as GridClassifier
+from limefast.benchsuite.inputs import bundled  # noqa: E402, F401 - the tests' import
+from limefast.benchsuite.inputs import lime_segments as quickshift_segments  # noqa: E402, F401
+from limefast.benchsuite.models import GridModel as GridClassifier  # noqa: E402
 
 
 @pytest.fixture

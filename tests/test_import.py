@@ -113,7 +113,8 @@ print(json.dumps([list(out), _preload.wait(120), repr(_preload.error())]))
 
 def test_background_imports_wait_while_another_thread_is_importing(tmp_path, monkeypatch):
     """The guard itself: while another thread is inside an import (holding its module lock),
-    ``import_alone`` does not start its own imports; once that import is done, it does."""
+    ``alone`` does not run its step; once that import is done, it does. The step runs holding
+    Numba's compiler lock."""
     import importlib
     import threading
 
@@ -132,9 +133,15 @@ def test_background_imports_wait_while_another_thread_is_importing(tmp_path, mon
                 break
             threading.Event().wait(0.01)
         assert _preload._others_importing()
-        assert not _preload.import_alone(["colorsys"], wait_seconds=0.3)
+        ran = []
+        assert not _preload.alone(lambda: ran.append(1), wait_seconds=0.3)
+        assert ran == []
     finally:
         gate.event.set()
         importer.join(30)
     assert not _preload._others_importing()
-    assert _preload.import_alone(["colorsys"], wait_seconds=5)
+    from numba.core.compiler_lock import global_compiler_lock
+
+    assert _preload.alone(lambda: ran.append(global_compiler_lock._lock._is_owned()),
+                          wait_seconds=5)
+    assert ran == [True]

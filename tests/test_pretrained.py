@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the device path needs torch: limefast[torch]")
 
-from agreement import assert_float32_agreement, forward_rtol, logit_scale
+from agreement import assert_float32_agreement, forward_rtol, logit_scale  # noqa: E402
 
-from limefast import TorchClassifier, lime_image
-from limefast.device.pretrained import logits_of, normalisation_of
+from limefast import TorchClassifier, lime_image  # noqa: E402
+from limefast.device.pretrained import logits_of, normalisation_of  # noqa: E402
 
 SIZE = 32
 
