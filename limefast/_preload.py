@@ -16,8 +16,10 @@ the image types users pass most: uint8, float64 and float32 RGB, and lime's defa
 once. It never touches numpy's global random state or a user's explainer.
 
 ``LIMEFAST_PRELOAD=0`` turns it off (the first explanation then pays the load itself). A fork
-waits for the thread to finish first, so a child never inherits a half-taken import lock, and
-the interpreter waits for it at exit.
+needs no care: CPython takes the import lock before forking, and a step lets go of its locks
+only when it is done, so a child never inherits one half-taken. At exit no further step starts
+and the interpreter waits for the one under way (a second or so, longer only while Numba
+compiles the kernels into an empty cache, once after an install).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ import time
 
 _THREAD: threading.Thread | None = None
 _ERROR: BaseException | None = None
-# Set by the first explanation of the user's: the warm-up then stops after its current step, so
-# it never makes the user's call wait for image types the user did not ask for.
-_USER = threading.Event()
-# How long exit and fork wait for the thread; it takes about a second on a cold machine.
+# Set by the user's first explanation (and at exit): the warm-up stops after its current step,
+# so it never makes the user's call wait for image types the user did not ask for.
+_STOP = threading.Event()
+# How long wait() and the exit wait for the thread; it takes about a second on a warm cache.
 _JOIN_SECONDS = 60.0
 # What the explainer's first call imports (limefast's own modules pull in the rest: numba,
 # scipy.linalg, scikit-image's segmentation, tqdm, Pillow).
@@ -75,7 +77,7 @@ def error() -> BaseException | None:
 def user_started() -> None:
     """Called as an explanation starts: a user's call stops the warm-up at its next step."""
     if _THREAD is not None and threading.current_thread() is not _THREAD:
-        _USER.set()
+        _STOP.set()
 
 
 def _run() -> None:
@@ -106,7 +108,7 @@ def alone(step, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> bool:
     import _imp
 
     deadline = time.monotonic() + wait_seconds
-    while not _USER.is_set() and time.monotonic() < deadline:
+    while not _STOP.is_set() and time.monotonic() < deadline:
         _imp.acquire_lock()
         try:
             if not _others_importing():
@@ -188,14 +190,13 @@ def warm() -> None:
              lambda: explain(base / 255),
              lambda: explain((base / 255).astype(np.float32))]
     for step in steps:
-        if _USER.is_set() or not alone(step):
+        if _STOP.is_set() or not alone(step):
             return
 
 
-def _before_fork() -> None:
+def _at_exit() -> None:
+    _STOP.set()  # no further step
     wait()
 
 
-atexit.register(wait)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork)
+atexit.register(_at_exit)
