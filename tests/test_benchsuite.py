@@ -138,7 +138,7 @@ def model_cache(study_cache):
 
 
 def test_faces_model_is_small_accurate_and_cached(model_cache, tmp_path, monkeypatch):
-    from limefast.demo import faces
+    from limefast.models import faces
 
     monkeypatch.setenv("LIMEFAST_CACHE", str(tmp_path))  # trained here, whatever ran before
 
