@@ -44,8 +44,8 @@ AUTO_MIN_SAMPLES: int = 150
 AUTO_MAX_SAMPLES: int = 1000
 AUTO_ROUND_MIN: int = 50
 AUTO_GROWTH: float = 0.25
-AUTO_TARGET_OVERLAP: float = 0.9
-AUTO_SPREAD: float = 1.0
+AUTO_TARGET_OVERLAP: float = 0.94
+AUTO_SPREAD: float = 0.9
 # The stated overlap's normal draws: how many, and their seed (fixed, so that an explanation's
 # figure depends on its rows alone).
 AUTO_DRAWS: int = 256
