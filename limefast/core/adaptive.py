@@ -19,12 +19,12 @@ whose diagonal ``explanation.stderr`` reports: ``config.AUTO_DRAWS`` draws of
 ``w + s * V^(1/2) z`` with standard normal ``z`` (fixed draws, ``config.AUTO_DRAW_SEED``: the
 figure is a function of the rows alone, never of the explainer's random state or of
 ``batch_size``), and the mean share of the shown set in each draw's top k. The spread factor
-``s = config.AUTO_SPREAD`` calibrates the plain plug-in estimate (``s = 1``): the shown ranking
-is chosen on the same noisy weights (which makes the plug-in overconfident), the sandwich is
-itself noisy, and the reference a reader would check against has noise of its own. ``s`` was
-chosen on the tuning half of the sampling study only (``limefast.benchsuite.study``), for the
-stated figure to match the measured overlap with a 16000-row reference in each quartile of the
-stated figure; the held-out half checks it.
+``s = config.AUTO_SPREAD`` is there to calibrate this plug-in estimate (``s = 1``), which could
+err either way: the shown ranking is chosen on the same noisy weights (overconfident), the
+sandwich is itself noisy, and a reference a reader checks against has noise of its own. ``s``
+was chosen on the tuning half of the sampling study only (``limefast.benchsuite.study``), for
+the stated figure to match the measured overlap with a 16000-row reference in each quartile of
+the stated figure; there the plain plug-in, ``s = 1``, did best. The held-out half checks it.
 
 *The rule.* After each round (``round_sizes``) every explained label's ridge is refreshed from
 running weighted sums (``RunningFit``), and the explanation stops at the first round at which
