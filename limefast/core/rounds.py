@@ -290,7 +290,9 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
                 if n >= rounds.min_samples and n > 2 * (n_features + 1):
                     with one_blas_thread():
                         figures = fit.overlaps([k] * len(columns))
-                    if all(f >= rounds.target for f, dead in zip(figures, flat) if not dead):
+                    # the mean over labels: what a reader of all of them sees on average
+                    live = [f for f, dead in zip(figures, flat) if not dead]
+                    if np.mean(live) >= rounds.target:
                         reason = "settled"
                         break
             if n >= n_total:
@@ -314,7 +316,7 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
     if reason == "flat":
         warnings.warn(flat_warning(n), SamplingWarning, stacklevel=5)
     elif rounds.auto and not explanation.converged:
-        low = min(figures) if figures else float("nan")
+        low = float(np.mean(figures)) if figures else float("nan")
         warnings.warn(
             f"limefast: num_samples='auto' stopped at {n} rows ({reason}) with an expected "
             f"overlap of {low:.2f} between the top {k} superpixels shown and the converged "
