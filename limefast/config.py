@@ -50,6 +50,9 @@ AUTO_SPREAD: float = 1.0
 # figure depends on its rows alone).
 AUTO_DRAWS: int = 256
 AUTO_DRAW_SEED: int = 0
+# Beyond this many superpixels the stated overlap draws each weight from its own standard error
+# instead of the joint covariance (whose square root costs F^3).
+AUTO_JOINT_MAX_FEATURES: int = 400
 # Outputs whose spread over the first round is at most this fraction of their size (at least 1)
 # are flat: the model's answer does not depend on the superpixels.
 AUTO_FLAT_TOLERANCE: float = 1e-6

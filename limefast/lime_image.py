@@ -283,6 +283,13 @@ class LimeImageExplainer(SeededExplainer):
         if instance.data.shape[0] <= instance.n_features + 1:  # no residual to estimate from
             explanation.expected_overlap = {label: float("nan") for label in top}
             return
+        if instance.n_features > config.AUTO_JOINT_MAX_FEATURES:
+            # the joint covariance costs F^3: beyond this many superpixels, the weights'
+            # own standard errors, drawn independently
+            explanation.expected_overlap = {
+                label: _diagonal_overlap(explanation, label, k, instance.n_features)
+                for label in top}
+            return
         columns = list(dict.fromkeys(int(label) for label in top))
         targets = executor.to_numpy(predictions, columns)
         shown = [[f for f, _ in explanation.local_exp[label][:k]] for label in columns]
@@ -325,3 +332,13 @@ class LimeImageExplainer(SeededExplainer):
         scratch.explain_instance(image, classifier, num_samples=samples, top_labels=top_labels,
                                  num_features=num_features, segmentation_fn=segmentation_fn,
                                  hide_color=hide_color, progress_bar=False)
+
+
+def _diagonal_overlap(explanation, label, k: int, n_features: int) -> float:
+    """``expected_overlap`` from the weights and their standard errors alone."""
+    weights, variances = np.zeros(n_features), np.zeros(n_features)
+    for f, w in explanation.local_exp[label]:
+        weights[f] = w
+        variances[f] = explanation.stderr[label].get(f, 0.0) ** 2
+    shown = [f for f, _ in explanation.local_exp[label][:k]]
+    return adaptive.expected_overlap(weights, variances, shown)

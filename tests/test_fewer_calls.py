@@ -380,3 +380,13 @@ def test_bad_arguments_say_what_they_take(kwargs, match):
 def test_dedupe_takes_a_bool():
     with pytest.raises(TypeError, match="dedupe must be True or False"):
         explain(MeanColourModel(), dedupe="yes")
+
+
+def test_many_superpixels_state_an_overlap_from_the_standard_errors(monkeypatch):
+    joint = explain(MeanColourModel(scale=1.0), seed=2, num_samples=300)
+    monkeypatch.setattr(config, "AUTO_JOINT_MAX_FEATURES", 10)
+    diagonal = explain(MeanColourModel(scale=1.0), seed=2, num_samples=300)
+    for label in joint.top_labels:
+        assert 0 <= diagonal.expected_overlap[label] <= 1
+        assert diagonal.expected_overlap[label] == pytest.approx(
+            joint.expected_overlap[label], abs=0.15)

@@ -118,7 +118,8 @@ def expected_overlap(weights: np.ndarray, cov: np.ndarray, shown, spread: float 
 
     Args:
         weights: (F,) the fitted weights.
-        cov: (F, F) their covariance (the sandwich); nan entries make the figure nan.
+        cov: (F, F) their covariance (the sandwich), or (F,) variances alone (the weights then
+            drawn independently); nan entries make the figure nan.
         shown: the k shown features.
         spread: the standard errors' factor, default ``config.AUTO_SPREAD``.
         draws: (D, F) standard normal draws, default the module's fixed ones.
@@ -134,7 +135,8 @@ def expected_overlap(weights: np.ndarray, cov: np.ndarray, shown, spread: float 
         return float("nan")
     spread = config.AUTO_SPREAD if spread is None else spread
     z = _draws(f) if draws is None else draws
-    converged = _top_mask(np.abs(weights + spread * (z @ _root(cov).T)), k)
+    noise = z * np.sqrt(np.clip(cov, 0.0, None)) if cov.ndim == 1 else z @ _root(cov).T
+    converged = _top_mask(np.abs(weights + spread * noise), k)
     return float(np.clip(converged[:, shown].sum(axis=1).mean() / k, 0.0, 1.0))
 
 
