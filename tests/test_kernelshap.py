@@ -350,6 +350,19 @@ def test_auto_stops_once_settled_and_is_exact_when_everything_fits():
     assert e.exact and e.stop_reason == "exact" and e.num_evaluated == 128
 
 
+def test_auto_on_a_flat_model_stops_after_the_first_round():
+    image, segments, _ = case(16, 30)
+
+    def flat(batch):
+        return np.full((len(batch), 4), 0.25)
+
+    with pytest.warns(SamplingWarning, match="does not depend on the superpixels"):
+        e = explain(image, segments, flat, num_samples="auto")
+    assert (e.stop_reason, e.converged) == ("flat", False)
+    assert e.num_evaluated <= config.AUTO_MIN_SAMPLES
+    assert all(v == pytest.approx(5 / 30) for v in e.expected_overlap.values())
+
+
 # -- the device path ---------------------------------------------------------------------------
 
 

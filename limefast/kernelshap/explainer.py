@@ -171,7 +171,7 @@ class KernelShapImageExplainer(SeededExplainer):
         evaluated, stored = [], 0
         columns = top = fit = None
         k = min(plan.stable_features or config.AUTO_STABLE_FEATURES, f)
-        figures: list[float] = []
+        figures: list[float] = [float("nan")]
         reason = "max_samples" if plan.auto else "num_samples"
         t_model, t_fit, budget = time.perf_counter(), 0.0, 0
         sizes = plan.sizes(n_total)
@@ -222,8 +222,13 @@ class KernelShapImageExplainer(SeededExplainer):
                     reason = "exact" if plan.auto or plan.time_budget is not None else reason
                     break
                 if plan.auto:
+                    flat = _flat(fit)
+                    if flat.all():  # the model's output does not move: nothing to rank
+                        reason = "flat"
+                        break
                     figures = _overlaps(fit, k)
-                    if fit.identified and min(figures) >= plan.target:
+                    live = [v for v, dead in zip(figures, flat) if not dead]
+                    if fit.identified and np.mean(live) >= plan.target:
                         reason = "settled"
                         break
                 if budget >= n_total:
@@ -251,10 +256,12 @@ class KernelShapImageExplainer(SeededExplainer):
                 "apart: the values are the smallest that add up, their standard errors nan, "
                 f"and converged=False (num_samples of at least {2 * f + 2} identifies them)",
                 SamplingWarning, stacklevel=3)
+        elif reason == "flat":
+            warnings.warn(rounds.flat_warning(stats.images), SamplingWarning, stacklevel=3)
         elif plan.auto and not explanation.converged:
             warnings.warn(
                 f"limefast: num_samples='auto' stopped at {stats.images} images ({reason}) "
-                f"with an expected overlap of {min(figures, default=float('nan')):.2f} "
+                f"with an expected overlap of {np.mean(figures):.2f} "
                 f"between the top {k} superpixels shown and the converged ones, short of "
                 f"target_overlap={plan.target}; the explanation says converged=False (raise "
                 "max_samples / time_budget)", SamplingWarning, stacklevel=3)
@@ -285,12 +292,20 @@ def _explanation(instance, rows, fit, top, columns, top_labels, k) -> ShapImageE
     return explanation
 
 
+def _flat(fit) -> np.ndarray:
+    """(L,) bool: the label's values are float rounding (its outputs never moved)."""
+    size = np.maximum(1.0, np.abs(fit.base))
+    return np.abs(fit.values).max(axis=0) <= config.AUTO_FLAT_TOLERANCE * size
+
+
 def _overlaps(fit, k: int) -> list[float]:
     """Every label's ``expected_overlap`` of its top k values (``limefast.core.adaptive``, on
     the values' own covariance); nan when the coalitions cannot tell the superpixels apart."""
     n_features, n_labels = fit.values.shape
     if not fit.identified:
         return [float("nan")] * n_labels
-    return [adaptive.expected_overlap(fit.values[:, j], fit.cov[:, :, j],
+    flat = _flat(fit)
+    return [min(k, n_features) / n_features if flat[j] else
+            adaptive.expected_overlap(fit.values[:, j], fit.cov[:, :, j],
                                       adaptive.top_set(fit.values[:, j], k))
             for j in range(n_labels)]
