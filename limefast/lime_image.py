@@ -88,8 +88,8 @@ class LimeImageExplainer(SeededExplainer):
             top_labels: explain the K labels with the highest probability on the image.
             num_features: maximum number of superpixels in each explanation.
             num_samples: number of perturbed images, or ``"auto"``: rows are drawn in rounds
-                until, for every explained label, the top superpixels shown are likely to be
-                the converged ones (their ``expected_overlap`` reaches ``target_overlap``;
+                until the top superpixels shown are likely to be the converged ones (the
+                explained labels' ``expected_overlap``, averaged, reaches ``target_overlap``;
                 ``limefast.core.adaptive`` states the rule), between ``min_samples`` and
                 ``max_samples``. ``"auto"`` never evaluates more than ``max_samples`` images,
                 by default 1000, lime's default: an explanation that reaches the cap is

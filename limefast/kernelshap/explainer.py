@@ -95,9 +95,10 @@ class KernelShapImageExplainer(SeededExplainer):
             num_samples: images the model sees (>= 2), the full and empty coalitions included;
                 all 2^F coalitions when they fit (exact values). Sampled designs use an even
                 count (pairs). Or ``"auto"``: rounds of coalitions until the top
-                ``stable_features`` superpixels of every label are likely to be the
-                converged ones (their ``expected_overlap`` reaches ``target_overlap``: the
-                rule of ``limefast.core.adaptive``, on the Shapley values' own covariance),
+                ``stable_features`` superpixels are likely to be the converged ones (the
+                labels' ``expected_overlap``, averaged, reaches ``target_overlap``: the rule
+                of ``limefast.core.adaptive``, on the Shapley values' own covariance; a model
+                whose output does not move stops after the first round),
                 between ``min_samples`` and ``max_samples`` images. ``"auto"`` never
                 evaluates more than ``max_samples`` images, by default the fixed default,
                 2048 (``config.SHAP_AUTO_MAX_SAMPLES``).
