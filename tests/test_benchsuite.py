@@ -25,12 +25,18 @@ def study_cache(tmp_path_factory):
 
 def test_quick_suite_writes_json_markdown_and_plots(tmp_path, study_cache):
     cfg = suite.Config.quick()
+    from limefast.benchsuite.study.run import StudyConfig
+
     results = benchsuite.run_suite(cfg, log=lambda m: None, study=sampling.StudyConfig.quick(),
-                                   shap=shapley.ShapleyConfig.quick())
+                                   shap=shapley.ShapleyConfig.quick(), auto=StudyConfig.quick())
     path = benchsuite.write(results, tmp_path)
     data = json.loads(path.read_text())
     assert {"machine", "end_to_end", "scaling", "slopes", "models", "latency",
             "sampling", "kernelshap"} <= set(data)
+    if "auto" in data:  # torch installed: the study of "auto" in two halves
+        assert [h["half"] for h in data["auto"]["halves"]] == ["tuning", "held-out"]
+        assert (tmp_path / "auto-fidelity-vs-images.png").stat().st_size > 1000
+        assert "num_samples='auto' in two halves" in path.with_suffix(".md").read_text()
     e2e = {r["impl"]: r for r in data["end_to_end"]}
     assert e2e["limefast-cpu"]["max_rel_weight_diff"] <= 1e-9
     assert e2e["limefast-cpu"]["top5_overlap"] == 1.0
