@@ -56,17 +56,10 @@ warns. Its stated figure is chance, ``k / F``.
 
 from __future__ import annotations
 
-import statistics
-
 import numpy as np
 
 from limefast import config
 from limefast.core.surrogate import robust_scale
-
-
-def z_value(confidence: float) -> float:
-    """The one-sided normal quantile of ``confidence`` (no scipy at import time)."""
-    return float(statistics.NormalDist().inv_cdf(confidence))
 
 
 def shown_count(stable_features, num_features: int, n_features: int) -> int:
