@@ -25,7 +25,9 @@ MOVED = {
     "limefast.dataset_worker": "limefast.dataset.worker",
     "limefast.dataset_cli": "limefast.dataset.command",
     "limefast._cli_inputs": "limefast.cli.inputs",
-    "limefast.digits": "limefast.demo.digits",
+    "limefast.digits": "limefast.models.digits",
+    "limefast.demo.digits": "limefast.models.digits",
+    "limefast.demo.faces": "limefast.models.faces",
 }
 
 

@@ -33,19 +33,31 @@ AUTO_BATCH_MAX: int = 1024
 AUTO_BATCH_BYTES: int = 64 * 1024 * 1024
 AUTO_BATCH_GAIN: float = 0.10
 
-# num_samples="auto" (``limefast.core.adaptive``): the rows of the first round, the most rows, how
-# much each later round adds (a fraction of the rows so far, at least AUTO_ROUND_MIN), the
-# confidence of the test that the shown ranking is settled, and its indifference zone: a
-# boundary between two features whose weights are known to within this fraction of the
-# label's largest weight counts as settled (their order then hardly matters to a reader).
-# The first round is 150 rows: with 100, two lucky looks at 100 and 150 rows sometimes agreed on
-# a wrong top 5 (the sampling study: limefast bench --sections sampling).
+# num_samples="auto" (``limefast.core.adaptive`` states the rule): the rows of the first round,
+# the most rows (lime's default num_samples: "auto" never costs more than lime unless asked), how
+# much each later round adds (a fraction of the rows so far, at least AUTO_ROUND_MIN), and the
+# expected overlap of the shown top superpixels with the converged ones at which it stops.
+# AUTO_TARGET_OVERLAP and AUTO_SPREAD (the factor on the standard errors that calibrates the
+# stated overlap) were chosen on the tuning half of the sampling study
+# (python -m limefast.benchsuite.study --tune); its held-out half checks them.
 AUTO_MIN_SAMPLES: int = 150
-AUTO_MAX_SAMPLES: int = 4000
+AUTO_MAX_SAMPLES: int = 1000
 AUTO_ROUND_MIN: int = 50
 AUTO_GROWTH: float = 0.25
-AUTO_CONFIDENCE: float = 0.9
-AUTO_INDIFFERENCE: float = 0.1
+AUTO_TARGET_OVERLAP: float = 0.9
+AUTO_SPREAD: float = 1.0
+# The stated overlap's normal draws: how many, and their seed (fixed, so that an explanation's
+# figure depends on its rows alone).
+AUTO_DRAWS: int = 256
+AUTO_DRAW_SEED: int = 0
+# Beyond this many superpixels the stated overlap draws each weight from its own standard error
+# instead of the joint covariance (whose square root costs F^3).
+AUTO_JOINT_MAX_FEATURES: int = 400
+# Outputs whose spread over the first round is at most this fraction of their size (at least 1)
+# are flat: the model's answer does not depend on the superpixels.
+AUTO_FLAT_TOLERANCE: float = 1e-6
+# KernelSHAP's "auto" evaluates at most its fixed default budget unless max_samples says more.
+SHAP_AUTO_MAX_SAMPLES: int = 2048
 # The ranking a reader looks at when num_features does not say: get_image_and_mask's default.
 AUTO_STABLE_FEATURES: int = 5
 # Under a time_budget, the first round's rows (before the model's speed is known) and the

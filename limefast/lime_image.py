@@ -17,8 +17,8 @@ from functools import partial
 import numpy as np
 
 from limefast import config
-from limefast.core import checks, rounds, sampling
-from limefast.core.executor import executor_for
+from limefast.core import adaptive, checks, rounds, sampling
+from limefast.core.executor import executor_for, one_blas_thread
 from limefast.core.explanation import ImageExplanation
 from limefast.core.instance import Instance, fudged_image
 from limefast.core.rounds import PerformanceHint, SamplingWarning
@@ -73,7 +73,7 @@ class LimeImageExplainer(SeededExplainer):
                          segmentation_fn=None, distance_metric='cosine', model_regressor=None,
                          random_seed=None, progress_bar=True, *, dedupe=False,
                          max_samples=None, min_samples=None, time_budget=None,
-                         stable_features=None) -> ImageExplanation:
+                         stable_features=None, target_overlap=None) -> ImageExplanation:
         """Explain ``classifier_fn``'s prediction on ``image``.
 
         Without the keyword-only switches this is lime's ``explain_instance``, draw for draw.
@@ -88,9 +88,12 @@ class LimeImageExplainer(SeededExplainer):
             top_labels: explain the K labels with the highest probability on the image.
             num_features: maximum number of superpixels in each explanation.
             num_samples: number of perturbed images, or ``"auto"``: rows are drawn in rounds
-                until the ranking shown for every explained label is settled
-                (``limefast.core.adaptive`` states the rule), between ``min_samples`` and
-                ``max_samples``.
+                until the top superpixels shown are likely to be the converged ones (the
+                explained labels' ``expected_overlap``, averaged, reaches ``target_overlap``;
+                ``limefast.core.adaptive`` states the rule), between ``min_samples`` and
+                ``max_samples``. ``"auto"`` never evaluates more than ``max_samples`` images,
+                by default 1000, lime's default: an explanation that reaches the cap is
+                lime's explanation at 1000 samples for the same seed, the same rows.
             batch_size: images per ``classifier_fn`` call, or ``"auto"``: batches grow while
                 the time per image falls (``limefast.core.sampling.BatchSizer``). A
                 ``TorchClassifier`` always uses its own batch.
@@ -105,12 +108,17 @@ class LimeImageExplainer(SeededExplainer):
                 whose answer for one image varies (dropout left on, sampling) must not be used
                 with it; a repeated row is checked once and a ValueError raised when it differs.
             max_samples, min_samples: the bounds of ``num_samples="auto"`` (default
-                ``config.AUTO_MAX_SAMPLES`` and ``config.AUTO_MIN_SAMPLES``).
+                ``config.AUTO_MAX_SAMPLES``, 1000, and ``config.AUTO_MIN_SAMPLES``, the first
+                round); ``max_samples`` below the first round is a ValueError.
             time_budget: seconds; rounds stop when the next would not fit, and the explanation
                 of the rows so far is returned (``stop_reason='time_budget'``). With an integer
                 ``num_samples`` that is the most rows drawn.
             stable_features: the number of top superpixels whose set ``"auto"`` must settle;
                 default ``num_features`` when it is smaller than the superpixel count, else 5.
+                Every explanation states, in ``expected_overlap[label]``, the expected share
+                of these that the converged explanation shares.
+            target_overlap: the ``expected_overlap`` at which ``"auto"`` stops, in (0, 1);
+                default ``config.AUTO_TARGET_OVERLAP``.
 
         Returns:
             An ImageExplanation.
@@ -122,14 +130,15 @@ class LimeImageExplainer(SeededExplainer):
             model_regressor=model_regressor, random_seed=random_seed, progress_bar=progress_bar,
             dedupe=dedupe, max_samples=max_samples, min_samples=min_samples,
             time_budget=time_budget, stable_features=stable_features,
+            target_overlap=target_overlap,
         )[0]
 
     def explain_batch(self, images, classifier_fn: Callable, labels=(1,), hide_color=None,
                       top_labels=5, num_features=100000, num_samples=1000, batch_size=10,
                       segmentation_fn=None, distance_metric='cosine', model_regressor=None,
                       random_seed=None, progress_bar=True, *, dedupe=False, max_samples=None,
-                      min_samples=None, time_budget=None,
-                      stable_features=None) -> list[ImageExplanation]:
+                      min_samples=None, time_budget=None, stable_features=None,
+                      target_overlap=None) -> list[ImageExplanation]:
         """Explain several images: what ``explain_instance`` on each in turn would return.
 
         The random state is drawn in the same order as those calls would draw it, while the
@@ -153,7 +162,8 @@ class LimeImageExplainer(SeededExplainer):
         batch_size, labels, top_labels = check_arguments(classifier_fn, segmentation_fn,
                                                          batch_size, labels, top_labels)
         plan = rounds.Rounds.from_arguments(num_samples, max_samples, min_samples, time_budget,
-                                            stable_features, dedupe)
+                                            stable_features, dedupe,
+                                            target_overlap=target_overlap)
         num_features = checks.positive_int("num_features", num_features)
         executor = executor_for(classifier_fn)
 
@@ -170,7 +180,8 @@ class LimeImageExplainer(SeededExplainer):
                 self._kernel_weights(inst.distances), labels, top_labels, num_features,
                 progress_bar, start if i == 0 else None,
                 partial(self._finish, executor=executor, labels=labels, top_labels=top_labels,
-                        num_features=num_features, model_regressor=model_regressor))
+                        num_features=num_features, model_regressor=model_regressor,
+                        stable_features=plan.stable_features))
                 for i, inst in enumerate(instances)]
         stats = sampling.ModelStats()
         t0 = time.perf_counter()
@@ -183,7 +194,7 @@ class LimeImageExplainer(SeededExplainer):
             instance.timings["perturb_and_model"] = model_time
             instance.timings["model"] = stats.seconds / len(instances)
             explanation = self._finish(instance, prediction, executor, labels, top_labels,
-                                       num_features, model_regressor)
+                                       num_features, model_regressor, plan.stable_features)
             explanation.num_evaluated = instance.data.shape[0]
             explanations.append(explanation)
         self._hint(stats, time.perf_counter() - start, batch_size, instances)
@@ -231,8 +242,9 @@ class LimeImageExplainer(SeededExplainer):
         return weights
 
     def _finish(self, instance, predictions, executor, labels, top_labels, num_features,
-                model_regressor) -> ImageExplanation:
-        """Labels to explain, kernel weights and the surrogate: the ImageExplanation."""
+                model_regressor, stable_features=None) -> ImageExplanation:
+        """Labels to explain, kernel weights, the surrogate and its stated overlap: the
+        ImageExplanation."""
         t0 = time.perf_counter()
         explanation = ImageExplanation(instance.image, instance.segments)
         first = executor.first_row(predictions)
@@ -255,9 +267,36 @@ class LimeImageExplainer(SeededExplainer):
                 print('Prediction_local', fit.local_pred,)
                 print('Right:', first[label])
         explanation.num_samples = instance.data.shape[0]
+        self._state_overlap(explanation, instance, predictions, executor, weights, top,
+                            num_features, stable_features)
         instance.timings["surrogate"] = time.perf_counter() - t0
         explanation.timings = instance.timings
         return explanation
+
+    @staticmethod
+    def _state_overlap(explanation, instance, predictions, executor, weights, top,
+                       num_features, stable_features) -> None:
+        """``expected_overlap[label]``: how likely the shown top k is the converged one
+        (``limefast.core.adaptive``)."""
+        k = adaptive.shown_count(stable_features, num_features, instance.n_features)
+        explanation.top_k = k
+        if instance.data.shape[0] <= instance.n_features + 1:  # no residual to estimate from
+            explanation.expected_overlap = {label: float("nan") for label in top}
+            return
+        if instance.n_features > config.AUTO_JOINT_MAX_FEATURES:
+            # the joint covariance costs F^3: beyond this many superpixels, the weights'
+            # own standard errors, drawn independently
+            explanation.expected_overlap = {
+                label: _diagonal_overlap(explanation, label, k, instance.n_features)
+                for label in top}
+            return
+        columns = list(dict.fromkeys(int(label) for label in top))
+        targets = executor.to_numpy(predictions, columns)
+        shown = [[f for f, _ in explanation.local_exp[label][:k]] for label in columns]
+        with one_blas_thread():
+            figures = adaptive.stated_overlaps(instance.data, targets, weights, shown)
+        explanation.expected_overlap = {label: figures[columns.index(int(label))]
+                                        for label in top}
 
     def warmup(self, image_shape, classifier, num_samples=1000, dtype=np.uint8, top_labels=5,
                num_features=100000, segmentation_fn=None, hide_color=None):
@@ -293,3 +332,13 @@ class LimeImageExplainer(SeededExplainer):
         scratch.explain_instance(image, classifier, num_samples=samples, top_labels=top_labels,
                                  num_features=num_features, segmentation_fn=segmentation_fn,
                                  hide_color=hide_color, progress_bar=False)
+
+
+def _diagonal_overlap(explanation, label, k: int, n_features: int) -> float:
+    """``expected_overlap`` from the weights and their standard errors alone."""
+    weights, variances = np.zeros(n_features), np.zeros(n_features)
+    for f, w in explanation.local_exp[label]:
+        weights[f] = w
+        variances[f] = explanation.stderr[label].get(f, 0.0) ** 2
+    shown = [f for f, _ in explanation.local_exp[label][:k]]
+    return adaptive.expected_overlap(weights, variances, shown)

@@ -34,13 +34,19 @@ def study_cache(tmp_path_factory):
 
 def test_quick_suite_writes_json_markdown_and_plots(tmp_path, study_cache):
     cfg = suite.Config.quick()
+    from limefast.benchsuite.study.run import StudyConfig
+
     results = benchsuite.run_suite(cfg, log=lambda m: None, study=sampling.StudyConfig.quick(),
-                                   shap=shapley.ShapleyConfig.quick(),
+                                   shap=shapley.ShapleyConfig.quick(), auto=StudyConfig.quick(),
                                    cold=cold_start.ColdConfig.quick())
     path = benchsuite.write(results, tmp_path)
     data = json.loads(path.read_text())
     assert {"machine", "end_to_end", "scaling", "slopes", "models", "latency",
             "sampling", "kernelshap", "cold_start"} <= set(data)
+    if "auto" in data:  # torch installed: the study of "auto" in two halves
+        assert [h["half"] for h in data["auto"]["halves"]] == ["tuning", "held-out"]
+        assert (tmp_path / "auto-fidelity-vs-images.png").stat().st_size > 1000
+        assert "num_samples='auto' in two halves" in path.with_suffix(".md").read_text()
     cold = data["cold_start"]
     assert 0 < cold["import_s"] and {(r["side"], r["pause_s"]) for r in cold["first_call"]} == {
         (28, 0.0), (28, 1.0), (224, 0.0), (224, 1.0)}
@@ -154,7 +160,7 @@ def model_cache(study_cache):
 
 
 def test_faces_model_is_small_accurate_and_cached(model_cache, tmp_path, monkeypatch):
-    from limefast.demo import faces
+    from limefast.models import faces
 
     monkeypatch.setenv("LIMEFAST_CACHE", str(tmp_path))  # trained here, whatever ran before
 

@@ -355,6 +355,10 @@ def test_fewer_model_calls_from_the_command_line(images, tmp_path, capsys):
     label = str(int(exp.top_labels[0]))
     assert record["labels"][label]["stderr"] == [
         [int(f), exp.stderr[int(label)][f]] for f, _ in exp.local_exp[int(label)]]
+    # the stated chance that the shown top 5 is the converged one, and the target it stopped at
+    assert record["labels"][label]["expected_overlap"] == exp.expected_overlap[int(label)]
+    assert record["labels"][label]["top_k"] == exp.top_k == min(5, record["n_superpixels"])
+    assert record["target_overlap"] == exp.target_overlap
 
 
 @pytest.mark.parametrize("flag,value", [("--time-budget", "0"), ("--time-budget", "soon"),

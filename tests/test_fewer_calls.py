@@ -189,13 +189,99 @@ def test_auto_with_dedupe_and_explain_batch():
                                 explanation)
 
 
-def test_a_flat_model_stops_at_max_samples_and_says_so():
+def test_a_flat_model_stops_after_the_first_round_and_says_why():
     def flat(batch):
         return np.full((len(batch), 3), 1 / 3)
 
-    with pytest.warns(SamplingWarning, match="converged=False"):
-        e = explain(flat, num_samples="auto", max_samples=600)
-    assert (e.num_samples, e.converged, e.stop_reason) == (600, False, "max_samples")
+    model = MeanColourModel()
+
+    def saturated(batch):  # float rounding only: a softmax pinned at one class
+        out = np.zeros((len(batch), 3))
+        out[:, 0] = 1.0 - 1e-12 * model(batch)[:, 0]
+        out[:, 1] = 1.0 - out[:, 0]
+        return out
+
+    for fn in (flat, saturated):
+        with pytest.warns(SamplingWarning, match=r"does not depend on the superpixels.*"
+                          r"saturated softmax.*hide colour"):
+            e = explain(fn, num_samples="auto", max_samples=2000)
+        assert (e.num_samples, e.num_evaluated) == (config.AUTO_MIN_SAMPLES,) * 2
+        assert (e.converged, e.stop_reason) == (False, "flat")
+        n = int(SEGMENTS.max()) + 1
+        assert all(v == pytest.approx(5 / n) for v in e.expected_overlap.values())
+
+
+class NearTies(MeanColourModel):
+    """Class 0's output moves with six superpixels, equally, plus noise of its own: a top 5
+    that no number of rows settles (the converged top 5 shares 4 of them, on average 4.2)."""
+
+    def __init__(self, features, segments, noise=0.02):
+        super().__init__()
+        self.segments, self.features = segments, features
+        self.rng = np.random.RandomState(0)
+        self.noise = noise
+
+    def __call__(self, batch):
+        self.calls.append(len(batch))
+        shown = np.stack([(batch[:, self.segments == f] == IMAGE[self.segments == f]).all(-1)
+                          .mean(-1) for f in self.features], 1)
+        p = 0.2 + 0.1 * shown.sum(1)
+        p = p + self.noise * self.rng.randn(len(batch))
+        return np.stack([p, 1 - p], 1)
+
+
+def test_auto_never_evaluates_more_than_limes_default_and_at_the_cap_is_lime():
+    model = NearTies(range(6), SEGMENTS)
+    with pytest.warns(SamplingWarning, match="short of target_overlap=0.95"):
+        ours = explain(model, seed=5, num_samples="auto", top_labels=1, batch_size=7,
+                       target_overlap=0.95)
+    assert config.AUTO_MAX_SAMPLES == 1000
+    assert (ours.num_samples, ours.num_evaluated, sum(model.calls)) == (1000, 1000, 1000)
+    assert (ours.converged, ours.stop_reason) == (False, "max_samples")
+    label = ours.top_labels[0]
+    assert ours.expected_overlap[label] < 0.95  # near ties: stated low
+    # lime at its default 1000 samples, same seed: the same rows, the same explanation.
+    model.rng = np.random.RandomState(0)  # the same noise in the same order
+    ref = lime_explain(model, seed=5, num_samples=1000, top_labels=1, batch_size=7)
+    assert_same_explanation(ref, ours, score_label=label)
+    # max_samples raises the cap, and the rows beyond 1000 are lime's rows of that count
+    model.rng = np.random.RandomState(0)
+    with pytest.warns(SamplingWarning):
+        more = explain(model, seed=5, num_samples="auto", top_labels=1, max_samples=1500,
+                       target_overlap=0.99)
+    assert 1000 < more.num_evaluated <= 1500
+
+
+def test_every_explanation_states_a_reproducible_expected_overlap():
+    runs = [explain(MeanColourModel(scale=1.0), seed=2, num_samples=n, batch_size=b)
+            for n, b in ((300, 10), (300, 1), ("auto", 7))]
+    for e in runs:
+        assert e.top_k == 5 and set(e.expected_overlap) == set(e.top_labels)
+        assert all(0 <= v <= 1 for v in e.expected_overlap.values())
+    assert runs[0].expected_overlap == runs[1].expected_overlap  # batch-size independent
+    auto = runs[2]
+    assert all(v >= config.AUTO_TARGET_OVERLAP for v in auto.expected_overlap.values())
+    fixed = explain(MeanColourModel(scale=1.0), seed=2, num_samples=auto.num_samples)
+    assert fixed.expected_overlap == auto.expected_overlap
+    shown = explain(MeanColourModel(scale=1.0), seed=2, num_samples=300, stable_features=3)
+    assert shown.top_k == 3
+    assert "expected overlap" in auto.overlap_caption(auto.top_labels[0])
+    captioned = auto.render(caption=True)
+    assert captioned.shape[0] == IMAGE.shape[0] + 18
+
+
+def test_expected_overlap_of_known_normal_weights():
+    from limefast.core.adaptive import expected_overlap
+
+    w = np.array([3.0, 2.0, 1.0, 0.0])
+    assert expected_overlap(w, np.zeros((4, 4)), [0, 1]) == 1.0  # no noise: certain
+    assert expected_overlap(w, np.eye(4), [0, 1, 2, 3]) == 1.0  # everything shown
+    tied = np.array([1.0, 1.0, 0.0])
+    assert expected_overlap(tied, np.eye(3) * 1e-4, [0], spread=1.0) == pytest.approx(
+        0.5, abs=0.08)  # a tie at the boundary: a coin toss
+    wide = expected_overlap(w, np.eye(4), [0, 1], spread=1.0)
+    assert 0.5 < wide < expected_overlap(w, np.eye(4) * 0.1, [0, 1], spread=1.0) < 1.0
+    assert expected_overlap(w, np.eye(4), [0, 1], spread=2.0) < wide
 
 
 def test_stable_features_and_bounds():
@@ -274,6 +360,13 @@ def test_every_explanation_states_its_uncertainty():
     ({"num_samples": "auto", "max_samples": 100, "min_samples": 200},
      r"max_samples \(100\) must be at least min_samples \(200\)"),
     ({"num_samples": 300, "max_samples": 500}, "bound num_samples='auto'"),
+    ({"num_samples": 300, "target_overlap": 0.9}, "bound num_samples='auto'"),
+    ({"num_samples": "auto", "max_samples": 100},
+     r"max_samples \(100\) must be at least the first round of num_samples='auto', 150"),
+    ({"num_samples": "auto", "target_overlap": 1.0}, r"target_overlap must be between 0 and 1"),
+    ({"num_samples": "auto", "target_overlap": 0}, r"target_overlap must be between 0 and 1"),
+    ({"num_samples": "auto", "target_overlap": -0.5}, r"target_overlap must be between 0 and 1"),
+    ({"num_samples": "auto", "target_overlap": "high"}, r"target_overlap must be a number"),
     ({"time_budget": 0}, "time_budget must be a positive number"),
     ({"time_budget": -1.0}, "time_budget must be a positive number"),
     ({"time_budget": float("nan")}, "time_budget must be a positive number"),
@@ -290,3 +383,13 @@ def test_bad_arguments_say_what_they_take(kwargs, match):
 def test_dedupe_takes_a_bool():
     with pytest.raises(TypeError, match="dedupe must be True or False"):
         explain(MeanColourModel(), dedupe="yes")
+
+
+def test_many_superpixels_state_an_overlap_from_the_standard_errors(monkeypatch):
+    joint = explain(MeanColourModel(scale=1.0), seed=2, num_samples=300)
+    monkeypatch.setattr(config, "AUTO_JOINT_MAX_FEATURES", 10)
+    diagonal = explain(MeanColourModel(scale=1.0), seed=2, num_samples=300)
+    for label in joint.top_labels:
+        assert 0 <= diagonal.expected_overlap[label] <= 1
+        assert diagonal.expected_overlap[label] == pytest.approx(
+            joint.expected_overlap[label], abs=0.15)

@@ -119,7 +119,7 @@ def test_batches_labels_and_mode():
 
 def test_default_layer_is_the_last_convolutional_block():
     torchvision = pytest.importorskip("torchvision")
-    from limefast.demo.digits import DigitsCNN
+    from limefast.models.digits import DigitsCNN
 
     resnet = torchvision.models.resnet18(weights=None).eval()
     assert last_conv_block(resnet, torch.rand(1, 3, 64, 64)) is resnet.layer4

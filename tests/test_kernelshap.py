@@ -12,6 +12,7 @@ import pytest
 from agreement import forward_rtol, logit_scale
 from naive import naive_perturb, naive_segment_means
 
+from limefast import config
 from limefast.core.rounds import SamplingWarning
 from limefast.kernelshap import KernelShapImageExplainer, ShapImageExplanation, estimator
 from limefast.lime_image import LimeImageExplainer
@@ -334,10 +335,32 @@ def test_auto_stops_once_settled_and_is_exact_when_everything_fits():
     e = explain(image, segments, model, num_samples="auto", labels=(0,), stable_features=3)
     assert e.stop_reason in ("settled", "max_samples")
     assert e.converged == (e.stop_reason == "settled")
-    assert e.num_evaluated == e.num_samples <= 4000
+    # never more than the fixed default budget, and it states how settled its top 3 is
+    assert e.num_evaluated == e.num_samples <= 2048 == config.SHAP_AUTO_MAX_SAMPLES
+    assert e.top_k == 3 and 0 <= e.expected_overlap[0] <= 1
+    if e.converged:
+        assert e.expected_overlap[0] >= config.AUTO_TARGET_OVERLAP
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)
+        capped = explain(image, segments, model, num_samples="auto", labels=(0,),
+                         target_overlap=0.999999, min_samples=100, max_samples=300)
+    assert capped.num_evaluated <= 300
     small = case(15, 7)
     e = explain(*small, num_samples="auto", labels=(0,), min_samples=200)
     assert e.exact and e.stop_reason == "exact" and e.num_evaluated == 128
+
+
+def test_auto_on_a_flat_model_stops_after_the_first_round():
+    image, segments, _ = case(16, 30)
+
+    def flat(batch):
+        return np.full((len(batch), 4), 0.25)
+
+    with pytest.warns(SamplingWarning, match="does not depend on the superpixels"):
+        e = explain(image, segments, flat, num_samples="auto")
+    assert (e.stop_reason, e.converged) == ("flat", False)
+    assert e.num_evaluated <= config.AUTO_MIN_SAMPLES
+    assert all(v == pytest.approx(5 / 30) for v in e.expected_overlap.values())
 
 
 # -- the device path ---------------------------------------------------------------------------

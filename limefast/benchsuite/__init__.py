@@ -3,7 +3,9 @@
 Writes ``<out>/<machine>-<date>.json``, a Markdown table beside it and PNG plots of the scaling
 sweeps and of the sampling study; the ``kernelshap`` section sets KernelSHAP against shap, and
 ``cold_start`` times a user's first second in fresh processes.
-``--quick`` shrinks every size so the whole run takes a few minutes on a 2-core machine (the
+The ``auto`` section is the study of ``num_samples="auto"`` in two halves
+(``limefast.benchsuite.study``). ``--quick`` shrinks every size so the whole run takes a few
+minutes on a 2-core machine (the
 tests run it to keep the suite working; it asserts nothing about time).
 The results are checked against the targets of ``benchmarks/targets.json`` (``--targets``).
 
@@ -31,7 +33,8 @@ from limefast.optional import available
 from . import cold_start, report, sampling, shapley, suite
 from . import targets as target_file
 
-SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling", "kernelshap", "cold_start")
+SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling", "auto", "kernelshap",
+            "cold_start")
 
 
 def machine() -> dict:
@@ -82,13 +85,14 @@ def _cpu_name() -> str:
 
 def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
               study: sampling.StudyConfig | None = None, targets=None,
-              shap: shapley.ShapleyConfig | None = None,
+              shap: shapley.ShapleyConfig | None = None, auto=None,
               cold: cold_start.ColdConfig | None = None) -> dict:
     """Run the chosen sections and return the results dict (JSON-ready).
 
-    ``study`` sizes the sampling study (default ``sampling.StudyConfig()``), ``shap`` the
-    KernelSHAP comparison (default ``shapley.ShapleyConfig()``), ``cold`` the cold-start
-    section (default ``cold_start.ColdConfig()``); ``targets`` are
+    ``study`` sizes the sampling study (default ``sampling.StudyConfig()``), ``auto`` the
+    study of ``num_samples="auto"`` in two halves (``limefast.benchsuite.study``; default its
+    full size), ``shap`` the KernelSHAP comparison (default ``shapley.ShapleyConfig()``),
+    ``cold`` the cold-start section (default ``cold_start.ColdConfig()``); ``targets`` are
     the targets the results are checked against (default ``targets.load()``, the checkout's
     ``benchmarks/targets.json``).
     """
@@ -113,6 +117,13 @@ def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
             results[name] = suite.latency(cfg)
         elif name == "sampling":
             results[name] = sampling.sampling_study(study, progress=lambda m: log(f"  {m}"))
+        elif name == "auto":
+            if available("torch"):
+                from .study import measure
+
+                results[name] = measure.evaluate(auto, None, lambda m: log(f"  {m}"))[0]
+            else:
+                results["not_measured"].append("auto: torch is not installed")
         elif name == "kernelshap":
             if available("shap"):
                 results[name] = shapley.shapley_study(shap, progress=lambda m: log(f"  {m}"))
@@ -190,6 +201,7 @@ def run(args) -> int:
     results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr),
                         study=_study_config(args), targets=spec,
                         shap=shapley.ShapleyConfig.quick() if args.quick else None,
+                        auto=_auto_config(args),
                         cold=cold_start.ColdConfig.quick() if args.quick else None)
     path = write(results, out)
     print(report.markdown(results))
@@ -204,6 +216,12 @@ def _study_config(args) -> sampling.StudyConfig:
         if value is not None:
             setattr(study, name, value)
     return study
+
+
+def _auto_config(args):
+    from .study.run import StudyConfig
+
+    return StudyConfig.quick() if args.quick else StudyConfig()
 
 
 def main(argv=None) -> int:

@@ -103,6 +103,10 @@ def markdown(results: dict) -> str:
                   f"{lat['num_samples']} samples)", ""]
     lines += cold_start_markdown(results.get("cold_start"))
     lines += sampling_markdown(results.get("sampling"))
+    if results.get("auto"):
+        from .study import measure
+
+        lines += measure.markdown(results["auto"])
     lines += kernelshap_markdown(results.get("kernelshap"))
     checks = targets(results)
     if checks:
@@ -149,6 +153,20 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
     if "superpixels" in slopes:
         v = slopes["superpixels"]["limefast_perturbation"]
         add("perturbation_slope_superpixels", v, f"{v:.2f}")
+    held = next((h for h in results.get("auto", {}).get("halves", [])
+                 if h["half"] == "held-out"), None)
+    if held:
+        add("auto_overlap", held["overlap_gap"], f"{held['overlap_gap']:+.3f}")
+        add("auto_saving", held["saving"], f"{held['saving']:.2f}x")
+        v = held["auto"]["max_setting_images"]
+        add("auto_max_setting_images", v, f"{v:.0f}")
+        for key in ("error", "worst_bin_error"):
+            v = held["calibration_all"].get(key, float("nan"))
+            add(f"auto_calibration_{key}", v, f"{v:.3f}")
+        v = held["coverage_auto"]
+        add("auto_coverage", v, f"{v:.1%}")
+        v = max(f["images"] for f in results["auto"]["flat_models"])
+        add("auto_flat_images", v, f"{v}")
     if results.get("kernelshap"):
         v = results["kernelshap"]["speed"]["speedup"]
         add("kernelshap_speedup", v, f"{v:.0f}x")
@@ -342,4 +360,9 @@ def plots(results: dict, folder: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     path = sampling_plot(results.get("sampling"), folder, plt)
+    if results.get("auto", {}).get("halves"):
+        from .study import summary as auto_summary
+
+        auto_summary.plot(results["auto"]["halves"], folder / "auto-fidelity-vs-images.png")
+        paths.append(folder / "auto-fidelity-vs-images.png")
     return paths + ([path] if path else [])

@@ -1,7 +1,8 @@
 """The sampling study: how an explanation converges with the number of images the model sees.
 
-Two models trained here in seconds (``limefast.demo.digits``'s CNN on 32x32 digits and
-``limefast.faces``'s MLP on 50x50 faces and non-faces), held-out test images, SLIC superpixels.
+Two models trained here in seconds (``limefast.models.digits``'s CNN on 32x32 digits and
+``limefast.models.faces``'s MLP on 50x50 faces and non-faces), held-out test images, SLIC
+superpixels.
 For every image and seed, a reference explanation with many samples; then lime-style fixed
 sampling at several ``num_samples`` and ``num_samples="auto"``. Each run is scored by the overlap
 of its top-5 features (by ``|weight|`` of the top label) with the reference's top 5, against the
@@ -93,12 +94,12 @@ class StudyModel:
 def digits_model() -> StudyModel:
     from skimage.segmentation import slic
 
-    from limefast.demo import digits
+    from limefast.models import digits
 
     trained = digits.load_model()
     # 32x32 digits are mostly flat background: compactness 10 keeps SLIC near its grid there,
     # n_segments=40 then gives 25-35 superpixels per image.
-    return StudyModel("digits-cnn", "limefast.demo.digits CNN, 4 conv layers, 32x32, 10 classes",
+    return StudyModel("digits-cnn", "limefast.models.digits CNN, 4 conv layers, 32x32, 10 classes",
                       digits.DigitsClassifier(trained.model), trained.data.test_images,
                       trained.data.test_labels,
                       lambda im: slic(im, n_segments=40, compactness=10, start_label=0),
@@ -108,11 +109,12 @@ def digits_model() -> StudyModel:
 def faces_model() -> StudyModel:
     from skimage.segmentation import slic
 
-    from limefast.demo import faces
+    from limefast.models import faces
 
     trained = faces.load_model()
     # On 50x50 crops SLIC's grid snaps n_segments 40 to 6x6; 45 gives 7x7 (37-49 superpixels).
-    return StudyModel("faces-mlp", "limefast.faces MLP 625-32-2, 50x50 lfw_subset, face/non-face",
+    return StudyModel("faces-mlp",
+                      "limefast.models.faces MLP 625-32-2, 50x50 lfw_subset, face/non-face",
                       faces.FacesClassifier(trained.model), trained.data.test_images,
                       trained.data.test_labels,
                       lambda im: slic(im, n_segments=45, compactness=10, start_label=0),

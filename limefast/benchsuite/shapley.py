@@ -8,7 +8,7 @@ background all zeros (every superpixel hidden) and the instance all ones; limefa
 ``KernelShapImageExplainer`` hides superpixels with the same colour. Both without l1 feature
 selection (the same estimand; shap's default Lasso step would only add to its time).
 
-*Convergence* (``shapley_convergence``): the digits CNN (``limefast.demo.digits``) on held-out
+*Convergence* (``shapley_convergence``): the digits CNN (``limefast.models.digits``) on held-out
 digits, each cut into exactly 14 superpixels (k-means on position and intensity), hidden
 superpixels painted black (the digits' background) by both, the exact Shapley values from all
 2^14 coalitions. For each budget of model images, the mean Pearson
@@ -163,7 +163,7 @@ def kmeans_segments(image, n: int, seed: int = 0) -> np.ndarray:
 
 def shapley_convergence(cfg: ShapleyConfig | None = None, progress=None) -> dict:
     """Mean correlation with the exact values against the images the model saw."""
-    from limefast.demo import digits
+    from limefast.models import digits
 
     cfg = cfg or ShapleyConfig()
     trained = digits.load_model()
@@ -193,7 +193,7 @@ def shapley_convergence(cfg: ShapleyConfig | None = None, progress=None) -> dict
             progress(f"kernelshap convergence: image {number + 1}/{cfg.images}")
     means = {name: {n: float(np.mean(v)) for n, v in curve.items()}
              for name, curve in curves.items()}
-    return {"model": "limefast.demo.digits CNN", "superpixels": cfg.superpixels,
+    return {"model": "limefast.models.digits CNN", "superpixels": cfg.superpixels,
             "images": cfg.images, "seeds": cfg.seeds, "target": TARGET_CORRELATION,
             "mean_correlation": {name: {str(n): v for n, v in m.items()}
                                  for name, m in means.items()},

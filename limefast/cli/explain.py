@@ -46,7 +46,8 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
             ("weights", exp.heatmap(label, colored=True, image=exp.image)),
         ], tile=max(192, min(320, exp.image.shape[0])),
             header=f"{name}, {model.spec}: label {label} {model.label_name(label)!r} "
-                   f"p={probs[label]:.3f}").save(staging.path(name, model.tag, png))
+                   f"p={probs[label]:.3f}; {exp.overlap_caption(label)}",
+        ).save(staging.path(name, model.tag, png))
         labels[str(label)] = {
             "name": model.label_name(label),
             "probability": float(probs[label]),
@@ -55,6 +56,8 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
             "local_pred": [float(v) for v in np.ravel(exp.local_pred[label])],
             "weights": [[int(f), float(w)] for f, w in exp.local_exp[label]],
             "stderr": [[int(f), float(exp.stderr[label][f])] for f, _ in exp.local_exp[label]],
+            "top_k": exp.top_k,
+            "expected_overlap": _number(exp.expected_overlap.get(label)),
             "png": png,
         }
         if args.method == "kernelshap":  # the values add up: base_value + sum == the output
@@ -71,6 +74,7 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
         "num_evaluated": int(exp.num_evaluated),
         "converged": bool(exp.converged),
         "stop_reason": exp.stop_reason,
+        "target_overlap": exp.target_overlap,
         "exact": args.method == "kernelshap" and bool(exp.exact),
         "seed": args.seed,
         "top_labels": [int(label) for label in exp.top_labels],
@@ -79,6 +83,11 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
     }
     with open(staging.path(name, model.tag, "explanation.json"), "w") as fh:
         json.dump(record, fh, indent=1)
+
+
+def _number(value):
+    """A float for JSON, None for a missing or nan one (JSON has no nan)."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _side_by_side(staging, name, image, rows, args) -> None:

@@ -49,6 +49,18 @@ def optional_int(name: str, value, minimum: int = 1):
     return None if value is None else positive_int(name, value, minimum)
 
 
+def open_unit(name: str, value):
+    """None, or ``value`` as a float strictly between 0 and 1."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a number between 0 and 1 (exclusive); "
+                                f"got {value!r}")
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be between 0 and 1 (exclusive), e.g. 0.9; got {value!r}")
+    return float(value)
+
+
 def time_budget(value):
     """None, or a positive finite number of seconds."""
     if value is None:

@@ -24,7 +24,18 @@ class PerformanceHint(UserWarning):
 
 
 class SamplingWarning(UserWarning):
-    """``num_samples="auto"`` stopped before the shown ranking settled."""
+    """``num_samples="auto"`` stopped before the shown ranking settled, or the model's output
+    does not depend on the superpixels."""
+
+
+def flat_warning(n: int) -> str:
+    """The warning of a model whose explained outputs did not move over the first ``n`` rows."""
+    return (f"limefast: the model's output did not change over the first {n} perturbed "
+            "images: it does not depend on the superpixels, so no number of samples can rank "
+            "them (stop_reason='flat', converged=False). Likely causes: a saturated softmax "
+            "(an output pinned at 0 or 1; explain the logits, or a less certain label), or a "
+            "hide colour the model ignores (try hide_color=None, the mean fill, or another "
+            "value)")
 
 
 @dataclasses.dataclass
@@ -38,33 +49,45 @@ class Rounds:
     time_budget: float | None
     stable_features: int | None
     dedupe: bool
+    target: float = 0.0  # the expected overlap "auto" stops at
 
     @classmethod
     def from_arguments(cls, num_samples, max_samples, min_samples, time_budget,
-                       stable_features, dedupe, minimum: int = 1) -> Rounds:
-        """The parsed switches; ``minimum`` is the fewest rows an explanation can have."""
+                       stable_features, dedupe, minimum: int = 1, target_overlap=None,
+                       cap: int | None = None) -> Rounds:
+        """The parsed switches; ``minimum`` is the fewest rows an explanation can have,
+        ``cap`` the default ``max_samples`` (``config.AUTO_MAX_SAMPLES``)."""
         num_samples = checks.int_or_auto("num_samples", num_samples, minimum)
         max_samples = checks.optional_int("max_samples", max_samples, minimum)
         min_samples = checks.optional_int("min_samples", min_samples, minimum)
         stable_features = checks.optional_int("stable_features", stable_features)
         time_budget = checks.time_budget(time_budget)
+        target = checks.open_unit("target_overlap", target_overlap)
         if not isinstance(dedupe, (bool, np.bool_)):
             raise TypeError(f"dedupe must be True or False; got {dedupe!r}")
         if num_samples != "auto":
-            if max_samples is not None or min_samples is not None:
+            if max_samples is not None or min_samples is not None or target is not None:
                 raise ValueError(
-                    "max_samples and min_samples bound num_samples='auto'; got num_samples="
-                    f"{num_samples} with max_samples={max_samples}, min_samples={min_samples} "
-                    "(drop them, or pass num_samples='auto')")
+                    "max_samples, min_samples and target_overlap bound num_samples='auto'; got "
+                    f"num_samples={num_samples} with max_samples={max_samples}, min_samples="
+                    f"{min_samples}, target_overlap={target} (drop them, or pass "
+                    "num_samples='auto')")
             return cls(False, num_samples, num_samples, time_budget, stable_features,
                        bool(dedupe))
         if max_samples is not None and min_samples is not None and max_samples < min_samples:
             raise ValueError(f"max_samples ({max_samples}) must be at least min_samples "
                              f"({min_samples}) with num_samples='auto'")
-        high = max_samples if max_samples is not None else max(config.AUTO_MAX_SAMPLES,
-                                                               min_samples or 0)
+        if max_samples is not None and min_samples is None and \
+                max_samples < config.AUTO_MIN_SAMPLES:
+            raise ValueError(
+                f"max_samples ({max_samples}) must be at least the first round of "
+                f"num_samples='auto', {config.AUTO_MIN_SAMPLES} rows (pass min_samples= to "
+                "shorten it, or a fixed num_samples)")
+        cap = config.AUTO_MAX_SAMPLES if cap is None else cap
+        high = max_samples if max_samples is not None else max(cap, min_samples or 0)
         low = min_samples if min_samples is not None else min(config.AUTO_MIN_SAMPLES, high)
-        return cls(True, high, low, time_budget, stable_features, bool(dedupe))
+        target = config.AUTO_TARGET_OVERLAP if target is None else target
+        return cls(True, high, low, time_budget, stable_features, bool(dedupe), target)
 
     @property
     def per_image(self) -> bool:
@@ -219,12 +242,10 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
     cache = RowCache(data) if rounds.dedupe else None
     evaluated, index = [], np.empty(n_total, dtype=np.intp)
     stored = 0  # rows of the evaluated predictions, in order
-    fit = columns = previous = None
+    fit = columns = None
     reason = "max_samples" if rounds.auto else "num_samples"
-    k = rounds.stable_features or (num_features if num_features < n_features
-                                   else config.AUTO_STABLE_FEATURES)
-    k = min(k, n_features)
-    z = adaptive.z_value(config.AUTO_CONFIDENCE)
+    k = adaptive.shown_count(rounds.stable_features, num_features, n_features)
+    figures: list[float] = []
     kernel_weights = weights
     t_model = time.perf_counter()
     n = 0
@@ -262,14 +283,18 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
                 targets = executor.to_numpy(
                     executor.take(executor.concat(evaluated), index[rows]), columns)
                 fit.add(data[rows], targets, kernel_weights[rows])
+                flat = fit.flat()
+                if flat.all():  # nothing to rank, whatever the rows: stop now
+                    reason = "flat"
+                    break
                 if n >= rounds.min_samples and n > 2 * (n_features + 1):
                     with one_blas_thread():
-                        looks = fit.boundaries(k, z, config.AUTO_INDIFFERENCE)
-                    sets = [top for _, top in looks]
-                    if all(ok for ok, _ in looks) and sets == previous:
+                        figures = fit.overlaps([k] * len(columns))
+                    # the mean over labels: what a reader of all of them sees on average
+                    live = [f for f, dead in zip(figures, flat) if not dead]
+                    if np.mean(live) >= rounds.target:
                         reason = "settled"
                         break
-                    previous = sets
             if n >= n_total:
                 break
             size = next(sizes)
@@ -287,10 +312,15 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
     explanation.num_evaluated = stats.images
     explanation.stop_reason = reason
     explanation.converged = reason in ("settled", "num_samples")
-    if rounds.auto and not explanation.converged:
+    explanation.target_overlap = rounds.target if rounds.auto else None
+    if reason == "flat":
+        warnings.warn(flat_warning(n), SamplingWarning, stacklevel=5)
+    elif rounds.auto and not explanation.converged:
+        low = float(np.mean(figures)) if figures else float("nan")
         warnings.warn(
-            f"limefast: num_samples='auto' stopped at {n} rows ({reason}) before the top "
-            f"{k} superpixels settled; the explanation says converged=False (a flat or "
-            "noisy model, or raise max_samples / time_budget)", SamplingWarning,
-            stacklevel=5)
+            f"limefast: num_samples='auto' stopped at {n} rows ({reason}) with an expected "
+            f"overlap of {low:.2f} between the top {k} superpixels shown and the converged "
+            f"ones, short of target_overlap={rounds.target}; the explanation says "
+            "converged=False (near-tied weights, a noisy model, or raise max_samples / "
+            "time_budget)", SamplingWarning, stacklevel=5)
     return explanation

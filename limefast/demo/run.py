@@ -1,11 +1,11 @@
 """``make demo``: explain a small CNN's handwritten digits, and time limefast against lime.
 
 Nothing is downloaded: the model is a three-layer CNN trained here on scikit-learn's bundled
-digits (a few seconds, cached after the first run; see ``limefast.demo.digits``). The demo explains
-several test digits, one of them misclassified, and writes one PNG panel per digit: the digit,
-LIME's superpixels for and against the predicted label, the weight heatmap, Grad-CAM, and the
-deletion curve (LIME's order against random orders). It then explains the same digits with lime
-0.2.0.1, checks that the explanations agree, and prints both times.
+digits (a few seconds, cached after the first run; see ``limefast.models.digits``). The demo
+explains several test digits, one of them misclassified, and writes one PNG panel per digit:
+the digit, LIME's superpixels for and against the predicted label, the weight heatmap, Grad-CAM,
+and the deletion curve (LIME's order against random orders). It then explains the same digits
+with lime 0.2.0.1, checks that the explanations agree, and prints both times.
 
 Run: ``python -m limefast.demo [--out DIR] [--num-samples N] [--digits K] [--no-lime]``.
 """
@@ -13,6 +13,8 @@ Run: ``python -m limefast.demo [--out DIR] [--num-samples N] [--digits K] [--no-
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -111,12 +113,11 @@ def explain_lime(images, classifier, num_samples: int, seed: int):
     from lime import lime_image as lime_ref
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
-    from limefast.benchsuite.runners import quiet_lime
-
     explainer = lime_ref.LimeImageExplainer(random_state=seed)
     segmentation = SegmentationAlgorithm("slic", **SLIC)
     t0 = time.perf_counter()
-    with quiet_lime():  # lime 0.2.0.1 always draws progress bars
+    # lime 0.2.0.1 always draws progress bars: to a buffer
+    with contextlib.redirect_stderr(io.StringIO()):
         references = [explainer.explain_instance(image, classifier, top_labels=3,
                                                  num_samples=num_samples, batch_size=100,
                                                  segmentation_fn=segmentation, hide_color=HIDE)
@@ -160,11 +161,10 @@ def main(argv=None) -> int:
     if out is None:
         return 2
 
-    from limefast.demo import digits
-
     # The model is tiny and the batches small: one torch thread is as fast, and far faster
     # than two on a CPU that other processes share (OpenMP threads spin against them).
     from limefast.device._torch import torch_threads
+    from limefast.models import digits
 
     with torch_threads(1):
         return _run(args, out, digits)

@@ -81,7 +81,7 @@ class KernelShapImageExplainer(SeededExplainer):
                          top_labels=5, num_samples=2048, batch_size=10, segmentation_fn=None,
                          random_seed=None, progress_bar=True, *, dedupe=False,
                          max_samples=None, min_samples=None, time_budget=None,
-                         stable_features=None) -> ShapImageExplanation:
+                         stable_features=None, target_overlap=None) -> ShapImageExplanation:
         """Shapley values of ``classifier_fn``'s outputs on ``image`` over its superpixels.
 
         Args:
@@ -95,9 +95,13 @@ class KernelShapImageExplainer(SeededExplainer):
             num_samples: images the model sees (>= 2), the full and empty coalitions included;
                 all 2^F coalitions when they fit (exact values). Sampled designs use an even
                 count (pairs). Or ``"auto"``: rounds of coalitions until the top
-                ``stable_features`` superpixels of every label are settled (the rule of
-                ``limefast.core.adaptive``, on the Shapley values' own standard errors),
-                between ``min_samples`` and ``max_samples`` images.
+                ``stable_features`` superpixels are likely to be the converged ones (the
+                labels' ``expected_overlap``, averaged, reaches ``target_overlap``: the rule
+                of ``limefast.core.adaptive``, on the Shapley values' own covariance; a model
+                whose output does not move stops after the first round),
+                between ``min_samples`` and ``max_samples`` images. ``"auto"`` never
+                evaluates more than ``max_samples`` images, by default the fixed default,
+                2048 (``config.SHAP_AUTO_MAX_SAMPLES``).
             batch_size: images per ``classifier_fn`` call, or ``"auto"`` (batches grow while
                 the time per image falls). A ``TorchClassifier`` uses its own batch.
             segmentation_fn: callable image -> (H, W) integer labels; default quickshift with
@@ -108,14 +112,17 @@ class KernelShapImageExplainer(SeededExplainer):
             dedupe: accepted for LIME's signature; every coalition of a design is distinct, so
                 the model sees each image once whatever it says.
             max_samples, min_samples: the bounds of ``num_samples="auto"`` (default
-                ``config.AUTO_MAX_SAMPLES`` and ``config.AUTO_MIN_SAMPLES``).
+                ``config.SHAP_AUTO_MAX_SAMPLES`` and ``config.AUTO_MIN_SAMPLES``).
             time_budget: seconds; rounds of coalitions stop when the next would not fit, and
                 the values of the coalitions so far are returned (``stop_reason=
                 'time_budget'``, efficiency still exact). The coalitions are then drawn in
                 rounds, as for ``"auto"``: a budget that is not reached gives values of the
                 same accuracy as without one, but not the same draws.
             stable_features: how many top superpixels ``"auto"`` must settle (default
-                ``config.AUTO_STABLE_FEATURES``).
+                ``config.AUTO_STABLE_FEATURES``); every explanation states their
+                ``expected_overlap``.
+            target_overlap: the ``expected_overlap`` at which ``"auto"`` stops, in (0, 1);
+                default ``config.AUTO_TARGET_OVERLAP``.
 
         Returns:
             A ShapImageExplanation.
@@ -128,7 +135,9 @@ class KernelShapImageExplainer(SeededExplainer):
         batch_size, labels, top_labels = check_arguments(classifier_fn, segmentation_fn,
                                                          batch_size, labels, top_labels)
         plan = rounds.Rounds.from_arguments(num_samples, max_samples, min_samples, time_budget,
-                                            stable_features, dedupe, minimum=2)
+                                            stable_features, dedupe, minimum=2,
+                                            target_overlap=target_overlap,
+                                            cap=config.SHAP_AUTO_MAX_SAMPLES)
         executor = executor_for(classifier_fn)
         with self._draw_lock():
             instance, design = self._prepare(image, hide_color, segmentation_fn, random_seed)
@@ -161,9 +170,9 @@ class KernelShapImageExplainer(SeededExplainer):
         stats = sampling.ModelStats()
         store: dict[bytes, int] = {}  # coalition -> row of the evaluated outputs
         evaluated, stored = [], 0
-        columns = top = previous = fit = None
+        columns = top = fit = None
         k = min(plan.stable_features or config.AUTO_STABLE_FEATURES, f)
-        z = adaptive.z_value(config.AUTO_CONFIDENCE)
+        figures: list[float] = [float("nan")]
         reason = "max_samples" if plan.auto else "num_samples"
         t_model, t_fit, budget = time.perf_counter(), 0.0, 0
         sizes = plan.sizes(n_total)
@@ -214,11 +223,15 @@ class KernelShapImageExplainer(SeededExplainer):
                     reason = "exact" if plan.auto or plan.time_budget is not None else reason
                     break
                 if plan.auto:
-                    sets = _settled(fit, k, z)
-                    if sets is not None and sets == previous:
+                    flat = _flat(fit)
+                    if flat.all():  # the model's output does not move: nothing to rank
+                        reason = "flat"
+                        break
+                    figures = _overlaps(fit, k)
+                    live = [v for v, dead in zip(figures, flat) if not dead]
+                    if fit.identified and np.mean(live) >= plan.target:
                         reason = "settled"
                         break
-                    previous = sets
                 if budget >= n_total:
                     break
                 size = next(sizes)
@@ -233,7 +246,8 @@ class KernelShapImageExplainer(SeededExplainer):
         instance.timings["perturb_and_model"] = time.perf_counter() - t_model - t_fit
         instance.timings["model"] = stats.seconds
         instance.timings["shapley"] = t_fit
-        explanation = _explanation(instance, rows, fit, top, columns, top_labels)
+        explanation = _explanation(instance, rows, fit, top, columns, top_labels, k)
+        explanation.target_overlap = plan.target if plan.auto else None
         explanation.num_evaluated = stats.images
         explanation.stop_reason = reason
         explanation.converged = reason in ("settled", "num_samples", "exact") and fit.identified
@@ -243,16 +257,19 @@ class KernelShapImageExplainer(SeededExplainer):
                 "apart: the values are the smallest that add up, their standard errors nan, "
                 f"and converged=False (num_samples of at least {2 * f + 2} identifies them)",
                 SamplingWarning, stacklevel=3)
+        elif reason == "flat":
+            warnings.warn(rounds.flat_warning(stats.images), SamplingWarning, stacklevel=3)
         elif plan.auto and not explanation.converged:
             warnings.warn(
                 f"limefast: num_samples='auto' stopped at {stats.images} images ({reason}) "
-                f"before the top {k} superpixels settled; the explanation says "
-                "converged=False (raise max_samples / time_budget)", SamplingWarning,
-                stacklevel=3)
+                f"with an expected overlap of {np.mean(figures):.2f} "
+                f"between the top {k} superpixels shown and the converged ones, short of "
+                f"target_overlap={plan.target}; the explanation says converged=False (raise "
+                "max_samples / time_budget)", SamplingWarning, stacklevel=3)
         return explanation
 
 
-def _explanation(instance, rows, fit, top, columns, top_labels) -> ShapImageExplanation:
+def _explanation(instance, rows, fit, top, columns, top_labels, k) -> ShapImageExplanation:
     explanation = ShapImageExplanation(instance.image, instance.segments)
     if top_labels:
         explanation.top_labels = [int(label) for label in reversed(list(top))]
@@ -267,29 +284,29 @@ def _explanation(instance, rows, fit, top, columns, top_labels) -> ShapImageExpl
         explanation.intercept[label] = base
         explanation.local_pred[label] = np.array([base + values.sum()])
         explanation.score[label] = float(fit.score[j])
+    figures = _overlaps(fit, k)
+    explanation.top_k = k
+    explanation.expected_overlap = {label: figures[columns.index(int(label))] for label in top}
     explanation.exact = rows.exact
     explanation.num_samples = int(rows.rows.shape[0])
     explanation.timings = instance.timings
     return explanation
 
 
-def _settled(fit, k: int, z: float):
-    """The top-k sets of every label if each label's boundary is settled (the rule of
-    ``limefast.core.adaptive`` on the values' own covariance), else None."""
+def _flat(fit) -> np.ndarray:
+    """(L,) bool: the label's values are float rounding (its outputs never moved)."""
+    size = np.maximum(1.0, np.abs(fit.base))
+    return np.abs(fit.values).max(axis=0) <= config.AUTO_FLAT_TOLERANCE * size
+
+
+def _overlaps(fit, k: int) -> list[float]:
+    """Every label's ``expected_overlap`` of its top k values (``limefast.core.adaptive``, on
+    the values' own covariance); nan when the coalitions cannot tell the superpixels apart."""
     n_features, n_labels = fit.values.shape
     if not fit.identified:
-        return None
-    if k >= n_features:
-        return [frozenset(range(n_features))] * n_labels
-    sets = []
-    for j in range(n_labels):
-        phi = fit.values[:, j]
-        a, b, gap, shown = adaptive.boundary(phi, k)
-        d = np.zeros(n_features)
-        d[a], d[b] = np.sign(phi[a]), -np.sign(phi[b])
-        sd = float(np.sqrt(max(d @ fit.cov[:, :, j] @ d, 0.0)))
-        if not np.isfinite(sd) or not adaptive.is_settled(
-                gap, sd, z, config.AUTO_INDIFFERENCE, np.abs(phi).max()):
-            return None
-        sets.append(shown)
-    return sets
+        return [float("nan")] * n_labels
+    flat = _flat(fit)
+    return [min(k, n_features) / n_features if flat[j] else
+            adaptive.expected_overlap(fit.values[:, j], fit.cov[:, :, j],
+                                      adaptive.top_set(fit.values[:, j], k))
+            for j in range(n_labels)]

@@ -110,6 +110,18 @@ def panel(tiles: Sequence[tuple[str, np.ndarray]], *, tile: int = 160,
     return canvas if as_pil else np.asarray(canvas).copy()
 
 
+def captioned(picture: np.ndarray, text: str) -> np.ndarray:
+    """(H, W, 3) uint8 ``picture`` above a white strip with ``text``; the canvas widens (white
+    on the right) when the text is wider than the picture."""
+    face = font(12)
+    img = Image.fromarray(to_rgb8(picture))
+    width = max(img.width, int(face.getlength(text)) + 8)
+    canvas = Image.new("RGB", (width, img.height + 18), "white")
+    canvas.paste(img, (0, 0))
+    ImageDraw.Draw(canvas).text((4, img.height + 2), text, fill=(30, 30, 30), font=face)
+    return np.asarray(canvas).copy()
+
+
 def _fit(text: str, face, width: int) -> str:
     """``text`` cut (with an ellipsis) to ``width`` pixels."""
     if face.getlength(text) <= width:

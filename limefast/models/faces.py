@@ -3,9 +3,10 @@
 scikit-image ships 200 grayscale 25x25 crops from Labeled Faces in the Wild
 (``skimage.data.lfw_subset``): the first 100 are faces, the other 100 are not. They are upscaled
 to ``size x size`` RGB uint8 images, the form a ``classifier_fn`` gets from the explainer, and a
-two-layer perceptron (no convolutions: a different architecture from ``limefast.demo.digits``'s CNN)
-is trained on 70% of them in about a second. The weights (about 80 KB) are cached as a
-state-dict file beside the digits model's (``limefast.demo.digits.cache_dir()``).
+two-layer perceptron (no convolutions: a different architecture from
+``limefast.models.digits``'s CNN) is trained on 70% of them in about a second. The weights
+(about 80 KB) are cached as a state-dict file beside the digits model's
+(``limefast.models.cache.cache_dir()``).
 
 Training is seeded: the same machine gives the same weights.
 """
@@ -20,16 +21,12 @@ import numpy as np
 
 from limefast.optional import require
 
-torch = require("torch", "limefast.demo.faces")
+torch = require("torch", "limefast.models.faces")
 nn = torch.nn
 
-from limefast.demo.digits import (  # noqa: E402 - after torch
-    DigitsClassifier,
-    cache_dir,
-    cached_model,
-    to_tensor,
-)
 from limefast.device._torch import torch_threads  # noqa: E402 - after torch
+from limefast.models.cache import cache_dir, cached_model  # noqa: E402
+from limefast.models.digits import DigitsClassifier, to_tensor  # noqa: E402 - after torch
 
 SIZE = 50
 SOURCE_SIZE = 25  # lfw_subset's side: the model averages its input back down to it
@@ -100,7 +97,7 @@ def train_model(data: FacesData, seed: int = 0, epochs: int = EPOCHS) -> FacesML
     """Train a FacesMLP on ``data``'s training images (Adam, seeded shuffles and flips)."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    with torch_threads(1):  # as limefast.demo.digits: the same weights whatever the cores
+    with torch_threads(1):  # as limefast.models.digits: the same weights whatever the cores
         return _train(data, generator, epochs)
 
 
@@ -138,7 +135,7 @@ def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -
 
     Args:
         size: side of the images (the model itself takes any side).
-        cache: read and write the cached state dict under ``limefast.demo.digits.cache_dir()``.
+        cache: read and write the cached state dict under ``limefast.models.cache.cache_dir()``.
         retrain: train even if a cached model exists (and overwrite it).
 
     Returns:

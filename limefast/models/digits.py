@@ -11,9 +11,7 @@ Training is seeded: the same machine and thread count give the same weights.
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,24 +19,17 @@ import numpy as np
 
 from limefast.optional import require
 
-torch = require("torch", "limefast.demo.digits")
+torch = require("torch", "limefast.models.digits")
 nn = torch.nn
 
 from limefast.device._torch import torch_threads  # noqa: E402 - after torch
+from limefast.models.cache import cache_dir, cached_model  # noqa: E402,F401 - the old names
 
 SIZE = 32
 # Bump when the data, the architecture or the training change: old cache files are then ignored.
 MODEL_VERSION = 2
 EPOCHS = 6
 BATCH = 64
-
-
-def cache_dir() -> Path:
-    """Folder of limefast's cached files: ``$LIMEFAST_CACHE``, else the user cache folder."""
-    if os.environ.get("LIMEFAST_CACHE"):
-        return Path(os.environ["LIMEFAST_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "limefast"
 
 
 @dataclass
@@ -166,38 +157,6 @@ def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -
         predicted = model(to_tensor(data.test_images)).argmax(1).numpy()
     accuracy = float(np.mean(predicted == data.test_labels))
     return TrainedDigits(model, data, accuracy, path, trained, time.perf_counter() - t0)
-
-
-def cached_model(path: Path | None, build, train, what: str, retrain: bool = False):
-    """(model in eval mode, trained?): the state dict at ``path`` loaded into ``build()``, or,
-    when there is none (or it is unreadable, or ``retrain``), ``train()`` saved there."""
-    model = None
-    if path is not None and path.is_file() and not retrain:
-        model = build()
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
-            warnings.warn(f"ignoring unreadable cached {what} model {path}: {exc}", stacklevel=3)
-            model = None
-    trained = model is None
-    if trained:
-        model = train()
-        if path is not None:
-            _save_atomically(model, path, what)
-    return model.eval(), trained
-
-
-def _save_atomically(model: nn.Module, path: Path, what: str) -> None:
-    # A half-written file must never be mistaken for a model: write aside, then rename.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        warnings.warn(f"could not cache the {what} model at {path}: {exc} (set "
-                      "LIMEFAST_CACHE to a writable folder)", stacklevel=4)
 
 
 class DigitsClassifier:

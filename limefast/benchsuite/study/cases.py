@@ -1,0 +1,128 @@
+"""The study's models, segmentations and cases, and which half each case belongs to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+HALVES = ("tuning", "held-out")
+FILLS = {"zero": 0, "mean": None}  # hide_color
+SUPERPIXELS = (15, 60)  # the study's range of superpixel counts
+# Parameter ladders tried in order until the count falls in SUPERPIXELS.
+LADDERS = {
+    "slic": [dict(n_segments=n, compactness=10, start_label=0) for n in (40, 30, 55, 22)],
+    "quickshift": [dict(kernel_size=k, max_dist=d, ratio=0.5)
+                   for k, d in ((2, 6), (2, 4), (1, 4), (3, 8), (1, 2))],
+    "felzenszwalb": [dict(scale=s, sigma=0.5, min_size=m)
+                     for s, m in ((30, 8), (15, 6), (60, 10), (8, 4), (100, 12))],
+}
+
+
+@dataclass
+class StudyModel:
+    """One trained model: its classifier_fn, test images and labels."""
+
+    name: str
+    description: str
+    classifier: Callable
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    accuracy: float
+    n_classes: int
+
+
+@dataclass
+class Case:
+    """One image of the study, segmented one way, with one fill."""
+
+    index: int
+    model: str
+    test_index: int
+    segmenter: str
+    params: dict
+    fill: str
+    superpixels: int
+    half: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}-{self.test_index}-{self.segmenter}-{self.fill}"
+
+
+def load_models(names) -> dict[str, StudyModel]:
+    """The study's trained models, by name (each module imported only when asked for)."""
+    out = {}
+    for name in names:
+        if name == "digits-cnn":
+            from limefast.models import digits as m
+
+            t = m.load_model()
+            out[name] = StudyModel(name, "4-conv CNN, pooled head, 32x32 digits, 10 classes",
+                                   m.DigitsClassifier(t.model), t.data.test_images,
+                                   t.data.test_labels, t.accuracy, 10)
+        elif name == "faces-mlp":
+            from limefast.models import faces as m
+
+            t = m.load_model()
+            out[name] = StudyModel(name, "625-32-2 MLP, 50x50 lfw_subset, face/non-face",
+                                   m.FacesClassifier(t.model), t.data.test_images,
+                                   t.data.test_labels, t.accuracy, 2)
+        elif name == "shapes-cnn":
+            from limefast.models import shapes as m
+
+            t = m.load_model()
+            out[name] = StudyModel(name, "3-conv CNN, flattened head, generated shapes, 4 classes",
+                                   m.ShapesClassifier(t.model), t.data.test_images,
+                                   t.data.test_labels, t.accuracy, 4)
+        elif name == "stripes-keras":
+            from limefast.models import stripes as m
+
+            t = m.load_model()
+            out[name] = StudyModel(name, "Keras 3 (torch backend) 2-conv CNN, global max, "
+                                   "generated stripes, 4 classes", m.StripesClassifier(t.model),
+                                   t.data.test_images, t.data.test_labels, t.accuracy, 4)
+        else:
+            raise ValueError(f"unknown study model {name!r}")
+    return out
+
+
+def segment(image: np.ndarray, method: str, params: dict) -> np.ndarray:
+    """(H, W) labels 0..n-1 of ``method`` (scikit-image) with ``params``."""
+    from skimage import segmentation
+
+    labels = getattr(segmentation, method)(image, **params)
+    return np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
+
+
+def segment_in_range(image: np.ndarray, method: str):
+    """(labels, params) of the first rung of the ladder giving 15-60 superpixels, else None."""
+    for params in LADDERS[method]:
+        labels = segment(image, method, params)
+        if SUPERPIXELS[0] <= labels.max() + 1 <= SUPERPIXELS[1]:
+            return labels, params
+    return None
+
+
+def build_cases(models: dict[str, StudyModel], per_cell: int, seed: int = 0) -> list[Case]:
+    """``per_cell`` images per (model, segmenter, fill), each a different test image, taken in
+    a seeded random order (skipping images the segmenter cannot cut into 15-60 superpixels).
+    Cases alternate between the halves in the order they are built."""
+    cases = []
+    for name, model in models.items():
+        order = list(np.random.RandomState(seed).permutation(len(model.test_images)))
+        for method in LADDERS:
+            for fill in FILLS:
+                taken = 0
+                while taken < per_cell and order:
+                    i = int(order.pop(0))
+                    found = segment_in_range(model.test_images[i], method)
+                    if found is None:
+                        continue
+                    labels, params = found
+                    n = len(cases)
+                    cases.append(Case(n, name, i, method, params, fill, int(labels.max()) + 1,
+                                      HALVES[n % 2]))
+                    taken += 1
+    return cases
