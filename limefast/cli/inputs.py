@@ -26,7 +26,7 @@ import numpy as np
 from limefast import images
 from limefast.imagenet import MEAN as IMAGENET_MEAN
 from limefast.imagenet import STD as IMAGENET_STD
-from limefast.optional import available, require
+from limefast.optional import require
 
 # Seconds a stalled download of pretrained weights may wait on the network before giving up.
 DOWNLOAD_TIMEOUT = 20.0
@@ -105,11 +105,10 @@ def load_model(spec: str, weights: str | None, *, device=None, precision="auto",
     """
     categories = None
     if ":" in spec:
-        # A factory may return a NumPy classifier_fn: torch only where it is installed.
-        torch = require("torch", f"--model {spec}") if available("torch") else None
-        if torch is not None:
-            torch.manual_seed(seed)
-        module = _from_factory(spec)
+        # A factory may return a NumPy classifier_fn: torch is seeded only where the factory's
+        # module imported it (importing torch for a NumPy model costs a second or two).
+        module = _from_factory(spec, before_call=lambda: _seed_loaded_torch(seed))
+        torch = sys.modules.get("torch")
         if weights == "DEFAULT":
             raise InputError(f"--weights DEFAULT asks torchvision for pretrained weights; "
                              f"{spec} is not a torchvision model (give a weights file)")
@@ -140,9 +139,16 @@ def load_model(spec: str, weights: str | None, *, device=None, precision="auto",
     return loaded
 
 
-def _from_factory(spec: str):
+def _from_factory(spec: str, before_call=None):
     # A console script does not look in the current folder: the resolver puts it on the path.
-    return ImportedFactory(spec, os.getcwd()).build()
+    return ImportedFactory(spec, os.getcwd()).build(before_call)
+
+
+def _seed_loaded_torch(seed: int) -> None:
+    """Seed torch, if it is imported, so a factory's random weights are the same every run."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -191,9 +197,12 @@ class ImportedFactory:
     def __call__(self):
         return self.resolve()()
 
-    def build(self):
-        """Call the factory, every failure of the user's code reported in one line."""
+    def build(self, before_call=None):
+        """Call the factory, every failure of the user's code reported in one line;
+        ``before_call()`` runs once its module is imported, just before the call."""
         factory = self.resolve()
+        if before_call is not None:
+            before_call()
         try:
             built = factory()
         except Exception as exc:  # noqa: BLE001 - any failure of user code, in one line
