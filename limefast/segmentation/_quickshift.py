@@ -103,7 +103,6 @@ def quickshift(
             non-RGB image, ``kernel_size`` < 1 or not finite, negative ``sigma`` or ``rng``.
     """
     from skimage.color import rgb2lab
-    from skimage.filters import gaussian
     from skimage.util import img_as_float
 
     image = _check_image(image)
@@ -140,7 +139,10 @@ def quickshift(
                 "for grey or other multichannel images"
             )
         image = rgb2lab(image)
-    image = gaussian(image, sigma=[sigma, sigma, 0], mode="reflect", channel_axis=-1)
+    if sigma > 0:  # sigma 0 is scikit-image's gaussian_filter copying the image: no scipy import
+        from skimage.filters import gaussian
+
+        image = gaussian(image, sigma=[sigma, sigma, 0], mode="reflect", channel_axis=-1)
     image = np.ascontiguousarray(image * ratio)
     if image.dtype not in (np.float32, np.float64):
         raise TypeError(
