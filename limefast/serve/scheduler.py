@@ -1,0 +1,338 @@
+"""One model, many concurrent explanations: the core of ``limefast serve``, usable without HTTP.
+
+``Scheduler.submit(image, options)`` starts an explanation on a thread of its own and returns a
+``Job`` at once. The explanation is ``explain_instance`` itself (its rounds, ``"auto"`` and
+budget clock, seeded by the request's ``seed``); only its classifier is a stand-in that hands
+the perturbed images to the shared ``BatchQueue``, where they join the other requests' images
+in model calls. The budget clock measures each round through the queue, waits included, so a
+request's ``time_budget`` holds under load (counted from its arrival).
+
+A request is refused at once (``Overloaded``, with a retry delay) when ``max_inflight``
+explanations run already, or when, at the model's measured cost per image and with the
+explanations in flight sharing it, the request could not get its first ``min_rows`` images
+through the model within its budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from argparse import ArgumentTypeError
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from limefast import config
+from limefast.core import checks
+from limefast.serve.batching import BatchQueue, Cancelled, Ticket
+
+METHODS = ("lime", "kernelshap")
+
+
+class Overloaded(Exception):
+    """The queue cannot take the request now; try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelError(RuntimeError):
+    """The classifier raised on the request's images (the message is its one line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainOptions:
+    """``explain_instance``'s options as a request gives them (see ``parse``)."""
+
+    method: str = "lime"
+    num_samples: int | str = 1000
+    time_budget: float | None = None
+    top_labels: int | None = 5
+    labels: tuple | None = None
+    segmentation: str = "quickshift"
+    hide_color: float | None = None
+    seed: int = 0
+    max_samples: int | None = None
+    num_features: int = 100000
+
+    @classmethod
+    def parse(cls, values: dict) -> ExplainOptions:
+        """Options from plain values (JSON or a query string), checked.
+
+        Raises:
+            ValueError: an unknown name or a bad value, said in one line.
+        """
+        try:
+            return cls._parse(values)
+        except (TypeError, ArgumentTypeError) as exc:  # the checks' type errors, as bad values
+            raise ValueError(str(exc)) from None
+
+    @classmethod
+    def _parse(cls, values: dict) -> ExplainOptions:
+        from limefast.cli.steps import SEGMENTATIONS
+
+        if not isinstance(values, dict):
+            raise ValueError(f"parameters must be an object; got {type(values).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(fields)}")
+        v = {k: values[k] for k in values if values[k] is not None}
+        out = {}
+        if "method" in v:
+            if v["method"] not in METHODS:
+                raise ValueError(f"method must be one of {METHODS}; got {v['method']!r}")
+            out["method"] = v["method"]
+        if "num_samples" in v:
+            out["num_samples"] = checks.int_or_auto("num_samples", _int_text(v["num_samples"]))
+        if "time_budget" in v:
+            out["time_budget"] = checks.time_budget(_float_text("time_budget", v["time_budget"]))
+        if "labels" in v:
+            labels = v["labels"]
+            labels = labels.split(",") if isinstance(labels, str) else labels
+            if not isinstance(labels, (list, tuple)) or not labels:
+                raise ValueError(f"labels must be a non-empty list of class indices; got "
+                                 f"{v['labels']!r}")
+            out["labels"] = tuple(checks.positive_int("labels", _int_text(x), minimum=0)
+                                  for x in labels)
+            out["top_labels"] = None  # labels given: those are explained, as lime does
+        if "top_labels" in v:
+            out["top_labels"] = checks.positive_int("top_labels", _int_text(v["top_labels"]))
+        if "segmentation" in v:
+            if v["segmentation"] not in SEGMENTATIONS:
+                raise ValueError(f"segmentation must be one of {sorted(SEGMENTATIONS)}; got "
+                                 f"{v['segmentation']!r}")
+            out["segmentation"] = v["segmentation"]
+        if "hide_color" in v:
+            out["hide_color"] = _float_text("hide_color", v["hide_color"])
+        if "seed" in v:
+            out["seed"] = checks.positive_int("seed", _int_text(v["seed"]), minimum=0)
+        for name in ("max_samples", "num_features"):
+            if name in v:
+                out[name] = checks.positive_int(name, _int_text(v[name]))
+        options = cls(**out)
+        if options.max_samples is not None and options.num_samples != "auto":
+            raise ValueError("max_samples bounds num_samples='auto'; got num_samples="
+                             f"{options.num_samples} (drop max_samples or pass 'auto')")
+        return options
+
+    def replace(self, **changes) -> ExplainOptions:
+        return dataclasses.replace(self, **changes)
+
+
+def _int_text(value):
+    """A query string's '12' as 12; anything else as it came (the checks word the error)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def _float_text(name, value) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number; got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number; got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    return value
+
+
+@dataclasses.dataclass
+class Result:
+    """One served explanation: the explanation, the model's outputs on the image, the time."""
+
+    explanation: object
+    probabilities: np.ndarray
+    seconds: float
+    options: ExplainOptions
+
+
+class Job:
+    """A submitted explanation: ``result()`` waits for it, ``cancel()`` drops its queued rows."""
+
+    def __init__(self, future: Future, ticket: Ticket, queue: BatchQueue):
+        self.future, self.ticket, self._queue = future, ticket, queue
+
+    def result(self, timeout: float | None = None) -> Result:
+        return self.future.result(timeout)
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def cancel(self) -> None:
+        self._queue.cancel(self.ticket)
+
+
+class _QueuedClassifier:
+    """The classifier an explanation sees: its images go through the shared queue."""
+
+    def __init__(self, queue: BatchQueue, ticket: Ticket):
+        self.queue, self.ticket = queue, ticket
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            return self.queue.submit(self.ticket, batch)
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the model's failure, in one line
+            lines = str(exc).strip().splitlines()
+            raise ModelError(f"the classifier raised {type(exc).__name__}"
+                             + (f": {lines[0]}" if lines else "")) from exc
+
+
+class Scheduler:
+    """Explanations of one model, their rounds merged into shared model batches.
+
+    Args:
+        classifier_fn: (N, H, W, C) images -> (N, n_classes) probabilities: any
+            ``classifier_fn`` or a ``TorchClassifier``.
+        max_batch_size: the most images in one model call.
+        max_wait: seconds a model call waits for more images after the oldest queued one.
+        batch_size: images an explanation hands to the queue at once (its ``batch_size``;
+            None: the ``TorchClassifier``'s own batch, else ``PLAIN_BATCH``).
+        max_inflight: the most explanations at once; more are refused (``Overloaded``).
+        min_rows: images a budgeted request must be able to get through the model within its
+            budget to be admitted.
+        merge: False turns batching across requests off (each request's images run alone).
+    """
+
+    def __init__(self, classifier_fn, *, max_batch_size: int = 256, max_wait: float = 0.005,
+                 batch_size: int | None = None, max_inflight: int = 32, min_rows: int = 64,
+                 merge: bool = True, on_batch=None):
+        from limefast.cli.steps import PLAIN_BATCH
+
+        self.classifier_fn = classifier_fn
+        self.queue = BatchQueue(classifier_fn, max_batch_size, max_wait, merge, on_batch)
+        if batch_size is None:
+            batch_size = getattr(classifier_fn, "batch_size", None) or PLAIN_BATCH
+        self.batch_size = checks.positive_int("batch_size", batch_size)
+        self.max_inflight = checks.positive_int("max_inflight", max_inflight)
+        self.min_rows = checks.positive_int("min_rows", min_rows)
+        self._pool = ThreadPoolExecutor(self.max_inflight, thread_name_prefix="limefast-serve")
+        self._lock = threading.Lock()
+        self.inflight = 0
+        self.overhead: float | None = None  # seconds per explanation outside the model
+        self._closed = False
+
+    # -- admission ------------------------------------------------------------------------------
+    def _admit(self, options: ExplainOptions, arrival: float) -> None:
+        with self._lock:
+            if self._closed:
+                raise Overloaded("the server is shutting down", 5)
+            if self.inflight >= self.max_inflight:
+                raise Overloaded(f"{self.inflight} explanations in flight (the most: "
+                                 f"{self.max_inflight})", self._retry_after(1.0))
+            per_image = self.queue.stats.per_image
+            if options.time_budget is not None and per_image is not None:
+                ahead = self.queue.queued_images + self.min_rows * (self.inflight + 1)
+                estimate = ((time.perf_counter() - arrival) + (self.overhead or 0.0)
+                            + ahead * per_image)
+                if estimate > options.time_budget * config.BUDGET_SHARE:
+                    raise Overloaded(
+                        f"the queue cannot meet time_budget={options.time_budget:g} s: "
+                        f"{self.inflight} explanation(s) in flight, about {estimate:.2f} s "
+                        f"to get the first {self.min_rows} images through the model",
+                        self._retry_after(estimate - options.time_budget))
+            self.inflight += 1
+
+    def _retry_after(self, excess: float) -> int:
+        return max(1, math.ceil(excess))
+
+    def _release(self, overhead: float | None) -> None:
+        with self._lock:
+            self.inflight -= 1
+            if overhead is not None:
+                self.overhead = overhead if self.overhead is None else (
+                    0.8 * self.overhead + 0.2 * overhead)
+
+    # -- the public calls -----------------------------------------------------------------------
+    def submit(self, image: np.ndarray, options: ExplainOptions | None = None, *,
+               arrival: float | None = None) -> Job:
+        """Start explaining ``image`` (H, W, C) or (H, W); returns a ``Job`` at once.
+
+        Args:
+            image: the image, as ``explain_instance`` takes it.
+            options: the request's options (default ``ExplainOptions()``).
+            arrival: ``time.perf_counter()`` when the request arrived (default now): its
+                ``time_budget`` counts from it.
+
+        Raises:
+            Overloaded: refused now (see the class docstring); nothing was queued.
+            ValueError: a bad image.
+        """
+        options = options or ExplainOptions()
+        arrival = time.perf_counter() if arrival is None else arrival
+        image = checks.image_array(image)
+        self._admit(options, arrival)
+        ticket = Ticket()
+        try:
+            future = self._pool.submit(self._explain, image, options, ticket, arrival)
+        except RuntimeError:
+            self._release(None)
+            raise Overloaded("the server is shutting down", 5) from None
+        return Job(future, ticket, self.queue)
+
+    def explain(self, image: np.ndarray, options: ExplainOptions | None = None) -> Result:
+        """``submit(image, options).result()``."""
+        return self.submit(image, options).result()
+
+    def predict(self, images: list[np.ndarray], ticket: Ticket | None = None) -> list[np.ndarray]:
+        """The model's outputs on each image, through the shared queue."""
+        ticket = ticket or Ticket()
+        clf = _QueuedClassifier(self.queue, ticket)
+        return [np.asarray(clf(checks.image_array(image)[None]), dtype=np.float64)[0]
+                for image in images]
+
+    def close(self) -> None:
+        """Refuse new work, let what runs finish, stop the queue."""
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.queue.close()
+
+    # -- one explanation, on its own thread ---------------------------------------------------
+    def _explain(self, image, options: ExplainOptions, ticket: Ticket, arrival: float) -> Result:
+        overhead = None
+        try:
+            from limefast.cli.steps import SEGMENTATIONS
+            from limefast.wrappers.scikit_image import SegmentationAlgorithm
+
+            clf = _QueuedClassifier(self.queue, ticket)
+            probabilities = self.predict([image], ticket)[0]
+            budget = options.time_budget
+            if budget is not None:
+                budget = budget - (time.perf_counter() - arrival)
+                if budget <= 0:
+                    raise Overloaded("the time budget was spent in the queue before the "
+                                     "explanation started", 1)
+            segmentation = SegmentationAlgorithm(options.segmentation,
+                                                 **SEGMENTATIONS[options.segmentation])
+            kwargs = dict(top_labels=options.top_labels, num_samples=options.num_samples,
+                          batch_size=self.batch_size, segmentation_fn=segmentation,
+                          progress_bar=False, hide_color=options.hide_color,
+                          num_features=options.num_features, time_budget=budget,
+                          labels=options.labels if options.labels is not None else (1,))
+            if options.max_samples is not None:
+                kwargs["max_samples"] = options.max_samples
+            if options.method == "kernelshap":
+                from limefast.kernelshap import KernelShapImageExplainer
+
+                explainer = KernelShapImageExplainer(random_state=options.seed)
+                kwargs.pop("num_features")
+            else:
+                from limefast.lime_image import LimeImageExplainer
+
+                explainer = LimeImageExplainer(random_state=options.seed)
+            explanation = explainer.explain_instance(image, clf, **kwargs)
+            seconds = time.perf_counter() - arrival
+            timings = getattr(explanation, "timings", None) or {}
+            overhead = sum(timings.get(k, 0.0) for k in ("segmentation", "sampling",
+                                                         "surrogate"))
+            return Result(explanation, probabilities, seconds, options)
+        finally:
+            self._release(overhead)
