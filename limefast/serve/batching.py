@@ -59,23 +59,39 @@ class _Piece:
 
 
 class BatchStats:
-    """What the queue has done: model calls, images, seconds, and a running cost per image."""
+    """What the queue has done: model calls, images, seconds, and the cost of a call.
+
+    A call of ``n`` images is modelled as ``per_call + per_image * n`` (a least-squares fit
+    over the last ``WINDOW`` calls): a Python classifier with a fixed cost per call and a CNN
+    whose cost grows with the batch are both in it.
+    """
+
+    WINDOW = 64
 
     def __init__(self):
         self.calls = self.images = self.failures = 0
         self.seconds = 0.0
-        self.per_image: float | None = None  # exponentially weighted seconds per image
-        self.per_call: float | None = None
+        self._recent: collections.deque = collections.deque(maxlen=self.WINDOW)
 
     def add(self, n: int, seconds: float) -> None:
         self.calls += 1
         self.images += n
         self.seconds += seconds
-        alpha = 0.2
-        self.per_image = seconds / n if self.per_image is None else (
-            (1 - alpha) * self.per_image + alpha * seconds / n)
-        self.per_call = seconds if self.per_call is None else (
-            (1 - alpha) * self.per_call + alpha * seconds)
+        self._recent.append((n, seconds))
+
+    def cost(self) -> tuple[float, float] | None:
+        """(per_call, per_image) seconds, or None before the first call."""
+        if not self._recent:
+            return None
+        n, t = (np.array(v, dtype=float) for v in zip(*self._recent))
+        if np.ptp(n) == 0:  # one batch size seen: its cost, all of it per image
+            return 0.0, float(t.mean() / n[0])
+        slope, intercept = np.polyfit(n, t, 1)
+        if slope < 0:
+            return float(t.mean()), 0.0
+        if intercept < 0:
+            return 0.0, float(t.sum() / n.sum())
+        return float(intercept), float(slope)
 
 
 class BatchQueue:
@@ -112,6 +128,17 @@ class BatchQueue:
     def queued_images(self) -> int:
         """Images waiting for a model call."""
         return self._queued_images
+
+    def seconds_for(self, images: int, pieces: int) -> float | None:
+        """The model's time for ``images`` queued in ``pieces`` (one per request), at the
+        measured cost of a call; None before the first call."""
+        cost = self.stats.cost()
+        if cost is None:
+            return None
+        per_call, per_image = cost
+        calls = -(-images // self.max_batch_size) if self.merge else max(
+            pieces, -(-images // self.max_batch_size))
+        return calls * per_call + images * per_image
 
     def submit(self, ticket: Ticket, images: np.ndarray) -> np.ndarray:
         """The model's outputs on ``images`` (N, H, W, C), computed in shared batches; blocks.

@@ -59,12 +59,24 @@ class ExplainOptions:
     num_features: int = 100000
 
     @classmethod
-    def parse(cls, values: dict) -> ExplainOptions:
+    def parse(cls, values: dict, defaults: dict | None = None) -> ExplainOptions:
         """Options from plain values (JSON or a query string), checked.
+
+        Args:
+            values: the request's options.
+            defaults: the server's options, which ``values`` override (``labels`` in
+                ``values`` overrides a default ``top_labels``: those labels are explained).
 
         Raises:
             ValueError: an unknown name or a bad value, said in one line.
         """
+        if not isinstance(values, dict):
+            raise ValueError(f"parameters must be an object; got {type(values).__name__}")
+        if defaults:
+            merged = {**defaults, **values}
+            if "labels" in values and "top_labels" not in values:
+                merged.pop("top_labels", None)
+            values = merged
         try:
             return cls._parse(values)
         except (TypeError, ArgumentTypeError) as exc:  # the checks' type errors, as bad values
@@ -74,8 +86,6 @@ class ExplainOptions:
     def _parse(cls, values: dict) -> ExplainOptions:
         from limefast.cli.steps import SEGMENTATIONS
 
-        if not isinstance(values, dict):
-            raise ValueError(f"parameters must be an object; got {type(values).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
         if unknown:
@@ -227,18 +237,29 @@ class Scheduler:
             if self.inflight >= self.max_inflight:
                 raise Overloaded(f"{self.inflight} explanations in flight (the most: "
                                  f"{self.max_inflight})", self._retry_after(1.0))
-            per_image = self.queue.stats.per_image
-            if options.time_budget is not None and per_image is not None:
-                ahead = self.queue.queued_images + self.min_rows * (self.inflight + 1)
-                estimate = ((time.perf_counter() - arrival) + (self.overhead or 0.0)
-                            + ahead * per_image)
-                if estimate > options.time_budget * config.BUDGET_SHARE:
-                    raise Overloaded(
-                        f"the queue cannot meet time_budget={options.time_budget:g} s: "
-                        f"{self.inflight} explanation(s) in flight, about {estimate:.2f} s "
-                        f"to get the first {self.min_rows} images through the model",
-                        self._retry_after(estimate - options.time_budget))
+            if options.time_budget is not None:
+                estimate = self._first_rows_seconds()
+                if estimate is not None:
+                    estimate += (time.perf_counter() - arrival) + (self.overhead or 0.0)
+                    if estimate > options.time_budget * config.BUDGET_SHARE:
+                        raise Overloaded(
+                            f"the queue cannot meet time_budget={options.time_budget:g} s: "
+                            f"{self.inflight} explanation(s) in flight, about {estimate:.2f} s "
+                            f"to get the first {self.min_rows} images through the model",
+                            self._retry_after(estimate - options.time_budget))
             self.inflight += 1
+
+    def _first_rows_seconds(self) -> float | None:
+        """Seconds for a new request to get ``min_rows`` images through the model, the
+        explanations in flight taking their share of every call, after what is queued."""
+        sharing = self.inflight + 1
+        piece = min(self.batch_size, self.min_rows)
+        rounds = -(-self.min_rows // piece)
+        queued = self.queue.seconds_for(self.queue.queued_images, 1)
+        per_round = self.queue.seconds_for(piece * sharing, sharing)
+        if queued is None or per_round is None:
+            return None
+        return (queued if self.queue.queued_images else 0.0) + rounds * per_round
 
     def _retry_after(self, excess: float) -> int:
         return max(1, math.ceil(excess))
