@@ -79,6 +79,10 @@ class BatchStats:
         self.seconds += seconds
         self._recent.append((n, seconds))
 
+    def forget(self) -> None:
+        """Forget the calls seen for ``cost`` (the counts stay)."""
+        self._recent.clear()
+
     def cost(self) -> tuple[float, float] | None:
         """(per_call, per_image) seconds, or None before the first call."""
         if not self._recent:

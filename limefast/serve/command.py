@@ -156,7 +156,8 @@ def _api_key(path):
 
 
 def _warm_up(model, side: int, channels: int) -> None:
-    """One short explanation: the kernels compile, and the queue learns the model's speed."""
+    """Two short explanations: the first pays the one-time costs (kernels loaded, the
+    framework's first forwards), the second tells the queue the model's speed."""
     from limefast.serve.scheduler import ExplainOptions
 
     rng = np.random.RandomState(0)
@@ -165,6 +166,13 @@ def _warm_up(model, side: int, channels: int) -> None:
     options = ExplainOptions.parse({"num_samples": WARMUP_SAMPLES, "time_budget": None,
                                     "max_samples": None}, model.defaults)
     try:
+        classifier = model.scheduler.classifier_fn
+        if hasattr(classifier, "batch_for"):  # a TorchClassifier: every chunk size it runs
+            batch = np.repeat(image[None], classifier.batch_for(image.shape), axis=0)
+            for n in range(1, batch.shape[0] + 1):
+                classifier(batch[:n])
+        model.scheduler.explain(image, options)
+        model.scheduler.forget_costs()
         model.scheduler.explain(image, options)
     except Exception as exc:  # noqa: BLE001 - the user's model, in one line
         lines = str(exc).strip().splitlines()

@@ -8,15 +8,17 @@ in model calls. The budget clock measures each round through the queue, waits in
 request's ``time_budget`` holds under load (counted from its arrival).
 
 A request is refused at once (``Overloaded``, with a retry delay) when ``max_inflight``
-explanations run already, or when, at the model's measured cost per image and with the
-explanations in flight sharing it, the request could not get its first ``min_rows`` images
-through the model within its budget.
+explanations run already, or when, at the model's measured cost of a call and with the
+explanations in flight sharing the calls, the request could not get its first ``min_rows``
+images through the model within its budget. An idle server admits every request: nothing would
+serve it sooner.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
 import time
 from argparse import ArgumentTypeError
@@ -178,6 +180,38 @@ class Job:
         self._queue.cancel(self.ticket)
 
 
+class _Gate:
+    """At most ``slots`` segmentations at once, the others waiting their turn (in a burst the
+    first arrivals finish theirs first instead of every one finishing late), and their cost."""
+
+    def __init__(self, slots: int):
+        self._slots = threading.Semaphore(slots)
+        self._lock = threading.Lock()
+        self.slots, self.waiting = slots, 0
+        self.seconds: float | None = None  # exponentially weighted seconds of one
+
+    def run(self, segmentation, image):
+        with self._lock:
+            self.waiting += 1
+        try:
+            with self._slots:
+                t0 = time.perf_counter()
+                segments = segmentation(image)
+                took = time.perf_counter() - t0
+            with self._lock:
+                self.seconds = took if self.seconds is None else 0.8 * self.seconds + 0.2 * took
+            return segments
+        finally:
+            with self._lock:
+                self.waiting -= 1
+
+    def backlog(self) -> float:
+        """Seconds before a segmentation asked for now would end."""
+        if self.seconds is None:
+            return 0.0
+        return (self.waiting // self.slots + 1) * self.seconds
+
+
 class _QueuedClassifier:
     """The classifier an explanation sees: its images go through the shared queue."""
 
@@ -209,11 +243,14 @@ class Scheduler:
         min_rows: images a budgeted request must be able to get through the model within its
             budget to be admitted.
         merge: False turns batching across requests off (each request's images run alone).
+        on_batch: ``on_batch(images, requests, seconds)`` after each model call.
+        cores: the cores the explanations' own work (segmentation, perturbation, fit) shares;
+            default those this process may run on.
     """
 
     def __init__(self, classifier_fn, *, max_batch_size: int = 256, max_wait: float = 0.005,
                  batch_size: int | None = None, max_inflight: int = 32, min_rows: int = 64,
-                 merge: bool = True, on_batch=None):
+                 merge: bool = True, on_batch=None, cores: int | None = None):
         from limefast.cli.steps import PLAIN_BATCH
 
         self.classifier_fn = classifier_fn
@@ -225,22 +262,30 @@ class Scheduler:
         self.min_rows = checks.positive_int("min_rows", min_rows)
         self._pool = ThreadPoolExecutor(self.max_inflight, thread_name_prefix="limefast-serve")
         self._lock = threading.Lock()
+        self.cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                               else os.cpu_count() or 1)
         self.inflight = 0
-        self.overhead: float | None = None  # seconds per explanation outside the model
+        self.gate = _Gate(self.cores)
+        self.overhead: float | None = None  # seconds per explanation outside the model and
+        # the segmentation (the perturbation's share, the fit)
         self._closed = False
 
     # -- admission ------------------------------------------------------------------------------
-    def _admit(self, options: ExplainOptions, arrival: float) -> None:
+    def _admit(self, options: ExplainOptions, arrival: float) -> int:
+        """Count the request in, or raise Overloaded; the explanations now in flight."""
         with self._lock:
             if self._closed:
                 raise Overloaded("the server is shutting down", 5)
             if self.inflight >= self.max_inflight:
                 raise Overloaded(f"{self.inflight} explanations in flight (the most: "
                                  f"{self.max_inflight})", self._retry_after(1.0))
-            if options.time_budget is not None:
+            if options.time_budget is not None and self.inflight:  # idle: the best it can get
                 estimate = self._first_rows_seconds()
                 if estimate is not None:
-                    estimate += (time.perf_counter() - arrival) + (self.overhead or 0.0)
+                    # the others' fits share the cores with this one's
+                    share = max(1.0, (self.inflight + 1) / self.cores)
+                    estimate += ((time.perf_counter() - arrival) + self.gate.backlog()
+                                 + (self.overhead or 0.0) * share)
                     if estimate > options.time_budget * config.BUDGET_SHARE:
                         raise Overloaded(
                             f"the queue cannot meet time_budget={options.time_budget:g} s: "
@@ -248,6 +293,7 @@ class Scheduler:
                             f"to get the first {self.min_rows} images through the model",
                             self._retry_after(estimate - options.time_budget))
             self.inflight += 1
+            return self.inflight
 
     def _first_rows_seconds(self) -> float | None:
         """Seconds for a new request to get ``min_rows`` images through the model, the
@@ -261,13 +307,21 @@ class Scheduler:
             return None
         return (queued if self.queue.queued_images else 0.0) + rounds * per_round
 
+    def forget_costs(self) -> None:
+        """Drop what was measured of the model and of the explanations' other work (after a
+        warm-up whose first calls paid one-time costs)."""
+        with self._lock:
+            self.overhead = self.gate.seconds = None
+            self.queue.stats.forget()
+
     def _retry_after(self, excess: float) -> int:
         return max(1, math.ceil(excess))
 
-    def _release(self, overhead: float | None) -> None:
+    def _release(self, overhead: float | None, sharing: int) -> None:
         with self._lock:
             self.inflight -= 1
-            if overhead is not None:
+            if overhead is not None:  # as if alone: the wall time over the cores' share
+                overhead /= max(1.0, sharing / self.cores)
                 self.overhead = overhead if self.overhead is None else (
                     0.8 * self.overhead + 0.2 * overhead)
 
@@ -289,12 +343,12 @@ class Scheduler:
         options = options or ExplainOptions()
         arrival = time.perf_counter() if arrival is None else arrival
         image = checks.image_array(image)
-        self._admit(options, arrival)
+        sharing = self._admit(options, arrival)
         ticket = Ticket()
         try:
-            future = self._pool.submit(self._explain, image, options, ticket, arrival)
+            future = self._pool.submit(self._explain, image, options, ticket, arrival, sharing)
         except RuntimeError:
-            self._release(None)
+            self._release(None, 1)
             raise Overloaded("the server is shutting down", 5) from None
         return Job(future, ticket, self.queue)
 
@@ -317,7 +371,8 @@ class Scheduler:
         self.queue.close()
 
     # -- one explanation, on its own thread ---------------------------------------------------
-    def _explain(self, image, options: ExplainOptions, ticket: Ticket, arrival: float) -> Result:
+    def _explain(self, image, options: ExplainOptions, ticket: Ticket, arrival: float,
+                 sharing: int) -> Result:
         overhead = None
         try:
             from limefast.cli.steps import SEGMENTATIONS
@@ -331,8 +386,11 @@ class Scheduler:
                 if budget <= 0:
                     raise Overloaded("the time budget was spent in the queue before the "
                                      "explanation started", 1)
-            segmentation = SegmentationAlgorithm(options.segmentation,
-                                                 **SEGMENTATIONS[options.segmentation])
+            algorithm = SegmentationAlgorithm(options.segmentation,
+                                              **SEGMENTATIONS[options.segmentation])
+
+            def segmentation(img):
+                return self.gate.run(algorithm, img)
             kwargs = dict(top_labels=options.top_labels, num_samples=options.num_samples,
                           batch_size=self.batch_size, segmentation_fn=segmentation,
                           progress_bar=False, hide_color=options.hide_color,
@@ -352,8 +410,7 @@ class Scheduler:
             explanation = explainer.explain_instance(image, clf, **kwargs)
             seconds = time.perf_counter() - arrival
             timings = getattr(explanation, "timings", None) or {}
-            overhead = sum(timings.get(k, 0.0) for k in ("segmentation", "sampling",
-                                                         "surrogate"))
+            overhead = sum(timings.get(k, 0.0) for k in ("sampling", "surrogate"))
             return Result(explanation, probabilities, seconds, options)
         finally:
-            self._release(overhead)
+            self._release(overhead, max(sharing, self.inflight))
