@@ -25,6 +25,7 @@ import dataclasses
 import hmac
 import io
 import json
+import math
 import time
 
 from limefast.core.record import explanation_record
@@ -112,7 +113,7 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
         jobs = []
         try:
             model = _model(by_name, name)
-            instances, parameters = await _read(request, limits)
+            payload, parameters = await _read(request, limits, decode=False)
             render = parameters.pop("render", False)
             if not isinstance(render, bool) and render not in ("true", "false", "1", "0"):
                 raise RequestError(400, f"render must be true or false; got {render!r}")
@@ -121,14 +122,29 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
                 options = ExplainOptions.parse(parameters, model.defaults)
             except ValueError as exc:
                 raise RequestError(400, f"bad parameter: {exc}") from None
-            for image in instances:
-                jobs.append(model.scheduler.submit(image, options, arrival=arrival))
+            # admitted (or refused) before the images are decoded: a 503 costs no decoding
+            admissions = [model.scheduler.admit(options, arrival) for _ in payload]
+            try:
+                instances = await _decode(payload, limits)
+            except BaseException:
+                for admission in admissions:
+                    admission.release()
+                raise
+            for k, (image, admission) in enumerate(zip(instances, admissions)):
+                try:
+                    jobs.append(model.scheduler.submit(image, options, arrival=arrival,
+                                                       admission=admission))
+                except BaseException:
+                    for unused in admissions[k + 1:]:
+                        unused.release()
+                    raise
             results = await _wait(request, jobs)
             if results is None:  # the client went away; its rows were dropped
                 metrics.cancelled.labels(name).inc()
                 return error(499, "the client closed the connection")
-            body = {"predictions": [[float(v) for v in r.probabilities] for r in results],
-                    "explanations": [_record(model, r, render) for r in results]}
+            body = _finite({"predictions": [[float(v) for v in r.probabilities]
+                                            for r in results],
+                            "explanations": [_record(model, r, render) for r in results]})
         except RequestError as exc:
             _cancel(jobs)
             return error(exc.status, str(exc))
@@ -201,9 +217,10 @@ def _model(by_name: dict, name: str) -> ServedModel:
     return by_name[name]
 
 
-async def _read(request, limits: Limits):
-    """The request's images and parameters: JSON ``{"instances", "parameters"}``, or a raw
-    image body with the parameters in the query string."""
+async def _read(request, limits: Limits, decode: bool = True):
+    """The request's images (or, with ``decode=False``, what ``_decode`` takes) and its
+    parameters: JSON ``{"instances", "parameters"}``, or a raw image body with the parameters
+    in the query string."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise RequestError(413, f"the body is {declared} bytes, over the server's limit of "
@@ -220,8 +237,8 @@ async def _read(request, limits: Limits):
     if kind.startswith("image/") or kind == "application/octet-stream":
         if not body:
             raise RequestError(400, "the body is empty: send an image file")
-        image = await asyncio.to_thread(decode_file, body, limits)
-        return [image], dict(request.query_params)
+        payload = [body]
+        return (await _decode(payload, limits) if decode else payload), dict(request.query_params)
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -239,9 +256,16 @@ async def _read(request, limits: Limits):
     if len(instances) > limits.max_instances:
         raise RequestError(413, f"{len(instances)} instances, over the server's limit of "
                                 f"{limits.max_instances} per request (--max-instances)")
-    decoded = await asyncio.to_thread(
-        lambda: [decode_instance(x, limits, f"instances[{i}]") for i, x in enumerate(instances)])
-    return decoded, dict(parameters)
+    return (await _decode(instances, limits) if decode else instances), dict(parameters)
+
+
+async def _decode(instances: list, limits: Limits) -> list:
+    """Images from instances (bytes of a raw body, or JSON instances), in a worker thread."""
+    def decode():
+        return [decode_file(x, limits) if isinstance(x, bytes)
+                else decode_instance(x, limits, f"instances[{i}]")
+                for i, x in enumerate(instances)]
+    return await asyncio.to_thread(decode)
 
 
 async def _wait(request, jobs):
@@ -276,6 +300,18 @@ def _record(model: ServedModel, result, render: bool) -> dict:
         seconds=result.seconds, label_name=model.name_of,
         png=(lambda label: _png(exp.render(label, coverage=model.coverage))) if render
         else (lambda label: None))
+
+
+def _finite(value):
+    """``value`` with NaN and infinities as None (JSON has no such numbers; a standard error
+    is infinite where the fit has no residual degrees of freedom)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _png(image) -> str:

@@ -180,6 +180,19 @@ class Job:
         self._queue.cancel(self.ticket)
 
 
+class Admission:
+    """A request counted in by ``Scheduler.admit``; ``release`` counts it out (once)."""
+
+    def __init__(self, scheduler: Scheduler, sharing: int):
+        self._scheduler, self.sharing = scheduler, sharing
+        self._released = False
+
+    def release(self, overhead: float | None = None, sharing: int = 1) -> None:
+        if not self._released:
+            self._released = True
+            self._scheduler._release(overhead, sharing)
+
+
 class _Gate:
     """At most ``slots`` segmentations at once, the others waiting their turn (in a burst the
     first arrivals finish theirs first instead of every one finishing late), and their cost."""
@@ -271,16 +284,27 @@ class Scheduler:
         self._closed = False
 
     # -- admission ------------------------------------------------------------------------------
-    def _admit(self, options: ExplainOptions, arrival: float) -> int:
-        """Count the request in, or raise Overloaded; the explanations now in flight."""
+    def admit(self, options: ExplainOptions, arrival: float | None = None) -> Admission:
+        """Count a request in before its image is decoded, or refuse it at once.
+
+        Returns:
+            An ``Admission`` for ``submit`` (``release()`` it if the request goes no further).
+
+        Raises:
+            Overloaded: too many in flight, or the queue cannot meet ``options.time_budget``.
+        """
+        arrival = time.perf_counter() if arrival is None else arrival
         with self._lock:
             if self._closed:
                 raise Overloaded("the server is shutting down", 5)
             if self.inflight >= self.max_inflight:
                 raise Overloaded(f"{self.inflight} explanations in flight (the most: "
                                  f"{self.max_inflight})", self._retry_after(1.0))
-            if options.time_budget is not None and self.inflight:  # idle: the best it can get
-                estimate = self._first_rows_seconds()
+            if options.time_budget is not None:
+                # An idle server only refuses what even the first round cannot fit.
+                rows = self.min_rows if self.inflight else min(self.min_rows,
+                                                              config.BUDGET_FIRST_ROUND)
+                estimate = self._first_rows_seconds(rows)
                 if estimate is not None:
                     # the others' fits share the cores with this one's
                     share = max(1.0, (self.inflight + 1) / self.cores)
@@ -290,17 +314,17 @@ class Scheduler:
                         raise Overloaded(
                             f"the queue cannot meet time_budget={options.time_budget:g} s: "
                             f"{self.inflight} explanation(s) in flight, about {estimate:.2f} s "
-                            f"to get the first {self.min_rows} images through the model",
+                            f"to get the first {rows} images through the model",
                             self._retry_after(estimate - options.time_budget))
             self.inflight += 1
-            return self.inflight
+            return Admission(self, self.inflight)
 
-    def _first_rows_seconds(self) -> float | None:
-        """Seconds for a new request to get ``min_rows`` images through the model, the
+    def _first_rows_seconds(self, rows: int) -> float | None:
+        """Seconds for a new request to get ``rows`` images through the model, the
         explanations in flight taking their share of every call, after what is queued."""
         sharing = self.inflight + 1
-        piece = min(self.batch_size, self.min_rows)
-        rounds = -(-self.min_rows // piece)
+        piece = min(self.batch_size, rows)
+        rounds = -(-rows // piece)
         queued = self.queue.seconds_for(self.queue.queued_images, 1)
         per_round = self.queue.seconds_for(piece * sharing, sharing)
         if queued is None or per_round is None:
@@ -327,7 +351,7 @@ class Scheduler:
 
     # -- the public calls -----------------------------------------------------------------------
     def submit(self, image: np.ndarray, options: ExplainOptions | None = None, *,
-               arrival: float | None = None) -> Job:
+               arrival: float | None = None, admission: Admission | None = None) -> Job:
         """Start explaining ``image`` (H, W, C) or (H, W); returns a ``Job`` at once.
 
         Args:
@@ -335,6 +359,7 @@ class Scheduler:
             options: the request's options (default ``ExplainOptions()``).
             arrival: ``time.perf_counter()`` when the request arrived (default now): its
                 ``time_budget`` counts from it.
+            admission: what ``admit`` returned for this request (default: admitted now).
 
         Raises:
             Overloaded: refused now (see the class docstring); nothing was queued.
@@ -342,13 +367,18 @@ class Scheduler:
         """
         options = options or ExplainOptions()
         arrival = time.perf_counter() if arrival is None else arrival
-        image = checks.image_array(image)
-        sharing = self._admit(options, arrival)
+        try:
+            image = checks.image_array(image)
+        except (TypeError, ValueError):
+            if admission is not None:
+                admission.release()
+            raise
+        admission = admission or self.admit(options, arrival)
         ticket = Ticket()
         try:
-            future = self._pool.submit(self._explain, image, options, ticket, arrival, sharing)
+            future = self._pool.submit(self._explain, image, options, ticket, arrival, admission)
         except RuntimeError:
-            self._release(None, 1)
+            admission.release()
             raise Overloaded("the server is shutting down", 5) from None
         return Job(future, ticket, self.queue)
 
@@ -372,7 +402,7 @@ class Scheduler:
 
     # -- one explanation, on its own thread ---------------------------------------------------
     def _explain(self, image, options: ExplainOptions, ticket: Ticket, arrival: float,
-                 sharing: int) -> Result:
+                 admission: Admission) -> Result:
         overhead = None
         try:
             from limefast.cli.steps import SEGMENTATIONS
@@ -413,4 +443,4 @@ class Scheduler:
             overhead = sum(timings.get(k, 0.0) for k in ("sampling", "surrogate"))
             return Result(explanation, probabilities, seconds, options)
         finally:
-            self._release(overhead, max(sharing, self.inflight))
+            admission.release(overhead, max(admission.sharing, self.inflight))
