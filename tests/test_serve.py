@@ -371,8 +371,8 @@ def test_overload_answers_every_request(server):
         if r.status_code == 503:
             assert int(r.headers["Retry-After"]) >= 1
             assert "overloaded" in r.json()["error"]
-        else:  # loose: a 2-core machine shared with other work
-            assert seconds < 3 * budget + 0.5
+        else:  # loose: a 2-core machine shared with other work (no request hangs)
+            assert seconds < 5 * budget + 1.0
             assert r.json()["explanations"][0]["stop_reason"] in ("time_budget", "settled",
                                                                    "max_samples")
 

@@ -8,6 +8,9 @@ at most ``max_batch_size`` images (a piece larger than what is left is split), w
 ``max_batch_size`` / ``max_queue_delay_microseconds`` and Ray Serve's ``@serve.batch(
 max_batch_size, batch_wait_timeout_s)``, counted in images (Ray's ``batch_size_fn``).
 
+A call does not wait for rows that cannot come: once every explanation that is taking rows
+(``activate``) has some queued, it starts at once.
+
 A row's output depends on that row alone for any model that treats a batch as independent images
 (up to a float32 model's rounding under other batch shapes), so what one request is answered does
 not depend on the others. When a merged call raises, each request's rows are run again on their
@@ -122,6 +125,7 @@ class BatchQueue:
         self.on_batch = on_batch
         self.stats = BatchStats()
         self._pending: collections.deque[_Piece] = collections.deque()
+        self._active: set[Ticket] = set()
         self._queued_images = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -185,6 +189,25 @@ class BatchQueue:
                 self._fail(piece, RuntimeError("the batch queue was closed"))
             self._pending.clear()
 
+    def activate(self, ticket: Ticket) -> None:
+        """``ticket`` will submit rows until ``deactivate``: a call waits for its rows (up to
+        ``max_wait``) only while it is computing them; once every active ticket has rows
+        queued, nothing more can come and the call starts."""
+        with self._cond:
+            self._active.add(ticket)
+            self._cond.notify_all()
+
+    def deactivate(self, ticket: Ticket) -> None:
+        with self._cond:
+            self._active.discard(ticket)
+            self._cond.notify_all()
+
+    def _all_waiting(self) -> bool:
+        if not self._active:
+            return False
+        waiting = {id(piece.ticket) for piece in self._pending}
+        return all(id(ticket) in waiting for ticket in self._active)
+
     def _drop(self, ticket: Ticket) -> None:
         with self._cond:
             keep = collections.deque()
@@ -220,7 +243,7 @@ class BatchQueue:
                 return None
             deadline = self._pending[0].queued_at + self.max_wait
             while (self.merge and self._queued_images < self.max_batch_size
-                   and not self._closed):
+                   and not self._closed and not self._all_waiting()):
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break

@@ -10,8 +10,10 @@ request's ``time_budget`` holds under load (counted from its arrival).
 A request is refused at once (``Overloaded``, with a retry delay) when ``max_inflight``
 explanations run already, or when, at the model's measured cost of a call and with the
 explanations in flight sharing the calls, the request could not get its first ``min_rows``
-images through the model within its budget. An idle server admits every request: nothing would
-serve it sooner.
+images through the model within its budget, or when as many budgeted explanations run as the
+server recently managed to finish on time (a limit cut by ``LIMIT_CUT`` when one ends late and
+grown by one per ``limit`` on time: what other work on the machine takes is learnt, not
+modelled). An idle server only refuses what its first round cannot fit.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from limefast.core import checks
 from limefast.serve.batching import BatchQueue, Cancelled, Ticket
 
 METHODS = ("lime", "kernelshap")
+# When a budgeted explanation ends late, the budgeted concurrency is cut by this factor, at most
+# once per LIMIT_CUT_INTERVAL seconds (the explanations already in flight end late together);
+# each one on time adds 1/limit (additive increase, multiplicative decrease, as TCP does).
+LIMIT_CUT = 0.7
+LIMIT_CUT_INTERVAL = 0.5
 
 
 class Overloaded(Exception):
@@ -187,10 +194,11 @@ class Admission:
         self._scheduler, self.sharing = scheduler, sharing
         self._released = False
 
-    def release(self, overhead: float | None = None, sharing: int = 1) -> None:
+    def release(self, overhead: float | None = None, sharing: int = 1,
+                late: bool | None = None) -> None:
         if not self._released:
             self._released = True
-            self._scheduler._release(overhead, sharing)
+            self._scheduler._release(overhead, sharing, late)
 
 
 class _Gate:
@@ -278,6 +286,9 @@ class Scheduler:
         self.cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                else os.cpu_count() or 1)
         self.inflight = 0
+        # the most budgeted explanations at once: cut when one ends late, grown when on time
+        self.limit = float(self.max_inflight)
+        self._last_cut = -float("inf")
         self.gate = _Gate(self.cores)
         self.overhead: float | None = None  # seconds per explanation outside the model and
         # the segmentation (the perturbation's share, the fit)
@@ -300,6 +311,10 @@ class Scheduler:
             if self.inflight >= self.max_inflight:
                 raise Overloaded(f"{self.inflight} explanations in flight (the most: "
                                  f"{self.max_inflight})", self._retry_after(1.0))
+            if options.time_budget is not None and self.inflight >= int(self.limit):
+                raise Overloaded(
+                    f"{self.inflight} explanation(s) in flight, the most that recently met "
+                    f"their time budgets", self._retry_after(1.0))
             if options.time_budget is not None:
                 # An idle server only refuses what even the first round cannot fit.
                 rows = self.min_rows if self.inflight else min(self.min_rows,
@@ -341,9 +356,16 @@ class Scheduler:
     def _retry_after(self, excess: float) -> int:
         return max(1, math.ceil(excess))
 
-    def _release(self, overhead: float | None, sharing: int) -> None:
+    def _release(self, overhead: float | None, sharing: int, late: bool | None) -> None:
         with self._lock:
             self.inflight -= 1
+            if late is not None:  # AIMD on the budgeted requests' concurrency
+                now = time.perf_counter()
+                if late and now - self._last_cut > LIMIT_CUT_INTERVAL:
+                    self.limit = max(1.0, self.limit * LIMIT_CUT)
+                    self._last_cut = now
+                elif not late:
+                    self.limit = min(float(self.max_inflight), self.limit + 1.0 / self.limit)
             if overhead is not None:  # as if alone: the wall time over the cores' share
                 overhead /= max(1.0, sharing / self.cores)
                 self.overhead = overhead if self.overhead is None else (
@@ -403,7 +425,7 @@ class Scheduler:
     # -- one explanation, on its own thread ---------------------------------------------------
     def _explain(self, image, options: ExplainOptions, ticket: Ticket, arrival: float,
                  admission: Admission) -> Result:
-        overhead = None
+        overhead = late = None
         try:
             from limefast.cli.steps import SEGMENTATIONS
             from limefast.wrappers.scikit_image import SegmentationAlgorithm
@@ -420,7 +442,9 @@ class Scheduler:
                                               **SEGMENTATIONS[options.segmentation])
 
             def segmentation(img):
-                return self.gate.run(algorithm, img)
+                segments = self.gate.run(algorithm, img)
+                self.queue.activate(ticket)  # its rows come next
+                return segments
             kwargs = dict(top_labels=options.top_labels, num_samples=options.num_samples,
                           batch_size=self.batch_size, segmentation_fn=segmentation,
                           progress_bar=False, hide_color=options.hide_color,
@@ -441,6 +465,9 @@ class Scheduler:
             seconds = time.perf_counter() - arrival
             timings = getattr(explanation, "timings", None) or {}
             overhead = sum(timings.get(k, 0.0) for k in ("sampling", "surrogate"))
+            if options.time_budget is not None:
+                late = seconds > options.time_budget
             return Result(explanation, probabilities, seconds, options)
         finally:
-            admission.release(overhead, max(admission.sharing, self.inflight))
+            self.queue.deactivate(ticket)
+            admission.release(overhead, max(admission.sharing, self.inflight), late)
