@@ -435,3 +435,42 @@ def test_serve_usage_errors():
     with pytest.raises(SystemExit) as info:
         main(["serve", "--model", "x:y", "--max-batch-size", "0"])
     assert info.value.code == 2
+
+
+def test_ray_serve_two_replicas(server):
+    """The same app on Ray Serve (``limefast serve --ray``): two replicas on a local Ray of 2
+    CPUs answer what the plain server answers."""
+    pytest.importorskip("ray.serve")
+    import ray
+    from ray import serve
+
+    from limefast.cli.commands import build_parser
+    from limefast.serve import on_ray
+
+    client, _, _ = server
+    image = _image(9)
+    expected = _explain(client, "grid", [_b64(image)], num_samples=120, seed=2).json()
+    args = build_parser().parse_args([
+        "serve", "--model", "tests/serve_models.py:grid", "--name", "grid", "--size", str(SIDE),
+        "--ray", "--replicas", "2", "--seed", "0"])
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # the replicas import this
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(on_ray.application(args), name=on_ray.APP_NAME, route_prefix="/")
+        status = serve.status().applications[on_ray.APP_NAME].deployments[on_ray.APP_NAME]
+        assert status.replica_states.get("RUNNING") == 2, status
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as ray_client:
+            assert ray_client.get("/v1/models").json() == {"models": ["grid"]}
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(
+                    lambda _: _explain(ray_client, "grid", [_b64(image)], num_samples=120,
+                                       seed=2), range(6)))
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            assert _strip(answer.json()["explanations"][0]) == _strip(
+                expected["explanations"][0])
+    finally:
+        serve.shutdown()
+        ray.shutdown()

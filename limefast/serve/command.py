@@ -61,9 +61,13 @@ def add_parser(subparsers) -> None:
     g.add_argument("--no-warmup", action="store_true",
                    help="skip the short explanation each model runs before the port opens")
     g = p.add_argument_group("Ray Serve")
-    g.add_argument("--ray", action="store_true", help="deploy on Ray Serve (not implemented: "
-                   "see docs/serve.md)")
-    g.add_argument("--replicas", type=positive_int, default=1)
+    g.add_argument("--ray", action="store_true",
+                   help="serve the same app on Ray Serve, one per replica (a local Ray, or the "
+                        "cluster of --ray-address / RAY_ADDRESS)")
+    g.add_argument("--replicas", type=positive_int, default=1, help="Ray Serve replicas")
+    g.add_argument("--ray-actor-options", default=None, metavar="JSON",
+                   help='each replica\'s ray_actor_options, e.g. \'{"num_gpus": 1}\'')
+    g.add_argument("--ray-address", default=None, help="the Ray cluster to join")
     p.set_defaults(func=run)
 
 
@@ -124,8 +128,12 @@ def run(args) -> int:
         raise InputError(f"limefast serve needs {', '.join(missing)}: pip install "
                          "'limefast[serve]'")
     if args.ray:
-        raise InputError("--ray is not implemented yet; run one `limefast serve` per machine "
-                         "(docs/serve.md)")
+        if not available("ray.serve"):
+            raise InputError("limefast serve --ray needs Ray Serve: pip install "
+                             "'limefast[ray-serve]'")
+        from limefast.serve import on_ray
+
+        return on_ray.run(args)
     import uvicorn
 
     app, served = build(args)
