@@ -78,5 +78,11 @@ def run(args) -> int:
     serve.start(http_options={"host": args.host, "port": args.port})
     print(f"limefast serve: {args.replicas} replica(s) on Ray Serve at "
           f"http://{args.host}:{args.port}/v1/models", file=sys.stderr, flush=True)
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=True)
+    try:
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=True)
+    except KeyboardInterrupt:  # the way to stop a server
+        print("limefast serve: stopping", file=sys.stderr)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
     return 0
