@@ -124,6 +124,23 @@ def test_scheduler_refuses_past_max_inflight():
         scheduler.close()
 
 
+def test_scheduler_refuses_a_budget_the_queue_cannot_meet():
+    """200 ms a model call: with one explanation in flight, a second one cannot get its first
+    64 images (two calls at least) through the model in 0.3 s; without a budget it is taken."""
+    scheduler = Scheduler(serve_models.FixedCost(0.2), batch_size=50, min_rows=64)
+    try:
+        scheduler.explain(_image(4), ExplainOptions(num_samples=50))  # the model's cost
+        job = scheduler.submit(_image(4), ExplainOptions(num_samples=400))
+        with pytest.raises(Overloaded, match="cannot meet time_budget") as info:
+            scheduler.submit(_image(4), ExplainOptions(time_budget=0.3, num_samples="auto"))
+        assert info.value.retry_after >= 1
+        other = scheduler.submit(_image(4), ExplainOptions(num_samples=50))
+        other.result(timeout=30)
+        job.cancel()
+    finally:
+        scheduler.close()
+
+
 @pytest.mark.parametrize("values, message", [
     ({"num_samples": "lots"}, "num_samples"),
     ({"time_budget": -1}, "time_budget"),

@@ -12,13 +12,12 @@ and drives it with a load generator of threads (httpx), every load bounded in co
   for a classifier with a fixed cost per call (``FixedCost``, a Keras ``predict`` call's ~40 ms)
   and for ResNet-18 on this CPU;
 - against the KServe explainer's design: a server that runs lime's own ``explain_instance`` per
-  request on the same model in-process (``python -m limefast.benchsuite.serving baseline``),
+  request on the same model in-process (``python -m limefast.benchsuite.lime_server``),
   both at the same ``num_samples`` (the same fidelity), concurrency 8.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import os
@@ -295,7 +294,7 @@ def against_lime(cfg: ServeConfig, progress=print) -> dict:
     with limefast_server(model, cfg.side) as server:
         answers, wall = closed_loop(server.url, bodies, cfg.merge_clients)
     out["limefast"] = {"per_second": summary(answers)["ok"] / wall, "ok": summary(answers)["ok"]}
-    baseline = Server([sys.executable, "-m", "limefast.benchsuite.serving", "baseline",
+    baseline = Server([sys.executable, "-m", "limefast.benchsuite.lime_server",
                        "--model", model, "--size", str(cfg.side)], "m")
     with baseline as server:
         answers, wall = closed_loop(server.url, bodies, cfg.merge_clients)
@@ -390,55 +389,3 @@ def target_values(section: dict | None):
 
 def _s(seconds) -> str:
     return "n/a" if seconds is None else f"{seconds:.3f} s"
-
-
-# -- the baseline server: lime per request, in-process (the KServe explainer's design) ---------
-
-def baseline_app(classifier, size: int):
-    """A FastAPI app whose :explain runs lime 0.2.0.1's ``explain_instance`` per request (a
-    thread each, as a sync FastAPI route), calling the model in-process with lime's batches."""
-    fastapi = require("fastapi", "the serve benchmark's baseline")
-    from lime import lime_image
-
-    from limefast.serve.inputs import Limits, decode_instance
-
-    app = fastapi.FastAPI()
-    limits = Limits(size=size)
-
-    @app.get("/v1/models/m")
-    def ready():
-        return {"name": "m", "ready": True}
-
-    @app.post("/v1/models/m:explain")
-    def explain(body: dict):
-        image = decode_instance(body["instances"][0], limits, "instances[0]")
-        parameters = body.get("parameters", {})
-        explainer = lime_image.LimeImageExplainer(random_state=parameters.get("seed", 0))
-        exp = explainer.explain_instance(image, classifier, top_labels=5, hide_color=None,
-                                         num_samples=int(parameters.get("num_samples", 1000)),
-                                         batch_size=10)
-        return {"explanations": [{"num_samples": int(parameters.get("num_samples", 1000)),
-                                  "top_labels": [int(x) for x in exp.top_labels]}]}
-
-    return app
-
-
-def _baseline_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m limefast.benchsuite.serving baseline")
-    p.add_argument("command", choices=["baseline"])
-    p.add_argument("--model", required=True)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--port", type=int, required=True)
-    args = p.parse_args(argv)
-    import uvicorn
-
-    from limefast.cli.inputs import load_model
-
-    model = load_model(args.model, None)
-    uvicorn.run(baseline_app(model.classifier, args.size), host="127.0.0.1", port=args.port,
-                log_level="warning")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_baseline_main())

@@ -6,8 +6,9 @@ is the FastAPI app of KServe's V1 data plane on top of it (``pip install 'limefa
 """
 
 from limefast.serve.batching import BatchQueue, Cancelled, Ticket
+from limefast.serve.options import ExplainOptions
 from limefast.serve.scheduler import (
-    ExplainOptions,
+    Admission,
     Job,
     ModelError,
     Overloaded,
@@ -15,5 +16,5 @@ from limefast.serve.scheduler import (
     Scheduler,
 )
 
-__all__ = ["BatchQueue", "Cancelled", "ExplainOptions", "Job", "ModelError", "Overloaded",
-           "Result", "Scheduler", "Ticket"]
+__all__ = ["Admission", "BatchQueue", "Cancelled", "ExplainOptions", "Job", "ModelError",
+           "Overloaded", "Result", "Scheduler", "Ticket"]

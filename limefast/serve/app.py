@@ -33,7 +33,8 @@ from limefast.optional import require
 from limefast.serve.batching import Cancelled
 from limefast.serve.inputs import Limits, RequestError, decode_file, decode_instance
 from limefast.serve.metrics import Metrics
-from limefast.serve.scheduler import ExplainOptions, ModelError, Overloaded, Scheduler
+from limefast.serve.options import ExplainOptions
+from limefast.serve.scheduler import ModelError, Overloaded, Scheduler
 
 # Seconds between two looks at whether a waiting client is still connected.
 DISCONNECT_POLL = 0.05

@@ -166,7 +166,7 @@ def _api_key(path):
 def _warm_up(model, side: int, channels: int) -> None:
     """Two short explanations: the first pays the one-time costs (kernels loaded, the
     framework's first forwards), the second tells the queue the model's speed."""
-    from limefast.serve.scheduler import ExplainOptions
+    from limefast.serve.options import ExplainOptions
 
     rng = np.random.RandomState(0)
     coarse = rng.randint(0, 256, (-(-side // 16), -(-side // 16), channels))
