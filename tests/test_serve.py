@@ -157,6 +157,14 @@ def test_options_refuse_bad_values(values, message):
         ExplainOptions.parse(values)
 
 
+def test_answers_have_no_nan():
+    pytest.importorskip("fastapi")
+    from limefast.serve.app import _finite
+
+    assert _finite({"a": [1.0, float("nan")], "b": {"c": float("inf"), "d": "NaN"}}) == {
+        "a": [1.0, None], "b": {"c": None, "d": "NaN"}}
+
+
 # -- the real server ----------------------------------------------------------------------------
 
 MODELS = ("grid", "picky", "slow", "tiny")

@@ -143,9 +143,8 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
             if results is None:  # the client went away; its rows were dropped
                 metrics.cancelled.labels(name).inc()
                 return error(499, "the client closed the connection")
-            body = _finite({"predictions": [[float(v) for v in r.probabilities]
-                                            for r in results],
-                            "explanations": [_record(model, r, render) for r in results]})
+            # built and encoded off the event loop, which answers the 503s meanwhile
+            body = await asyncio.to_thread(_encode, model, results, render)
         except RequestError as exc:
             _cancel(jobs)
             return error(exc.status, str(exc))
@@ -162,7 +161,7 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
         except Exception as exc:  # noqa: BLE001 - one line, and the server keeps serving
             _cancel(jobs)
             return error(500, f"{type(exc).__name__}: {_reason(exc)}")
-        return body
+        return Response(body, media_type="application/json")
 
     return app
 
@@ -241,7 +240,7 @@ async def _read(request, limits: Limits, decode: bool = True):
         payload = [body]
         return (await _decode(payload, limits) if decode else payload), dict(request.query_params)
     try:
-        payload = json.loads(body)
+        payload = await asyncio.to_thread(json.loads, body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not valid JSON ({_reason(exc)}); send "
                                 '{"instances": [...]} or an image with Content-Type '
@@ -301,6 +300,16 @@ def _record(model: ServedModel, result, render: bool) -> dict:
         seconds=result.seconds, label_name=model.name_of,
         png=(lambda label: _png(exp.render(label, coverage=model.coverage))) if render
         else (lambda label: None))
+
+
+def _encode(model: ServedModel, results, render: bool) -> bytes:
+    """The answer to an :explain request, as JSON bytes."""
+    body = {"predictions": [[float(v) for v in r.probabilities] for r in results],
+            "explanations": [_record(model, r, render) for r in results]}
+    text = json.dumps(body)
+    if "NaN" in text or "Infinity" in text:  # rare: then walk the values
+        text = json.dumps(_finite(body), allow_nan=False)
+    return text.encode()
 
 
 def _finite(value):
