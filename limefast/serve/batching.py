@@ -126,6 +126,7 @@ class BatchQueue:
         self.stats = BatchStats()
         self._pending: collections.deque[_Piece] = collections.deque()
         self._active: set[Ticket] = set()
+        self._buffers: dict = {}
         self._queued_images = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -268,9 +269,26 @@ class BatchQueue:
                     self._pending.remove(piece)
             return parts
 
+    def _batch(self, parts) -> np.ndarray:
+        """The parts' images as one array: a view of a piece, or a copy into a buffer kept
+        for the next calls (a fresh array of tens of MiB is mapped and page-faulted anew on
+        every call). The classifier must not keep it, as with ``explain_instance``'s
+        batches."""
+        first = parts[0][0].images
+        if len(parts) == 1:
+            return first[parts[0][1]:parts[0][2]]
+        n = sum(b - a for _, a, b in parts)
+        key = (first.shape[1:], first.dtype.str)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape[0] < n:
+            self._buffers.clear()  # one image kind at a time is kept
+            rows = min(self.max_batch_size, max(n, 2 * (0 if buffer is None else
+                                                        buffer.shape[0])))
+            buffer = self._buffers[key] = np.empty((rows,) + first.shape[1:], first.dtype)
+        return np.concatenate([p.images[a:b] for p, a, b in parts], out=buffer[:n])
+
     def _run(self, parts) -> None:
-        batch = (parts[0][0].images[parts[0][1]:parts[0][2]] if len(parts) == 1 else
-                 np.concatenate([p.images[a:b] for p, a, b in parts]))
+        batch = self._batch(parts)
         t0 = time.perf_counter()
         try:
             out = _call_classifier(self.classifier_fn, batch, 0, batch.shape[0])
