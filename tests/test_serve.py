@@ -499,3 +499,31 @@ def test_ray_serve_two_replicas(server):
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def test_serve_bench_section_reports_and_checks_targets():
+    from limefast.benchsuite import report, serving
+
+    section = {
+        "deadlines": [{"model": "cnn", "clients": 16, "budget": 1.0, "p50": 0.8, "p99": 1.1,
+                       "server_p99": 1.0, "deadline_bound": 1.17, "ok": 60, "sent": 64,
+                       "rejected_503": 4, "lost": 0, "rows_median": 100,
+                       "overload": {"rate_per_second": 20.0, "ok": 80, "sent": 100,
+                                    "p99": 1.3, "rejected_503": 20, "p99_503": 0.02,
+                                    "lost": 1, "other": ["lost: ReadTimeout"]}}],
+        "merging": [{"model": "x:fixed_cost", "num_samples": 1000, "clients": 8,
+                     "merged": {"per_second": 4.0}, "not_merged": {"per_second": 1.0},
+                     "speedup": 4.0}],
+        "against_lime": {"num_samples": 1000, "clients": 8, "limefast": {"per_second": 2.0},
+                         "lime_per_request": {"per_second": 0.5}, "speedup": 4.0}}
+    text = "\n".join(serving.markdown(section))
+    assert "p99 1.100 s" in text and "4.00x" in text and "1 lost" in text
+    checks = {name: ok for name, _, ok in report.targets(
+        {"serve": section, "targets": json.loads(
+            (ROOT / "benchmarks" / "targets.json").read_text())["targets"]})}
+    assert len(checks) == 6
+    assert checks["served p99 <= 1.15x time_budget + 20 ms (cnn, 16 clients)"]
+    assert not checks["overload: 0 requests lost (cnn)"]
+    assert not checks["overload: served p99 <= 1.15x time_budget + 20 ms (cnn)"]
+    assert checks["batching across requests >= 3x (fixed cost per call)"]
+    assert not checks["limefast serve >= 10x lime per request in-process"]
