@@ -83,44 +83,56 @@ class Admission:
     def __init__(self, scheduler: Scheduler, sharing: int):
         self._scheduler, self.sharing = scheduler, sharing
         self._released = False
+        self._segmenting = True  # counted in the gate's ``ahead`` until segmented
+        scheduler.gate.expect()
+
+    def segmented(self) -> None:
+        if self._segmenting:
+            self._segmenting = False
+            self._scheduler.gate.done()
 
     def release(self, overhead: float | None = None, sharing: int = 1,
                 late: bool | None = None) -> None:
         if not self._released:
             self._released = True
+            self.segmented()
             self._scheduler._release(overhead, sharing, late)
 
 
 class _Gate:
     """At most ``slots`` segmentations at once, the others waiting their turn (in a burst the
-    first arrivals finish theirs first instead of every one finishing late), and their cost."""
+    first arrivals finish theirs first instead of every one finishing late), and their cost.
+    ``ahead`` counts the admitted explanations whose segmentation has not ended (queued for
+    the gate or not there yet): a new one's waits behind them."""
 
     def __init__(self, slots: int):
         self._slots = threading.Semaphore(slots)
         self._lock = threading.Lock()
-        self.slots, self.waiting = slots, 0
+        self.slots, self.ahead = slots, 0
         self.seconds: float | None = None  # exponentially weighted seconds of one
 
-    def run(self, segmentation, image):
+    def expect(self) -> None:
         with self._lock:
-            self.waiting += 1
-        try:
-            with self._slots:
-                t0 = time.perf_counter()
-                segments = segmentation(image)
-                took = time.perf_counter() - t0
-            with self._lock:
-                self.seconds = took if self.seconds is None else 0.8 * self.seconds + 0.2 * took
-            return segments
-        finally:
-            with self._lock:
-                self.waiting -= 1
+            self.ahead += 1
+
+    def done(self) -> None:
+        with self._lock:
+            self.ahead -= 1
+
+    def run(self, segmentation, image):
+        with self._slots:
+            t0 = time.perf_counter()
+            segments = segmentation(image)
+            took = time.perf_counter() - t0
+        with self._lock:
+            self.seconds = took if self.seconds is None else 0.8 * self.seconds + 0.2 * took
+        return segments
 
     def backlog(self) -> float:
-        """Seconds before a segmentation asked for now would end."""
+        """Seconds before a segmentation of a request admitted now would end."""
         if self.seconds is None:
             return 0.0
-        return (self.waiting // self.slots + 1) * self.seconds
+        return (self.ahead // self.slots + 1) * self.seconds
 
 
 class _QueuedClassifier:
@@ -333,6 +345,7 @@ class Scheduler:
 
             def segmentation(img):
                 segments = self.gate.run(algorithm, img)
+                admission.segmented()
                 self.queue.activate(ticket)  # its rows come next
                 return segments
             kwargs = dict(top_labels=options.top_labels, num_samples=options.num_samples,
