@@ -286,6 +286,28 @@ def test_served_explanation_is_explain_json(server, tmp_path):
             assert abs(ours["probability"] - entry["probability"]) <= 1e-5
 
 
+def test_served_kernelshap_is_the_explainer_s(server):
+    from limefast.core.record import explanation_record
+    from limefast.kernelshap import KernelShapImageExplainer
+
+    client, _, _ = server
+    image = _image(7)
+    response = _explain(client, "grid", [image.tolist()], method="kernelshap", num_samples=200,
+                        seed=4, top_labels=2)
+    assert response.status_code == 200, response.text
+    model = serve_models.grid()
+    segmentation = SegmentationAlgorithm("quickshift", **SEGMENTATIONS["quickshift"])
+    exp = KernelShapImageExplainer(random_state=4).explain_instance(
+        image, model, num_samples=200, batch_size=50, top_labels=2,
+        segmentation_fn=segmentation, progress_bar=False)
+    record = explanation_record(exp, model(image[None])[0], method="kernelshap", image=None,
+                                model="tests/serve_models.py:grid", weights="given by the "
+                                "factory", segmentation="quickshift", seed=4, seconds=0.0)
+    served = response.json()["explanations"][0]
+    assert "base_value" in next(iter(served["labels"].values()))
+    assert _strip(served) == _strip(json.loads(json.dumps(record)))
+
+
 def test_raw_body_and_pixel_lists_give_the_same_answer(server):
     client, _, _ = server
     image = _image(6)
