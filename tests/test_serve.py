@@ -362,6 +362,8 @@ BAD = [
     ("label out of range", dict(json={"instances": [[[9] * 8] * 8],
                                       "parameters": {"labels": [99], "num_samples": 20}}),
      400, "99"),
+    ("too many samples", dict(json={"instances": [[[9] * 8] * 8],
+                                    "parameters": {"num_samples": 10 ** 9}}), 413, "limit"),
     ("body too large", dict(content=b"x" * (3 << 20), headers={"Content-Type": "image/png"}),
      413, "limit"),
     ("decompression bomb", dict(content=_bomb(), headers={"Content-Type": "image/png"}),

@@ -28,6 +28,7 @@ import json
 import math
 import time
 
+from limefast import config
 from limefast.core.record import explanation_record
 from limefast.optional import require
 from limefast.serve.batching import Cancelled
@@ -123,6 +124,12 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
                 options = ExplainOptions.parse(parameters, model.defaults)
             except ValueError as exc:
                 raise RequestError(400, f"bad parameter: {exc}") from None
+            rows = ((options.max_samples or config.AUTO_MAX_SAMPLES)
+                    if options.num_samples == "auto" else options.num_samples)
+            if rows > limits.max_samples:
+                raise RequestError(413, f"{rows} samples, over the server's limit of "
+                                        f"{limits.max_samples} per explanation (--max-samples-"
+                                        "per-request)")
             # admitted (or refused) before the images are decoded: a 503 costs no decoding
             admissions = [model.scheduler.admit(options, arrival) for _ in payload]
             try:

@@ -58,6 +58,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--max-image-pixels", type=positive_int, default=4096 * 4096,
                    help="height x width of an image, read from its header before decoding")
     g.add_argument("--max-instances", type=positive_int, default=16)
+    g.add_argument("--max-samples-per-request", type=positive_int, default=20000,
+                   help="the most rows one explanation may draw (num_samples, or max_samples "
+                        "with auto; default 20000)")
     g.add_argument("--no-warmup", action="store_true",
                    help="skip the short explanation each model runs before the port opens")
     g = p.add_argument_group("Ray Serve")
@@ -115,7 +118,7 @@ def build(args):
                          "them from separate servers")
     limits = Limits(max_body_bytes=args.max_body_bytes, max_pixels=args.max_image_pixels,
                     max_instances=args.max_instances, size=args.size, resize=args.resize,
-                    channels=channels.pop())
+                    channels=channels.pop(), max_samples=args.max_samples_per_request)
     if not args.no_warmup:
         for model in served:
             _warm_up(model, args.size or 64, limits.channels)

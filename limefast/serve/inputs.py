@@ -35,6 +35,8 @@ class Limits:
         size, resize: how image files are brought to the model's size, as ``limefast explain``
             does (``--size``, ``--resize``); nested pixel lists are taken as they are.
         channels: the channels the model takes (a (H, W) image is made RGB when it is 3).
+        max_samples: the most rows one explanation may draw (``num_samples``, or
+            ``max_samples`` with ``"auto"``): the rows are drawn before any model call.
     """
 
     max_body_bytes: int = 32 << 20
@@ -43,6 +45,7 @@ class Limits:
     size: int = 224
     resize: str = "crop"
     channels: int = 3
+    max_samples: int = 20000
 
 
 def decode_file(data: bytes, limits: Limits) -> np.ndarray:
