@@ -124,6 +124,31 @@ def test_scheduler_refuses_past_max_inflight():
         scheduler.close()
 
 
+def test_a_request_of_several_images_refused_in_part_holds_no_place():
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from limefast.serve.app import ServedModel, create_app
+
+    scheduler = Scheduler(serve_models.grid(), max_inflight=2)
+    try:
+        app = create_app([ServedModel("grid", scheduler)])
+        with TestClient(app) as client:
+            image = _image(1)[:32, :32].tolist()
+            response = client.post("/v1/models/grid:explain",
+                                   json={"instances": [image] * 3,
+                                         "parameters": {"num_samples": 20}})
+            assert response.status_code == 503 and response.headers["Retry-After"]
+            assert scheduler.inflight == 0
+            response = client.post("/v1/models/grid:explain",
+                                   json={"instances": [image] * 2,
+                                         "parameters": {"num_samples": 20}})
+            assert response.status_code == 200, response.text
+            assert len(response.json()["explanations"]) == 2
+    finally:
+        scheduler.close()
+
+
 def test_scheduler_refuses_a_budget_the_queue_cannot_meet():
     """200 ms a model call: with one explanation in flight, a second one cannot get its first
     64 images (two calls at least) through the model in 0.3 s; without a budget it is taken."""

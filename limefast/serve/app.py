@@ -131,8 +131,10 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
                                         f"{limits.max_samples} per explanation (--max-samples-"
                                         "per-request)")
             # admitted (or refused) before the images are decoded: a 503 costs no decoding
-            admissions = [model.scheduler.admit(options, arrival) for _ in payload]
+            admissions = []
             try:
+                for _ in payload:
+                    admissions.append(model.scheduler.admit(options, arrival))
                 instances = await _decode(payload, limits)
             except BaseException:
                 for admission in admissions:
