@@ -77,6 +77,20 @@ def test_scheduler_matches_explain_instance_and_merges():
         scheduler.close()
 
 
+def test_scheduler_takes_gray_images_as_explain_instance_does():
+    from limefast.benchsuite.inputs import bundled
+
+    model = serve_models.grid()
+    scheduler = Scheduler(model, batch_size=50)
+    try:
+        gray = bundled("camera", 64)
+        result = scheduler.explain(gray, ExplainOptions(num_samples=100, seed=2))
+        assert_same_explanation(_reference(gray, 2, 100, model), result.explanation)
+        assert result.probabilities.shape == (6,)
+    finally:
+        scheduler.close()
+
+
 def test_scheduler_failure_is_the_failing_request_only():
     model = serve_models.picky()
     scheduler = Scheduler(model, max_wait=0.05, batch_size=50)

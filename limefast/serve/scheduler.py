@@ -293,6 +293,8 @@ class Scheduler:
         arrival = time.perf_counter() if arrival is None else arrival
         try:
             image = checks.image_array(image)
+            if image.ndim == 2:  # gray2rgb, as explain_instance does (the model sees RGB)
+                image = np.repeat(image[:, :, None], 3, axis=2)
         except (TypeError, ValueError):
             if admission is not None:
                 admission.release()
@@ -338,6 +340,7 @@ class Scheduler:
             if budget is not None:
                 budget = budget - (time.perf_counter() - arrival)
                 if budget <= 0:
+                    late = True
                     raise Overloaded("the time budget was spent in the queue before the "
                                      "explanation started", 1)
             algorithm = SegmentationAlgorithm(options.segmentation,
