@@ -91,6 +91,22 @@ def test_scheduler_takes_gray_images_as_explain_instance_does():
         scheduler.close()
 
 
+def test_scheduler_dedupe_is_explain_instance_s():
+    model = serve_models.grid()
+    scheduler = Scheduler(model, batch_size=50, dedupe=True)
+    try:
+        image = photo(64)
+        result = scheduler.explain(image, ExplainOptions(num_samples=300, seed=2))
+        segmentation = SegmentationAlgorithm("quickshift", **SEGMENTATIONS["quickshift"])
+        ref = LimeImageExplainer(random_state=2).explain_instance(
+            image, model, num_samples=300, batch_size=50, segmentation_fn=segmentation,
+            progress_bar=False, dedupe=True)
+        assert_same_explanation(ref, result.explanation)
+        assert result.explanation.num_evaluated == ref.num_evaluated < 300
+    finally:
+        scheduler.close()
+
+
 def test_scheduler_failure_is_the_failing_request_only():
     model = serve_models.picky()
     scheduler = Scheduler(model, max_wait=0.05, batch_size=50)

@@ -109,7 +109,8 @@ def build(args):
         scheduler = Scheduler(
             m.classifier, max_batch_size=args.max_batch_size, max_wait=args.max_wait_ms / 1e3,
             batch_size=args.batch_size if isinstance(args.batch_size, int) else None,
-            max_inflight=args.max_inflight, min_rows=args.min_rows, merge=not args.no_merge)
+            max_inflight=args.max_inflight, min_rows=args.min_rows, merge=not args.no_merge,
+            dedupe=args.dedupe)
         served.append(ServedModel(name, scheduler, m.spec, m.weights, m.label_name,
                                   {k: v for k, v in defaults.items() if v is not None},
                                   args.coverage))

@@ -169,14 +169,18 @@ class Scheduler:
         on_batch: ``on_batch(images, requests, seconds)`` after each model call.
         cores: the cores the explanations' own work (segmentation, perturbation, fit) shares;
             default those this process may run on.
+        dedupe: ``explain_instance``'s ``dedupe`` (a deterministic model sees each distinct
+            perturbed image once).
     """
 
     def __init__(self, classifier_fn, *, max_batch_size: int = 256, max_wait: float = 0.005,
                  batch_size: int | None = None, max_inflight: int = 32, min_rows: int = 64,
-                 merge: bool = True, on_batch=None, cores: int | None = None):
+                 merge: bool = True, on_batch=None, cores: int | None = None,
+                 dedupe: bool = False):
         from limefast.cli.steps import PLAIN_BATCH
 
         self.classifier_fn = classifier_fn
+        self.dedupe = bool(dedupe)
         self.queue = BatchQueue(classifier_fn, max_batch_size, max_wait, merge, on_batch)
         if batch_size is None:
             batch_size = getattr(classifier_fn, "batch_size", None) or PLAIN_BATCH
@@ -355,6 +359,7 @@ class Scheduler:
                           batch_size=self.batch_size, segmentation_fn=segmentation,
                           progress_bar=False, hide_color=options.hide_color,
                           num_features=options.num_features, time_budget=budget,
+                          dedupe=self.dedupe,
                           labels=options.labels if options.labels is not None else (1,))
             if options.max_samples is not None:
                 kwargs["max_samples"] = options.max_samples
