@@ -8,7 +8,8 @@ import importlib
 # The extra of limefast that installs each optional module (a submodule inherits its package's).
 EXTRAS = {"torch": "torch", "torchvision": "torch", "numba.cuda": "cuda", "cupy": "cuda",
           "ray": "dataset", "pyarrow": "dataset", "lime": "bench", "captum": "bench",
-          "shap": "bench"}
+          "shap": "bench", "fastapi": "serve", "uvicorn": "serve",
+          "prometheus_client": "serve", "httpx": "serve"}
 
 
 def install_hint(module: str) -> str:

@@ -35,6 +35,8 @@ from . import targets as target_file
 
 SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling", "auto", "kernelshap",
             "cold_start")
+# Sections run only when named (--sections serve): they start servers and take minutes.
+OPT_IN_SECTIONS = ("serve",)
 
 
 def machine() -> dict:
@@ -86,13 +88,14 @@ def _cpu_name() -> str:
 def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
               study: sampling.StudyConfig | None = None, targets=None,
               shap: shapley.ShapleyConfig | None = None, auto=None,
-              cold: cold_start.ColdConfig | None = None) -> dict:
+              cold: cold_start.ColdConfig | None = None, serve=None) -> dict:
     """Run the chosen sections and return the results dict (JSON-ready).
 
     ``study`` sizes the sampling study (default ``sampling.StudyConfig()``), ``auto`` the
     study of ``num_samples="auto"`` in two halves (``limefast.benchsuite.study``; default its
     full size), ``shap`` the KernelSHAP comparison (default ``shapley.ShapleyConfig()``),
-    ``cold`` the cold-start section (default ``cold_start.ColdConfig()``); ``targets`` are
+    ``cold`` the cold-start section (default ``cold_start.ColdConfig()``), ``serve`` the server
+    under load (default ``serving.ServeConfig()``); ``targets`` are
     the targets the results are checked against (default ``targets.load()``, the checkout's
     ``benchmarks/targets.json``).
     """
@@ -132,6 +135,14 @@ def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
                                                "(pip install 'limefast[bench]')")
         elif name == "cold_start":
             results[name] = cold_start.cold_start(cold, progress=lambda m: log(f"  {m}"))
+        elif name == "serve":
+            from . import serving
+
+            if available("fastapi", "uvicorn", "prometheus_client", "httpx", "torch"):
+                results[name] = serving.serve_study(serve, progress=lambda m: log(f"  {m}"))
+                results["not_measured"] += results[name].pop("not_measured")
+            else:
+                results["not_measured"].append("serve: pip install 'limefast[serve,torch]'")
         log(f"[limefast bench] {name} done in {time.perf_counter() - t0:.1f} s")
     for m in results.get("sampling", {}).get("models", []):
         if m.get("auto_unavailable"):
@@ -166,7 +177,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     p.add_argument("--out", default="bench-results", help="output folder (default bench-results)")
     p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated subset of {','.join(SECTIONS)}")
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (and "
+                        f"{','.join(OPT_IN_SECTIONS)}, run only when named)")
     p.add_argument("--targets", metavar="FILE", default=None,
                    help="the targets to check (default: the checkout's benchmarks/targets.json)")
     g = p.add_argument_group("sampling study (overrides of the --quick or full sizes)")
@@ -178,9 +190,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = sorted(set(sections) - set(SECTIONS))
+    unknown = sorted(set(sections) - set(SECTIONS) - set(OPT_IN_SECTIONS))
     if unknown:
-        print(f"limefast bench: unknown section(s) {unknown}; choose from {SECTIONS}",
+        print(f"limefast bench: unknown section(s) {unknown}; choose from "
+              f"{SECTIONS + OPT_IN_SECTIONS}",
               file=sys.stderr)
         return 2
     for flag in ("sampling_images", "sampling_seeds", "sampling_reference"):
@@ -202,11 +215,18 @@ def run(args) -> int:
                         study=_study_config(args), targets=spec,
                         shap=shapley.ShapleyConfig.quick() if args.quick else None,
                         auto=_auto_config(args),
-                        cold=cold_start.ColdConfig.quick() if args.quick else None)
+                        cold=cold_start.ColdConfig.quick() if args.quick else None,
+                        serve=_serve_config(args.quick))
     path = write(results, out)
     print(report.markdown(results))
     print(f"written: {path} (+ .md and *.png)", file=sys.stderr)
     return 0
+
+
+def _serve_config(quick: bool):
+    from . import serving
+
+    return serving.ServeConfig.quick() if quick else serving.ServeConfig()
 
 
 def _study_config(args) -> sampling.StudyConfig:

@@ -10,6 +10,7 @@ import numpy as np
 
 from limefast.optional import available
 
+from . import serving
 from . import targets as target_file
 
 PARAM_LABELS = {"side": "image side (pixels)", "samples": "num_samples",
@@ -108,6 +109,7 @@ def markdown(results: dict) -> str:
 
         lines += measure.markdown(results["auto"])
     lines += kernelshap_markdown(results.get("kernelshap"))
+    lines += serving.markdown(results.get("serve"))
     checks = targets(results)
     if checks:
         lines += ["## Targets of the issues", "", "| target | measured | |", "|---|---|---|"]
@@ -170,6 +172,8 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
     if results.get("kernelshap"):
         v = results["kernelshap"]["speed"]["speedup"]
         add("kernelshap_speedup", v, f"{v:.0f}x")
+    for key, value, shown, fields in serving.target_values(results.get("serve")):
+        add(key, value, shown, **fields)
     model_rows = [r for r in results.get("models", []) if "seconds" in r]
     for name in sorted({r["model"] for r in model_rows}):
         rows = {r["impl"]: r for r in model_rows if r["model"] == name}

@@ -32,7 +32,8 @@ from limefast.cli.explain import run_explain
 from limefast.cli.inputs import InputError
 from limefast.cli.steps import METHODS, PLAIN_BATCH, SEGMENTATIONS
 
-__all__ = ["METHODS", "PLAIN_BATCH", "SEGMENTATIONS", "SUBCOMMANDS", "build_parser", "main"]
+__all__ = ["METHODS", "PLAIN_BATCH", "SEGMENTATIONS", "SUBCOMMANDS", "build_parser", "main",
+           "model_arguments"]
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -45,6 +46,13 @@ class _OneLineParser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     """Arguments explain and compare share: images, models and how LIME runs."""
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any Pillow format)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    model_arguments(p)
+
+
+def model_arguments(p: argparse.ArgumentParser) -> None:
+    """The models and how LIME runs: the flags of every subcommand that explains (explain,
+    compare, serve)."""
     p.add_argument("--model", action="append", required=True, metavar="NAME|module:factory",
                    help="a torchvision classification model (resnet18, ...) or module:factory "
                         "returning a torch module or a classifier function; repeat to explain "
@@ -52,7 +60,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", action="append", metavar="FILE|DEFAULT",
                    help="a state-dict file, or DEFAULT for torchvision's pretrained weights; "
                         "once per --model, in the same order (default: random weights)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--num-samples", type=count_or_auto, default=1000, metavar="N|auto",
                    help="perturbed images per explanation, or auto: rounds until the top "
                         "superpixels settle (default 1000)")
@@ -116,7 +123,7 @@ def add_compare(subparsers) -> None:
 
 
 SUBCOMMANDS: list = [add_explain, add_compare, "limefast.benchsuite:add_parser",
-                     "limefast.dataset.command:add_parser"]
+                     "limefast.dataset.command:add_parser", "limefast.serve.command:add_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:

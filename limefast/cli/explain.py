@@ -7,9 +7,8 @@ import json
 import os
 import time
 
-import numpy as np
-
 from limefast.cli.steps import METHODS, explain, prepare, run_staged
+from limefast.core.record import explanation_record
 
 
 def run_explain(args) -> int:
@@ -36,10 +35,8 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
     from limefast.viz import panel
 
     method = METHODS[args.method]
-    labels = {}
     for label in exp.top_labels:
         label = int(label)
-        png = f"label-{label}.png"
         panel.panel([
             ("image", exp.image),
             (f"{method}: green for, red against", exp.render(label, coverage=args.coverage)),
@@ -47,47 +44,13 @@ def _write_explanation(staging, path, name, model, exp, probs, args, seconds) ->
         ], tile=max(192, min(320, exp.image.shape[0])),
             header=f"{name}, {model.spec}: label {label} {model.label_name(label)!r} "
                    f"p={probs[label]:.3f}; {exp.overlap_caption(label)}",
-        ).save(staging.path(name, model.tag, png))
-        labels[str(label)] = {
-            "name": model.label_name(label),
-            "probability": float(probs[label]),
-            "intercept": float(exp.intercept[label]),
-            "score": float(exp.score[label]),
-            "local_pred": [float(v) for v in np.ravel(exp.local_pred[label])],
-            "weights": [[int(f), float(w)] for f, w in exp.local_exp[label]],
-            "stderr": [[int(f), float(exp.stderr[label][f])] for f, _ in exp.local_exp[label]],
-            "top_k": exp.top_k,
-            "expected_overlap": _number(exp.expected_overlap.get(label)),
-            "png": png,
-        }
-        if args.method == "kernelshap":  # the values add up: base_value + sum == the output
-            labels[str(label)]["base_value"] = float(exp.base_value[label])
-    record = {
-        "image": os.path.abspath(path),
-        "method": args.method,
-        "model": model.spec,
-        "weights": model.weights,
-        "size": list(exp.image.shape[:2]),
-        "segmentation": args.segmentation,
-        "n_superpixels": int(exp.segments.max()) + 1,
-        "num_samples": int(exp.num_samples),
-        "num_evaluated": int(exp.num_evaluated),
-        "converged": bool(exp.converged),
-        "stop_reason": exp.stop_reason,
-        "target_overlap": exp.target_overlap,
-        "exact": args.method == "kernelshap" and bool(exp.exact),
-        "seed": args.seed,
-        "top_labels": [int(label) for label in exp.top_labels],
-        "labels": labels,
-        "seconds": seconds,
-    }
+        ).save(staging.path(name, model.tag, f"label-{label}.png"))
+    record = explanation_record(
+        exp, probs, method=args.method, image=os.path.abspath(path), model=model.spec,
+        weights=model.weights, segmentation=args.segmentation, seed=args.seed, seconds=seconds,
+        label_name=model.label_name, png=lambda label: f"label-{label}.png")
     with open(staging.path(name, model.tag, "explanation.json"), "w") as fh:
         json.dump(record, fh, indent=1)
-
-
-def _number(value):
-    """A float for JSON, None for a missing or nan one (JSON has no nan)."""
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _side_by_side(staging, name, image, rows, args) -> None:

@@ -33,12 +33,25 @@ def prepare(args, check_models=None):
         raise InputError(f"--coverage must be in [0, 1]; got {args.coverage}")
     if args.size < 0:
         raise InputError(f"--size must be >= 0; got {args.size}")
+    images = [load_image(path, args.size, args.resize) for path in args.images]
+    models = load_models(args)
+    if check_models is not None:
+        check_models(models)
+    for m in models:
+        for note in m.notes:
+            print(f"limefast: warning: {note}", file=sys.stderr)
+    panel.font()  # fail now, not after the work, if Pillow cannot draw text
+    staging = Staging(args.out)
+    return images, image_names(args.images), models, staging
+
+
+def load_models(args) -> list:
+    """The ``--model`` flags' models (``LoadedModel``), each with a distinct ``tag``."""
     weights = args.weights or [None] * len(args.model)
     if len(weights) != len(args.model):
         raise InputError(f"give --weights once per --model ({len(args.model)}), in the same "
                          f"order (RANDOM for random weights); got {len(weights)}")
     weights = [None if w in (None, "", "RANDOM") else w for w in weights]
-    images = [load_image(path, args.size, args.resize) for path in args.images]
     norm = {k: v for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     compile_mode = None if args.compile == "none" else args.compile
     # A TorchClassifier chooses its own batch for "auto" (its device's memory, the image size).
@@ -50,14 +63,7 @@ def prepare(args, check_models=None):
     for i, m in enumerate(models):
         if tags.count(m.tag) > 1:
             m.tag = f"{m.tag}-{tags[:i + 1].count(m.tag)}"
-    if check_models is not None:
-        check_models(models)
-    for m in models:
-        for note in m.notes:
-            print(f"limefast: warning: {note}", file=sys.stderr)
-    panel.font()  # fail now, not after the work, if Pillow cannot draw text
-    staging = Staging(args.out)
-    return images, image_names(args.images), models, staging
+    return models
 
 
 def explain(model, images, args, top_labels, method="lime"):

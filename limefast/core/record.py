@@ -1,0 +1,73 @@
+"""One JSON schema for an explanation: what ``limefast explain`` writes to ``explanation.json``
+and what ``limefast serve`` answers, built by one function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def explanation_record(exp, probabilities, *, method: str, image, model: str, weights,
+                       segmentation: str, seed, seconds: float,
+                       label_name: Callable[[int], str] = lambda label: f"class {label}",
+                       png: Callable[[int], str | None] = lambda label: None) -> dict:
+    """The JSON-ready record of one explanation.
+
+    Args:
+        exp: an ``ImageExplanation`` (LIME) or ``ShapImageExplanation`` (KernelSHAP).
+        probabilities: (n_classes,) the model's outputs on the image itself.
+        method: ``"lime"`` or ``"kernelshap"``.
+        image: where the image came from (a file path, or None for an image sent to a server).
+        model, weights: how the model was named and what weights it has.
+        segmentation: the segmentation's name (quickshift, slic, felzenszwalb).
+        seed: the explainer's random seed.
+        seconds: wall time of the explanation.
+        label_name: a label's human name.
+        png: the picture of a label (a file name, or base64 PNG data), or None.
+
+    Returns:
+        A dict of plain Python values (``json.dumps`` takes it as it is).
+    """
+    labels = {}
+    for label in exp.top_labels:
+        label = int(label)
+        entry = {
+            "name": label_name(label),
+            "probability": float(probabilities[label]),
+            "intercept": float(exp.intercept[label]),
+            "score": float(exp.score[label]),
+            "local_pred": [float(v) for v in np.ravel(exp.local_pred[label])],
+            "weights": [[int(f), float(w)] for f, w in exp.local_exp[label]],
+            "stderr": [[int(f), float(exp.stderr[label][f])] for f, _ in exp.local_exp[label]],
+            "top_k": exp.top_k,
+            "expected_overlap": _number(exp.expected_overlap.get(label)),
+            "png": png(label),
+        }
+        if method == "kernelshap":  # the values add up: base_value + sum == the output
+            entry["base_value"] = float(exp.base_value[label])
+        labels[str(label)] = entry
+    return {
+        "image": image,
+        "method": method,
+        "model": model,
+        "weights": weights,
+        "size": list(exp.image.shape[:2]),
+        "segmentation": segmentation,
+        "n_superpixels": int(exp.segments.max()) + 1,
+        "num_samples": int(exp.num_samples),
+        "num_evaluated": int(exp.num_evaluated),
+        "converged": bool(exp.converged),
+        "stop_reason": exp.stop_reason,
+        "target_overlap": exp.target_overlap,
+        "exact": method == "kernelshap" and bool(exp.exact),
+        "seed": seed,
+        "top_labels": [int(label) for label in exp.top_labels],
+        "labels": labels,
+        "seconds": seconds,
+    }
+
+
+def _number(value):
+    """A float for JSON, None for a missing or nan one (JSON has no nan)."""
+    return None if value is None or not np.isfinite(value) else float(value)
