@@ -290,10 +290,20 @@ class PerturbPlan:
         self.dtype = image.dtype
         self.image = as_bytes_view(image)
         self.fudged = as_bytes_view(fudged)
-        pixels = int(np.prod(segments.shape))
-        unit = self.image.nbytes // pixels if pixels else 0
-        self.runs = RunCopy(np.asarray(segments).reshape(1, -1), unit, task_bytes=task_bytes,
-                            threads=threads)
+        self.segments = np.asarray(segments).reshape(-1)
+        self._runs = None
+        self._task = (task_bytes, threads)
+
+    @property
+    def runs(self) -> RunCopy:
+        """The run-copy plan, cut at the first kernel write (``write_numpy`` needs none)."""
+        if self._runs is None:
+            pixels = self.segments.size
+            unit = self.image.nbytes // pixels if pixels else 0
+            task_bytes, threads = self._task
+            self._runs = RunCopy(self.segments.reshape(1, -1), unit, task_bytes=task_bytes,
+                                 threads=threads)
+        return self._runs
 
     def new_buffer(self, n_rows: int) -> np.ndarray:
         """A (n_rows, H, W, C) buffer of the image dtype."""
@@ -304,3 +314,18 @@ class PerturbPlan:
         if len(rows) > out.shape[0] or not out.flags.c_contiguous:
             raise ValueError("out must be a C-contiguous buffer with a row for every sample")
         self.runs.write(self.image, self.fudged, rows, out)
+
+    def write_numpy(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """``write`` in NumPy, byte for byte the same: for the first explanation of a process,
+        before the kernels are loaded (a pass over every sample's pixels per call, so slower
+        than the kernel on large images)."""
+        n = len(rows)
+        if n > out.shape[0] or not out.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous buffer with a row for every sample")
+        pixels = self.segments.size
+        if n == 0 or pixels == 0:
+            return
+        shown = np.asarray(rows)[:, self.segments].astype(bool)  # (n, P): the pixel's segment on
+        dst = out[:n].reshape(n, pixels, -1).view(np.uint8)
+        dst[...] = self.fudged.reshape(pixels, -1)
+        np.copyto(dst, self.image.reshape(pixels, -1), where=shown[..., None])

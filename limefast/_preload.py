@@ -4,9 +4,10 @@ An explanation's first call in a process used to pay for Numba: importing it, bu
 typing and target contexts, and reading every kernel from its on-disk cache (``cache=True``)
 before the first dispatch. None of it depends on the user's image or model, so ``import
 limefast`` starts it on a background thread and returns. By the time the model is loaded the
-kernels are ready; a call that comes sooner waits on the same import and compile locks the thread
-holds, and stops the warm-up at its next step (``user_started``), so that it waits only for
-the step under way.
+kernels are ready. An explanation that comes sooner runs its small stages (quickshift, the
+segment means and the perturbed images of small images: ``config.FIRST_CALL_NUMPY_*``) in
+NumPy, with the same results (scikit-image's own quickshift, lime's own means, a masked copy),
+rather than wait; larger work waits for the step under way and then uses the kernels.
 
 Each step runs under Python's global import lock and Numba's compiler lock, taken at a moment
 when no other thread is importing or compiling (``alone`` says why): a user's import meanwhile
@@ -32,14 +33,20 @@ import time
 
 _THREAD: threading.Thread | None = None
 _ERROR: BaseException | None = None
-# Set by the user's first explanation (and at exit): the warm-up stops after its current step,
-# so it never makes the user's call wait for image types the user did not ask for.
+# Set at exit: the warm-up stops after its current step.
 _STOP = threading.Event()
+# Set once Numba and the kernels are loaded (the first warm-up explanation is done), or the
+# thread has ended.
+_READY = threading.Event()
 # How long wait() and the exit wait for the thread; it takes about a second on a warm cache.
 _JOIN_SECONDS = 60.0
 # What the explainer's first call imports (limefast's own modules pull in the rest: numba,
-# scipy.linalg, scikit-image's segmentation, tqdm, Pillow).
-_MODULES = ("limefast.lime_image", "limefast.kernelshap", "limefast.wrappers.scikit_image")
+# scipy.linalg, scikit-image, tqdm, Pillow), and what a first call on the NumPy twins imports
+# on its way (scikit-image's quickshift; tqdm's lock; threadpoolctl), so that such a call needs
+# no import while a warm-up step holds the import lock.
+_MODULES = ("limefast.lime_image", "limefast.kernelshap", "limefast.wrappers.scikit_image",
+            "multiprocessing.synchronize", "threadpoolctl")
+_OPTIONAL_MODULES = ("skimage.segmentation._quickshift_cy",)  # scikit-image's private module
 # How long the thread waits for another thread's import to finish before giving up the imports.
 _IMPORT_WAIT_SECONDS = 30.0
 
@@ -74,10 +81,13 @@ def error() -> BaseException | None:
     return _ERROR
 
 
-def user_started() -> None:
-    """Called as an explanation starts: a user's call stops the warm-up at its next step."""
-    if _THREAD is not None and threading.current_thread() is not _THREAD:
-        _STOP.set()
+def kernels_loading() -> bool:
+    """Whether the background load is still on its way to Numba and the kernels (never in the
+    load's own thread): an explanation's small stages then run in NumPy instead of waiting
+    (``config.FIRST_CALL_NUMPY_PIXELS`` / ``_BYTES``)."""
+    thread = _THREAD
+    return (thread is not None and not _READY.is_set() and thread.is_alive()
+            and threading.current_thread() is not thread)
 
 
 def _run() -> None:
@@ -86,30 +96,33 @@ def _run() -> None:
         warm()
     except BaseException as exc:  # noqa: BLE001 - kept for error(); never raised in a thread
         _ERROR = exc
+    finally:
+        _READY.set()
 
 
-def alone(step, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> bool:
+def alone(step, wait_seconds: float = _IMPORT_WAIT_SECONDS, hold_imports: bool = True) -> bool:
     """Run ``step()`` while no other thread imports a module or compiles a Numba function;
     False (and ``step`` not run) if that moment did not come.
 
     Two threads importing one package at once can see each other's half-initialised modules
     (Python's deadlock avoidance for circular imports hands one of them a partial module: an
-    ImportError in the user's thread, for scipy or numpy, say), and a warm-up makes imports of
-    its own (Numba loads its registries, scikit-image and scipy modules on first use). So the
-    thread takes Python's global import lock, which every thread needs to begin importing a
-    module, and goes on only when no other thread is in the middle of an import; it then takes
-    Numba's compiler lock without waiting for it. Holding both, it runs ``step``: another
-    thread that wants to import or compile meanwhile waits for it, as if the work had been its
-    own, and holds nothing ``step`` could wait for (it was importing nothing and compiling
-    nothing when the locks were taken), so neither can deadlock. Otherwise the thread lets go
-    and looks again every 20 ms, until a user's explanation starts (it then loads what it needs
-    itself) or ``wait_seconds`` pass.
+    ImportError in the user's thread, for scipy or numpy, say). So for a step that imports
+    (``hold_imports``) the thread takes Python's global import lock, which every thread needs to
+    begin importing a module, and goes on only when no other thread is in the middle of an
+    import; it then takes Numba's compiler lock without waiting for it. Holding both, it runs
+    ``step``: another thread that wants to import or compile meanwhile waits for it, as if the
+    work had been its own, and holds nothing ``step`` could wait for (it was importing nothing
+    and compiling nothing when the locks were taken), so neither can deadlock. A step that only
+    loads kernels (its imports made by an earlier step) takes the compiler lock alone, so the
+    user's imports (a model's first call makes some) never wait for it. Otherwise the thread
+    lets go and looks again every 20 ms, until the interpreter exits or ``wait_seconds`` pass.
     """
     import _imp
 
     deadline = time.monotonic() + wait_seconds
     while not _STOP.is_set() and time.monotonic() < deadline:
-        _imp.acquire_lock()
+        if hold_imports:
+            _imp.acquire_lock()
         try:
             if not _others_importing():
                 compiler = _compiler_lock()
@@ -121,7 +134,8 @@ def alone(step, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> bool:
                     finally:
                         compiler.release()
         finally:
-            _imp.release_lock()
+            if hold_imports:
+                _imp.release_lock()
         time.sleep(0.02)
     return False
 
@@ -162,7 +176,7 @@ def warm() -> None:
     alone (``alone``), the steps after the first skipped once a user's explanation starts."""
     import limefast  # noqa: F401 - waits for the import that started this thread to finish
 
-    if not alone(lambda: [importlib.import_module(name) for name in _MODULES]):
+    if not alone(_import_modules):
         return
     import numpy as np
 
@@ -189,9 +203,27 @@ def warm() -> None:
                  base.astype(np.uint8)),
              lambda: explain(base / 255),
              lambda: explain((base / 255).astype(np.float32))]
-    for step in steps:
-        if _STOP.is_set() or not alone(step):
+    for i, step in enumerate(steps):
+        if _STOP.is_set() or not alone(step, hold_imports=False):
             return
+        if i == 0:
+            _READY.set()  # Numba's contexts built, the uint8 path's kernels loaded
+
+
+def _import_modules() -> None:
+    for name in _MODULES:
+        importlib.import_module(name)
+    # Numba imports its typing and lowering registries (numba.np.*, numba.cpython.*) at the
+    # first compile or cache load: here, under the import lock, rather than in a later step.
+    from numba.core.registry import cpu_target
+
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
+    for name in _OPTIONAL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # another scikit-image: the first call imports what it needs
+            pass
 
 
 def _at_exit() -> None:

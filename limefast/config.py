@@ -97,3 +97,10 @@ TORCH_MAX_TRACES: int = 4
 TORCH_ACTIVATION_FACTOR: int = 64
 DEVICE_MEMORY_FRACTION: float = 0.5
 TORCH_MAX_DEVICE_BATCH: int = 256
+
+# The first explanation of a process, while the background load (limefast._preload) has not yet
+# loaded Numba and the kernels: stages this small run in NumPy (the same values) rather than
+# wait for it. Pixels of an image (quickshift, segment means) and bytes of perturbed images
+# written at once; larger work waits for the kernels, which are faster on it.
+FIRST_CALL_NUMPY_PIXELS: int = 96 * 96
+FIRST_CALL_NUMPY_BYTES: int = 16 * 1024 * 1024

@@ -120,7 +120,7 @@ def test_background_imports_wait_while_another_thread_is_importing(tmp_path, mon
 
     from limefast import _preload
 
-    monkeypatch.setattr(_preload, "_STOP", threading.Event())  # no user explanation started
+    monkeypatch.setattr(_preload, "_STOP", threading.Event())  # not at exit
     (tmp_path / "gate_mod.py").write_text("import threading\nevent = threading.Event()\n")
     (tmp_path / "slow_mod.py").write_text("import gate_mod\ngate_mod.event.wait(30)\n")
     monkeypatch.syspath_prepend(str(tmp_path))

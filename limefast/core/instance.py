@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from limefast.kernels.segment_means import segment_means
+from limefast import _preload, config
+from limefast.kernels.segment_means import segment_means, segment_means_numpy
 
 
 @dataclass
@@ -27,7 +28,9 @@ def fudged_image(image: np.ndarray, segments: np.ndarray, n_segments: int, hide_
     """The image hidden pixels take: per-segment mean colours, or ``hide_color`` everywhere."""
     fudged = image.copy()
     if hide_color is None:
-        means = segment_means(image, segments, n_segments)
+        small = segments.size <= config.FIRST_CALL_NUMPY_PIXELS
+        means = (segment_means_numpy if small and _preload.kernels_loading() else segment_means)(
+            image, segments, n_segments)
         # numpy assignment semantics: means are cast to the image dtype (truncated for ints).
         fudged[...] = means[segments]
         return fudged

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from limefast import config
+from limefast import _preload, config
 from limefast.kernels.perturb import PerturbPlan
 
 
@@ -155,7 +155,7 @@ def predict_rows(
         for c0 in range(0, total, per_chunk):
             c1 = min(c0 + per_chunk, total)
             for i, a, b in _pieces(offsets, c0, c1):
-                plans[i].write(datas[i][a - offsets[i]:b - offsets[i]], buffer[a - c0:])
+                _write(plans[i], datas[i][a - offsets[i]:b - offsets[i]], buffer[a - c0:])
             for b0 in range(c0, c1, batch_size):
                 b1 = min(b0 + batch_size, c1)
                 out = _call_timed(classifier_fn, buffer[b0 - c0:b1 - c0], b0, total, stats)
@@ -184,7 +184,7 @@ def _predict_rows_sized(plans, datas, classifier_fn, sizer: BatchSizer, progress
                 buffer = plan.new_buffer(n)
             b1 = b0 + n
             for i, a, b in _pieces(offsets, b0, b1):
-                plans[i].write(datas[i][a - offsets[i]:b - offsets[i]], buffer[a - b0:])
+                _write(plans[i], datas[i][a - offsets[i]:b - offsets[i]], buffer[a - b0:])
             t0 = time.perf_counter()
             out = _call_timed(classifier_fn, buffer[:n], b0, total, stats)
             sizer.record(n, time.perf_counter() - t0)
@@ -194,6 +194,16 @@ def _predict_rows_sized(plans, datas, classifier_fn, sizer: BatchSizer, progress
             bar.update(n)
             b0 = b1
     return outputs
+
+
+def _write(plan: PerturbPlan, rows: np.ndarray, out: np.ndarray) -> None:
+    """``plan.write``, or its NumPy twin while the kernels are still loading and the images
+    are small (``limefast._preload``): the same bytes either way."""
+    if (len(rows) * plan.image.nbytes <= config.FIRST_CALL_NUMPY_BYTES
+            and _preload.kernels_loading()):
+        plan.write_numpy(rows, out)
+    else:
+        plan.write(rows, out)
 
 
 def _progress(progress_bar, total):

@@ -14,7 +14,6 @@ import time
 import numpy as np
 from skimage.color import gray2rgb
 
-from limefast import _preload
 from limefast.core import checks, sampling
 from limefast.segmentation import LIME_QUICKSHIFT
 
@@ -71,7 +70,6 @@ class SeededExplainer:
         ``random_seed`` from the random state when it is None, even when a segmentation is
         given (lime's draw 1); the default segmentation is lime's quickshift."""
         t0 = time.perf_counter()
-        _preload.user_started()
         if image.ndim == 2:
             image = gray2rgb(image)
         if random_seed is None:

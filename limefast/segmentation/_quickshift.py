@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from limefast import config
+from limefast import _preload, config
 from limefast.kernels.quickshift import _quickshift_cpu
 
 # 3 * kernel_size must fit scikit-image's C int window width.
@@ -148,6 +148,15 @@ def quickshift(
         raise TypeError(
             f"ratio={ratio!r} turned the image into {image.dtype}; pass a Python float"
         )
+    if (not return_tree and isinstance(rng, numbers.Integral) and rng >= 0
+            and image.shape[0] * image.shape[1] <= config.FIRST_CALL_NUMPY_PIXELS
+            and _preload.kernels_loading() and np.isfinite(image).all()):
+        # The kernels are still loading: scikit-image's own quickshift, label for label.
+        from skimage.segmentation._quickshift_cy import _quickshift_cython
+
+        return np.asarray(_quickshift_cython(image, kernel_size=kernel_size,
+                                             max_dist=max_dist, return_tree=False,
+                                             rng=int(rng)), dtype=np.intp)
     noise = _check_rng(rng).normal(scale=0.00001, size=image.shape[:2])
     labels, parent, dist_parent = _quickshift_cpu(
         image, kernel_size, max_dist, noise.astype(image.dtype, copy=False),
