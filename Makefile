@@ -15,7 +15,7 @@ ONEDNN_SECOND_ISA := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test,torch,bench,dataset]'
+	$(PY) -m pip install -q -e '.[test,torch,bench,dataset,ray-serve]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -9,18 +9,20 @@ segment means and the perturbed images of small images: ``config.FIRST_CALL_NUMP
 NumPy, with the same results (scikit-image's own quickshift, lime's own means, a masked copy),
 rather than wait; larger work waits for the step under way and then uses the kernels.
 
-Each step runs under Python's global import lock and Numba's compiler lock, taken at a moment
-when no other thread is importing or compiling (``alone`` says why): a user's import meanwhile
-waits for the step rather than meeting a half-imported package. The warm-up then runs tiny
-explanations of its own (its own random state, one thread, no progress bar, no warnings) for
-the image types users pass most: uint8, float64 and float32 RGB, and lime's default quickshift
-once. It never touches numpy's global random state or a user's explainer.
+The first step imports (the explainer, Numba's registries) under Python's global import lock,
+taken at a moment when no other thread is importing (``alone`` says why): a user's import
+meanwhile waits for it rather than meeting a half-imported package. The later steps only load
+kernels, holding Numba's compiler lock: tiny explanations of the thread's own (its own random
+state, one thread, no progress bar, no warnings) for the image types users pass most: uint8,
+float64 and float32 RGB, and lime's default quickshift once. They run on while the user's first
+explanation runs (on two cores they share the CPU with it, for about a second). The thread
+never touches numpy's global random state or a user's explainer.
 
 ``LIMEFAST_PRELOAD=0`` turns it off (the first explanation then pays the load itself). A fork
-needs no care: CPython takes the import lock before forking, and a step lets go of its locks
-only when it is done, so a child never inherits one half-taken. At exit no further step starts
-and the interpreter waits for the one under way (a second or so, longer only while Numba
-compiles the kernels into an empty cache, once after an install).
+waits for the step under way (``_before_fork``), so a child never inherits a lock a step holds;
+the child has no preload. At exit no further step starts and the interpreter waits for the one
+under way (a fraction of a second; a whole compile only while Numba fills an empty cache, once
+after an install).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ _STOP = threading.Event()
 # Set once Numba and the kernels are loaded (the first warm-up explanation is done), or the
 # thread has ended.
 _READY = threading.Event()
+# Held through every step; a fork takes it first (``_before_fork``), so a child never inherits a
+# lock a step holds (Numba's compiler lock, above all) from a thread the child does not have.
+_STEP = threading.Lock()
 # How long wait() and the exit wait for the thread; it takes about a second on a warm cache.
 _JOIN_SECONDS = 60.0
 # What the explainer's first call imports (limefast's own modules pull in the rest: numba,
@@ -124,15 +129,18 @@ def alone(step, wait_seconds: float = _IMPORT_WAIT_SECONDS, hold_imports: bool =
         if hold_imports:
             _imp.acquire_lock()
         try:
-            if not _others_importing():
-                compiler = _compiler_lock()
-                if compiler.acquire(blocking=False):
-                    try:
-                        with calling_thread_only():  # a pool worker would wait on our locks
-                            step()
-                        return True
-                    finally:
-                        compiler.release()
+            if not _others_importing() and _STEP.acquire(blocking=False):
+                try:
+                    compiler = _compiler_lock()
+                    if compiler.acquire(blocking=False):
+                        try:
+                            with calling_thread_only():  # a pool worker would wait on our locks
+                                step()
+                            return True
+                        finally:
+                            compiler.release()
+                finally:
+                    _STEP.release()
         finally:
             if hold_imports:
                 _imp.release_lock()
@@ -156,24 +164,21 @@ def _compiler_lock():
 
 
 def _others_importing() -> bool:
-    """Whether a module lock is held by another thread (True where that cannot be known)."""
+    """Whether any thread is importing: any module lock alive, held or not (True where that
+    cannot be known). A lock that is not held yet counts too: a thread fetches it under the
+    import lock and takes it only after letting go of that, and in between it already counts
+    on the import lock to go on (it will need it to find the module)."""
     try:
         from importlib import _bootstrap
 
-        me = threading.get_ident()
-        for ref in list(_bootstrap._module_locks.values()):
-            lock = ref()
-            owner = getattr(lock, "owner", None) if lock is not None else None
-            if owner is not None and owner != 0 and owner != me:
-                return True
-        return False
+        return any(ref() is not None for ref in list(_bootstrap._module_locks.values()))
     except Exception:  # noqa: BLE001 - another Python's internals: assume the worst
         return True
 
 
 def warm() -> None:
     """Import the CPU explainer, then load its kernels for the common image types: each step
-    alone (``alone``), the steps after the first skipped once a user's explanation starts."""
+    alone (``alone``); no step starts once the interpreter is exiting."""
     import limefast  # noqa: F401 - waits for the import that started this thread to finish
 
     if not alone(_import_modules):
@@ -226,9 +231,25 @@ def _import_modules() -> None:
             pass
 
 
+def _before_fork() -> None:
+    _STEP.acquire()  # waits for the step under way; none starts until the fork is done
+
+
+def _after_fork_in_parent() -> None:
+    _STEP.release()
+
+
+def _after_fork_in_child() -> None:
+    global _STEP
+    _STEP = threading.Lock()  # the child has no preload thread: nothing holds it
+
+
 def _at_exit() -> None:
     _STOP.set()  # no further step
     wait()
 
 
 atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

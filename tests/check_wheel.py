@@ -108,7 +108,8 @@ def make():
 def run(cmd, **kwargs):
     shown = [c if len(str(c)) < 120 else "<script>" for c in cmd]
     print("+", " ".join(map(str, shown)), flush=True)
-    done = subprocess.run([str(c) for c in cmd], text=True, capture_output=True, **kwargs)
+    done = subprocess.run([str(c) for c in cmd], text=True, capture_output=True, timeout=900,
+                          **kwargs)
     if done.returncode != 0:
         print("--- its output:", done.stdout[-4000:], "--- its errors:", done.stderr[-4000:],
               sep="\n", flush=True)

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 # No background preload in the test process: tests that spy on kernels or count calls would see
-# its warm-up's. tests/test_import.py checks the preload in fresh processes of its own.
-os.environ.setdefault("LIMEFAST_PRELOAD", "0")
+# its warm-up's. Only while limefast is imported here: the subprocesses the tests start (the
+# command line, limefast serve) run with it, as users run them.
+_PRELOAD = os.environ.get("LIMEFAST_PRELOAD")
+os.environ["LIMEFAST_PRELOAD"] = "0"
 
 # pytest puts the repository's root first on sys.path (pyproject's pythonpath, for tests.*
 # imports). Its kernels/ folder is installed as limefast.kernels, but from the root it would
@@ -27,6 +29,11 @@ if _at_root:
 from limefast.benchsuite.inputs import bundled  # noqa: E402, F401 - the tests' import
 from limefast.benchsuite.inputs import lime_segments as quickshift_segments  # noqa: E402, F401
 from limefast.benchsuite.models import GridModel as GridClassifier  # noqa: E402
+
+if _PRELOAD is None:
+    del os.environ["LIMEFAST_PRELOAD"]
+else:
+    os.environ["LIMEFAST_PRELOAD"] = _PRELOAD
 
 
 @pytest.fixture

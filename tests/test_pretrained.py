@@ -100,6 +100,8 @@ def test_explicit_normalisation_wins_and_do_normalize_false(vit):
                           std=(1.0, 1.0, 1.0), device="cpu")
     assert clf.normalisation == "given"
     np.testing.assert_allclose(clf.mean, [0.1, 0.2, 0.3])
+    half = TorchClassifier(model, processor=processor, mean=(0.1, 0.2, 0.3), device="cpu")
+    np.testing.assert_allclose(half.std, 1.0)  # not the processor's: never half and half
     plain = type(processor)(do_normalize=False)
     mean, std, source = normalisation_of(model, plain)
     assert (mean, std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) and "do_normalize" in source

@@ -379,6 +379,17 @@ def test_raw_body_and_pixel_lists_give_the_same_answer(server):
     assert predicted.json()["predictions"] == via_b64["predictions"]
 
 
+def test_labels_asked_for_are_the_ones_explained(server):
+    """``labels`` without ``top_labels``: those labels are explained, as lime's
+    ``explain_instance(labels=..., top_labels=None)`` does, and the record says so."""
+    client, _, _ = server
+    answer = _explain(client, "grid", [_b64(_image(7))], labels=[1, 3], num_samples=100, seed=2)
+    assert answer.status_code == 200, answer.text
+    record = answer.json()["explanations"][0]
+    assert sorted(record["labels"]) == ["1", "3"] and record["top_labels"] is None
+    assert all(entry["weights"] for entry in record["labels"].values())
+
+
 def test_concurrent_answers_are_the_sequential_answers(server):
     client, _, _ = server
     requests = [(_image(10 + i), {"num_samples": 200, "seed": i}) for i in range(6)]

@@ -29,8 +29,10 @@ def explanation_record(exp, probabilities, *, method: str, image, model: str, we
     Returns:
         A dict of plain Python values (``json.dumps`` takes it as it is).
     """
+    top_labels = getattr(exp, "top_labels", None)  # absent when labels= chose them, as in lime
+    explained = list(top_labels) if top_labels is not None else sorted(exp.local_exp)
     labels = {}
-    for label in exp.top_labels:
+    for label in explained:
         label = int(label)
         entry = {
             "name": label_name(label),
@@ -62,7 +64,7 @@ def explanation_record(exp, probabilities, *, method: str, image, model: str, we
         "target_overlap": exp.target_overlap,
         "exact": method == "kernelshap" and bool(exp.exact),
         "seed": seed,
-        "top_labels": [int(label) for label in exp.top_labels],
+        "top_labels": None if top_labels is None else [int(label) for label in top_labels],
         "labels": labels,
         "seconds": seconds,
     }

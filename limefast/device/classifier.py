@@ -39,16 +39,19 @@ class TorchClassifier:
     Args:
         model: a ``torch.nn.Module`` mapping (N, C, H, W) float images to (N, n_classes)
             outputs: a tensor, or what Hugging Face ``transformers`` classifiers return (the
-            scores in ``.logits``, or a tuple's first item); timm models as they are. It is put
+            scores in ``.logits``); timm models as they are. A tuple is refused (wrap the
+            model and select the scores). It is put
             in eval mode (and converted to channels_last memory format when
             ``channels_last``), in place.
         mean, std: per-channel normalisation, applied after ``scale``; their length is the
-            number of channels images must have. None (the default) takes them from the
+            number of channels images must have. Both None (the default) takes them from the
             model's own configuration: ``processor``'s ``image_mean`` / ``image_std``, else a
-            timm model's ``pretrained_cfg``, else no normalisation (0 and 1).
+            timm model's ``pretrained_cfg``, else no normalisation (0 and 1). Only one of
+            them given: the other is the identity's (0 or 1), as before these defaults.
         processor: a ``transformers`` image processor whose ``image_mean`` / ``image_std``
-            normalise (``AutoImageProcessor.from_pretrained(name)``); it does not resize, so
-            give images of the model's input size.
+            normalise (``AutoImageProcessor.from_pretrained(name)``). Neither its resizing nor
+            its ``rescale_factor`` is applied: give images of the model's input size, and
+            ``scale`` if its values are not 1/255 of uint8 pixels.
         scale: factor mapping the image's values to [0, 1]; None means 1/255 for uint8,
             1/65535 for uint16 and 1 for float images.
         device: 'cpu', 'cuda' or 'cuda:i'; None picks CUDA when there is one, else the CPU.
@@ -86,12 +89,12 @@ class TorchClassifier:
                 "in an nn.Module whose forward calls it)"
             )
         own = normalisation_of(model, processor)
-        self.normalisation = "given" if mean is not None or std is not None else (
-            own[2] if own else "none")
-        if mean is None:
-            mean = own[0] if own else IDENTITY[0]
-        if std is None:
-            std = own[1] if own else IDENTITY[1]
+        if mean is None and std is None and own is not None:
+            mean, std, self.normalisation = own
+        else:  # given, or nothing to take: never half the model's and half the caller's
+            self.normalisation = "none" if mean is None and std is None else "given"
+            mean = IDENTITY[0] if mean is None else mean
+            std = IDENTITY[1] if std is None else std
         self.mean, self.std = channel_stats(mean, std)
         if scale is not None:
             if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (

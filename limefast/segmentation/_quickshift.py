@@ -151,12 +151,16 @@ def quickshift(
     if (not return_tree and isinstance(rng, numbers.Integral) and rng >= 0
             and image.shape[0] * image.shape[1] <= config.FIRST_CALL_NUMPY_PIXELS
             and _preload.kernels_loading() and np.isfinite(image).all()):
-        # The kernels are still loading: scikit-image's own quickshift, label for label.
-        from skimage.segmentation._quickshift_cy import _quickshift_cython
+        # The kernels are still loading: scikit-image's own quickshift, label for label (its
+        # private Cython core; another scikit-image's signature falls back to the kernel).
+        try:
+            from skimage.segmentation._quickshift_cy import _quickshift_cython
 
-        return np.asarray(_quickshift_cython(image, kernel_size=kernel_size,
-                                             max_dist=max_dist, return_tree=False,
-                                             rng=int(rng)), dtype=np.intp)
+            return np.asarray(_quickshift_cython(image, kernel_size=kernel_size,
+                                                 max_dist=max_dist, return_tree=False,
+                                                 rng=int(rng)), dtype=np.intp)
+        except (ImportError, TypeError):
+            pass
     noise = _check_rng(rng).normal(scale=0.00001, size=image.shape[:2])
     labels, parent, dist_parent = _quickshift_cpu(
         image, kernel_size, max_dist, noise.astype(image.dtype, copy=False),

@@ -8,11 +8,14 @@ import base64
 import binascii
 import dataclasses
 import io
+import threading
 import warnings
 
 import numpy as np
 
 from limefast import images
+
+_WARNINGS_LOCK = threading.Lock()
 
 
 class RequestError(Exception):
@@ -70,7 +73,9 @@ def decode_file(data: bytes, limits: Limits) -> np.ndarray:
         raise RequestError(400, f"the model takes {limits.channels}-channel images: send them "
                                 "as nested pixel lists (image files are decoded to RGB)")
     try:
-        with warnings.catch_warnings():  # our own limit is checked above
+        # catch_warnings swaps the process's filters: one decode at a time, or two threads
+        # would restore each other's. Our own limit is checked above.
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return images.load_image(io.BytesIO(data), limits.size or None,
                                      resize=limits.resize)
