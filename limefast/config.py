@@ -104,3 +104,7 @@ TORCH_MAX_DEVICE_BATCH: int = 256
 # written at once; larger work waits for the kernels, which are faster on it.
 FIRST_CALL_NUMPY_PIXELS: int = 96 * 96
 FIRST_CALL_NUMPY_BYTES: int = 16 * 1024 * 1024
+
+# Images per call of a plain classifier function in the apps (limefast explain, compare, serve);
+# a TorchClassifier picks its own.
+PLAIN_BATCH: int = 50

@@ -29,8 +29,8 @@ except ImportError:  # the server tests skip (pytest.importorskip in the fixture
     httpx = None
 
 from limefast.benchsuite.inputs import photo
-from limefast.cli.steps import SEGMENTATIONS
 from limefast.lime_image import LimeImageExplainer
+from limefast.segmentation import SEGMENTATIONS
 from limefast.serve import Cancelled, ExplainOptions, ModelError, Overloaded, Scheduler
 from limefast.wrappers.scikit_image import SegmentationAlgorithm
 from tests import serve_models

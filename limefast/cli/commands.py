@@ -30,7 +30,8 @@ from limefast.cli.arguments import count_or_auto, positive_int, seconds, triple
 from limefast.cli.compare import run_compare
 from limefast.cli.explain import run_explain
 from limefast.cli.inputs import InputError
-from limefast.cli.steps import METHODS, PLAIN_BATCH, SEGMENTATIONS
+from limefast.cli.steps import METHODS, PLAIN_BATCH
+from limefast.segmentation import SEGMENTATIONS
 
 __all__ = ["METHODS", "PLAIN_BATCH", "SEGMENTATIONS", "SUBCOMMANDS", "build_parser", "main",
            "model_arguments"]

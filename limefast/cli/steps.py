@@ -7,16 +7,11 @@ import sys
 
 import numpy as np
 
+from limefast import config
 from limefast.cli.inputs import InputError, Staging, image_names, load_image, load_model
-from limefast.segmentation import LIME_QUICKSHIFT
+from limefast.segmentation import SEGMENTATIONS
 
-PLAIN_BATCH = 50  # images per call of a classifier function (a TorchClassifier picks its own)
-SEGMENTATIONS = {
-    # lime's default quickshift; slic and felzenszwalb with the parameters tutorials use.
-    "quickshift": LIME_QUICKSHIFT,
-    "slic": dict(n_segments=100, compactness=10, sigma=1, start_label=0),
-    "felzenszwalb": dict(scale=100, sigma=0.5, min_size=50),
-}
+PLAIN_BATCH = config.PLAIN_BATCH  # the command line's name for it
 # --method: what each explainer is called in pictures and JSON.
 METHODS = {"lime": "LIME", "kernelshap": "KernelSHAP"}
 

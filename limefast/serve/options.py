@@ -53,7 +53,7 @@ class ExplainOptions:
 
     @classmethod
     def _parse(cls, values: dict) -> ExplainOptions:
-        from limefast.cli.steps import SEGMENTATIONS
+        from limefast.segmentation import SEGMENTATIONS
 
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)

@@ -177,7 +177,7 @@ class Scheduler:
                  batch_size: int | None = None, max_inflight: int = 32, min_rows: int = 64,
                  merge: bool = True, on_batch=None, cores: int | None = None,
                  dedupe: bool = False):
-        from limefast.cli.steps import PLAIN_BATCH
+        from limefast.config import PLAIN_BATCH
 
         self.classifier_fn = classifier_fn
         self.dedupe = bool(dedupe)
@@ -335,7 +335,7 @@ class Scheduler:
                  admission: Admission) -> Result:
         overhead = late = None
         try:
-            from limefast.cli.steps import SEGMENTATIONS
+            from limefast.segmentation import SEGMENTATIONS
             from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
             clf = _QueuedClassifier(self.queue, ticket)
