@@ -213,7 +213,7 @@ def _run(args, out: Path, digits) -> int:
 
     _preload.wait()
     fast_times, lime_times, model_times, same = [], [], [], True
-    for round_ in range(ROUNDS):
+    for _ in range(ROUNDS):
         reference = explain_lime(images, classifier, args.num_samples, seed)
         if reference is None:
             print(f"limefast: {len(images)} explanations x {args.num_samples} samples in "
