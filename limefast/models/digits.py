@@ -12,8 +12,6 @@ Training is seeded: the same machine and thread count give the same weights.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +22,7 @@ nn = torch.nn
 
 from limefast.device._torch import torch_threads  # noqa: E402 - after torch
 from limefast.models.cache import cache_dir, cached_model  # noqa: E402,F401 - the old names
+from limefast.models.data import Split, Trained, random_split  # noqa: E402
 
 SIZE = 32
 # Bump when the data, the architecture or the training change: old cache files are then ignored.
@@ -32,14 +31,7 @@ EPOCHS = 6
 BATCH = 64
 
 
-@dataclass
-class DigitsData:
-    """Upscaled digits split into train and test: images (N, size, size, 3) uint8, labels (N,)."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
+DigitsData = Split  # the old name
 
 
 def load_data(size: int = SIZE, test_fraction: float = 0.2, seed: int = 0) -> DigitsData:
@@ -61,11 +53,7 @@ def load_data(size: int = SIZE, test_fraction: float = 0.2, seed: int = 0) -> Di
                                     align_corners=False)
     grey = (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     images = np.repeat(grey[..., None], 3, axis=-1)
-    order = np.random.RandomState(seed).permutation(len(images))
-    n_test = int(round(len(images) * test_fraction))
-    test, train = order[:n_test], order[n_test:]
-    labels = digits.target.astype(np.int64)
-    return DigitsData(images[train], labels[train], images[test], labels[test])
+    return random_split(images, digits.target.astype(np.int64), test_fraction, seed)
 
 
 def _block(inputs: int, outputs: int) -> list:
@@ -125,16 +113,7 @@ def _train(data: DigitsData, generator: torch.Generator, epochs: int) -> DigitsC
     return model.eval()
 
 
-@dataclass
-class TrainedDigits:
-    """A trained model, its data, where it came from and its test accuracy."""
-
-    model: DigitsCNN
-    data: DigitsData
-    accuracy: float
-    path: Path | None
-    trained: bool  # False when loaded from the cache
-    seconds: float
+TrainedDigits = Trained  # the old name
 
 
 def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -> TrainedDigits:
@@ -153,10 +132,15 @@ def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -
     path = cache_dir() / f"digits-cnn-{size}px-v{MODEL_VERSION}.pt" if cache else None
     model, trained = cached_model(path, DigitsCNN, lambda: train_model(data), "digits",
                                   retrain)
+    return Trained(model, data, test_accuracy(model, data), path, trained,
+                   time.perf_counter() - t0)
+
+
+def test_accuracy(model, data: Split) -> float:
+    """The share of ``data``'s test images a (N, 3, H, W) -> (N, classes) module gets right."""
     with torch.no_grad():
         predicted = model(to_tensor(data.test_images)).argmax(1).numpy()
-    accuracy = float(np.mean(predicted == data.test_labels))
-    return TrainedDigits(model, data, accuracy, path, trained, time.perf_counter() - t0)
+    return float(np.mean(predicted == data.test_labels))
 
 
 class DigitsClassifier:

@@ -14,8 +14,6 @@ Training is seeded: the same machine gives the same weights.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +24,12 @@ nn = torch.nn
 
 from limefast.device._torch import torch_threads  # noqa: E402 - after torch
 from limefast.models.cache import cache_dir, cached_model  # noqa: E402
-from limefast.models.digits import DigitsClassifier, to_tensor  # noqa: E402 - after torch
+from limefast.models.data import Split, Trained, random_split  # noqa: E402
+from limefast.models.digits import (  # noqa: E402 - after torch
+    DigitsClassifier,
+    test_accuracy,
+    to_tensor,
+)
 
 SIZE = 50
 SOURCE_SIZE = 25  # lfw_subset's side: the model averages its input back down to it
@@ -38,15 +41,7 @@ HIDDEN = 32
 CLASSES = ("non-face", "face")
 
 
-@dataclass
-class FacesData:
-    """Upscaled crops split into train and test: images (N, size, size, 3) uint8, labels (N,)
-    with 1 for a face and 0 for a non-face."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
+FacesData = Split  # the old name
 
 
 def load_data(size: int = SIZE, test_fraction: float = 0.3, seed: int = 0) -> FacesData:
@@ -69,10 +64,7 @@ def load_data(size: int = SIZE, test_fraction: float = 0.3, seed: int = 0) -> Fa
     grey = (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     images = np.repeat(grey[..., None], 3, axis=-1)
     labels = (np.arange(len(crops)) < len(crops) // 2).astype(np.int64)
-    order = np.random.RandomState(seed).permutation(len(images))
-    n_test = int(round(len(images) * test_fraction))
-    test, train = order[:n_test], order[n_test:]
-    return FacesData(images[train], labels[train], images[test], labels[test])
+    return random_split(images, labels, test_fraction, seed)
 
 
 class FacesMLP(nn.Module):
@@ -118,16 +110,7 @@ def _train(data: FacesData, generator: torch.Generator, epochs: int) -> FacesMLP
     return model.eval()
 
 
-@dataclass
-class TrainedFaces:
-    """A trained model, its data, where it came from and its test accuracy."""
-
-    model: FacesMLP
-    data: FacesData
-    accuracy: float
-    path: Path | None
-    trained: bool  # False when loaded from the cache
-    seconds: float
+TrainedFaces = Trained  # the old name
 
 
 def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -> TrainedFaces:
@@ -145,10 +128,8 @@ def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -
     data = load_data(size)
     path = cache_dir() / f"faces-mlp-v{MODEL_VERSION}.pt" if cache else None
     model, trained = cached_model(path, FacesMLP, lambda: train_model(data), "faces", retrain)
-    with torch.no_grad():
-        predicted = model(to_tensor(data.test_images)).argmax(1).numpy()
-    accuracy = float(np.mean(predicted == data.test_labels))
-    return TrainedFaces(model, data, accuracy, path, trained, time.perf_counter() - t0)
+    return Trained(model, data, test_accuracy(model, data), path, trained,
+                   time.perf_counter() - t0)
 
 
 FacesClassifier = DigitsClassifier  # the same softmax of a (N, 3, H, W) module

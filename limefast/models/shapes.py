@@ -9,8 +9,6 @@ cached beside the digits model's (``limefast.models.cache.cache_dir()``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +19,8 @@ nn = torch.nn
 
 from limefast.device._torch import torch_threads  # noqa: E402 - after torch
 from limefast.models.cache import cache_dir, cached_model  # noqa: E402
-from limefast.models.digits import DigitsClassifier, to_tensor  # noqa: E402
+from limefast.models.data import Split, Trained, generated  # noqa: E402
+from limefast.models.digits import DigitsClassifier, test_accuracy, to_tensor  # noqa: E402
 
 SIZE = 32
 CLASSES = ("disc", "square", "triangle", "cross")
@@ -30,14 +29,7 @@ EPOCHS = 5
 BATCH = 64
 
 
-@dataclass
-class ShapesData:
-    """Generated images (N, 32, 32, 3) uint8 and their shape labels (N,), train and test."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
+ShapesData = Split  # the old name
 
 
 def draw(rng: np.random.RandomState, label: int, size: int = SIZE) -> np.ndarray:
@@ -63,11 +55,7 @@ def draw(rng: np.random.RandomState, label: int, size: int = SIZE) -> np.ndarray
 
 def load_data(n_train: int = 3000, n_test: int = 400, seed: int = 0) -> ShapesData:
     """Generated train and test sets (balanced classes, seeded)."""
-    rng = np.random.RandomState(seed)
-    labels = np.arange(n_train + n_test) % len(CLASSES)
-    rng.shuffle(labels)
-    images = np.stack([draw(rng, int(label)) for label in labels])
-    return ShapesData(images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
+    return generated(draw, len(CLASSES), n_train, n_test, seed)
 
 
 class ShapesCNN(nn.Module):
@@ -104,16 +92,7 @@ def train_model(data: ShapesData, seed: int = 0, epochs: int = EPOCHS) -> Shapes
     return model.eval()
 
 
-@dataclass
-class TrainedShapes:
-    """A trained model, its data, where it came from and its test accuracy."""
-
-    model: ShapesCNN
-    data: ShapesData
-    accuracy: float
-    path: Path | None
-    trained: bool
-    seconds: float
+TrainedShapes = Trained  # the old name
 
 
 def load_model(*, cache: bool = True, retrain: bool = False) -> TrainedShapes:
@@ -123,10 +102,8 @@ def load_model(*, cache: bool = True, retrain: bool = False) -> TrainedShapes:
     path = cache_dir() / f"shapes-cnn-v{MODEL_VERSION}.pt" if cache else None
     model, trained = cached_model(path, ShapesCNN, lambda: train_model(data), "shapes",
                                   retrain)
-    with torch.no_grad():
-        predicted = model(to_tensor(data.test_images)).argmax(1).numpy()
-    accuracy = float(np.mean(predicted == data.test_labels))
-    return TrainedShapes(model, data, accuracy, path, trained, time.perf_counter() - t0)
+    return Trained(model, data, test_accuracy(model, data), path, trained,
+                   time.perf_counter() - t0)
 
 
 ShapesClassifier = DigitsClassifier  # the same softmax of a (N, 3, H, W) module

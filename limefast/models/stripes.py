@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from limefast.models.cache import cache_dir  # noqa: E402
+from limefast.models.data import Split, Trained, generated  # noqa: E402
 from limefast.optional import require  # noqa: E402
 
 keras = require("keras", "limefast.models.stripes")
@@ -31,14 +31,7 @@ EPOCHS = 4
 BATCH = 64
 
 
-@dataclass
-class StripesData:
-    """Generated images (N, 32, 32, 3) uint8 and orientation labels (N,), train and test."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
+StripesData = Split  # the old name
 
 
 def draw(rng: np.random.RandomState, label: int, size: int = SIZE) -> np.ndarray:
@@ -60,11 +53,7 @@ def draw(rng: np.random.RandomState, label: int, size: int = SIZE) -> np.ndarray
 
 def load_data(n_train: int = 3000, n_test: int = 400, seed: int = 1) -> StripesData:
     """Generated train and test sets (balanced classes, seeded)."""
-    rng = np.random.RandomState(seed)
-    labels = np.arange(n_train + n_test) % len(CLASSES)
-    rng.shuffle(labels)
-    images = np.stack([draw(rng, int(label)) for label in labels])
-    return StripesData(images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
+    return generated(draw, len(CLASSES), n_train, n_test, seed)
 
 
 def build_model():
@@ -90,16 +79,7 @@ def train_model(data: StripesData, seed: int = 0, epochs: int = EPOCHS):
     return model
 
 
-@dataclass
-class TrainedStripes:
-    """A trained Keras model, its data, where it came from and its test accuracy."""
-
-    model: object
-    data: StripesData
-    accuracy: float
-    path: Path | None
-    trained: bool
-    seconds: float
+TrainedStripes = Trained  # the old name
 
 
 def load_model(*, cache: bool = True, retrain: bool = False) -> TrainedStripes:
@@ -125,7 +105,7 @@ def load_model(*, cache: bool = True, retrain: bool = False) -> TrainedStripes:
             _save(model, path)
     predicted = StripesClassifier(model)(data.test_images).argmax(1)
     accuracy = float(np.mean(predicted == data.test_labels))
-    return TrainedStripes(model, data, accuracy, path, trained, time.perf_counter() - t0)
+    return Trained(model, data, accuracy, path, trained, time.perf_counter() - t0)
 
 
 def _save(model, path: Path) -> None:
