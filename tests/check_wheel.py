@@ -5,7 +5,8 @@ Run by ``make test`` (``make install-check``): ``python tests/check_wheel.py``. 
 
 1. ``python -m build`` (the sdist, then the wheel built from the sdist) and ``twine check``;
 2. a fresh ``venv`` with the wheel, its core dependencies and pytest, nothing else;
-3. from an empty folder: every module of the installed package imports (a module that needs an
+3. from an empty folder: the installed package holds every module of the checkout, every one
+   imports (a module that needs an
    optional extra may only fail with an ImportError that names the missing package and the
    extra); ``import limefast`` imports none of numba, scipy, scikit-learn, pandas or torch; the
    drop-in and ``KernelShapImageExplainer`` explain a small image; ``limefast explain`` explains
@@ -85,8 +86,13 @@ s = KernelShapImageExplainer(random_state=0).explain_instance(
 label = s.top_labels[0]
 total = s.base_value[label] + sum(v for _, v in s.local_exp[label])
 assert abs(total - classifier(image[None])[0, label]) < 1e-9, total
+walked = []  # every module file installed, importable or not without its extra
+for folder, _, files in os.walk(root):
+    rel = os.path.relpath(folder, os.path.dirname(root)).replace(os.sep, ".")
+    walked += [rel if f == "__init__.py" else f"{rel}.{f[:-3]}" for f in files
+               if f.endswith(".py")]
 print(json.dumps({"import_s": import_s, "heavy_at_import": heavy, "modules": len(imported),
-                  "optional": optional, "version": limefast.__version__}))
+                  "optional": optional, "version": limefast.__version__, "walked": walked}))
 '''
 
 MODEL_FILE = '''
@@ -103,6 +109,20 @@ def make():
 
     return classify
 '''
+
+
+def source_modules() -> list[str]:
+    """Every module of the checkout's package, as the wheel should hold it: limefast/... and
+    kernels/ as limefast.kernels."""
+    names = []
+    for base, prefix in ((ROOT / "limefast", "limefast"), (ROOT / "kernels", "limefast.kernels")):
+        for path in base.rglob("*.py"):
+            parts = path.relative_to(base).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if parts or prefix == "limefast.kernels":
+                names.append(".".join((prefix, *parts)))
+    return names
 
 
 def run(cmd, **kwargs):
@@ -143,6 +163,9 @@ def main() -> None:
               f"{found['import_s']:.3f} s")
         for name, why in sorted(found["optional"].items()):
             print(f"    {name}: {why}")
+        missing = sorted(set(source_modules()) - set(found["walked"]))
+        if missing:
+            raise SystemExit(f"check_wheel: the wheel lacks modules of the source: {missing}")
         if found["heavy_at_import"]:
             raise SystemExit(f"check_wheel: import limefast imported {found['heavy_at_import']}")
 
