@@ -48,12 +48,17 @@ def load_data(size: int = SIZE, test_fraction: float = 0.2, seed: int = 0) -> Di
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    small = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
+    images = upscaled_rgb(digits.images / 16.0, size)
+    return random_split(images, digits.target.astype(np.int64), test_fraction, seed)
+
+
+def upscaled_rgb(grey: np.ndarray, size: int) -> np.ndarray:
+    """(N, h, w) grey images in [0, 1] as (N, size, size, 3) RGB uint8, upscaled bilinearly."""
+    small = torch.from_numpy(np.asarray(grey, dtype=np.float32))[:, None]
     big = nn.functional.interpolate(small, size=(size, size), mode="bilinear",
                                     align_corners=False)
-    grey = (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    images = np.repeat(grey[..., None], 3, axis=-1)
-    return random_split(images, digits.target.astype(np.int64), test_fraction, seed)
+    out = (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return np.repeat(out[..., None], 3, axis=-1)
 
 
 def _block(inputs: int, outputs: int) -> list:

@@ -29,6 +29,7 @@ from limefast.models.digits import (  # noqa: E402 - after torch
     DigitsClassifier,
     test_accuracy,
     to_tensor,
+    upscaled_rgb,
 )
 
 SIZE = 50
@@ -58,11 +59,7 @@ def load_data(size: int = SIZE, test_fraction: float = 0.3, seed: int = 0) -> Fa
     from skimage.data import lfw_subset
 
     crops = lfw_subset()
-    small = torch.from_numpy(crops.astype(np.float32))[:, None]
-    big = nn.functional.interpolate(small, size=(size, size), mode="bilinear",
-                                    align_corners=False)
-    grey = (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    images = np.repeat(grey[..., None], 3, axis=-1)
+    images = upscaled_rgb(crops, size)
     labels = (np.arange(len(crops)) < len(crops) // 2).astype(np.int64)
     return random_split(images, labels, test_fraction, seed)
 
