@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from conftest import GridClassifier
 
+from limefast.benchsuite.models import tiny_cnn
+
 
 def grid():
     """A plain classifier function: no torch module, so no Grad-CAM and no weights file."""
@@ -12,15 +14,7 @@ def grid():
 
 def tiny():
     """A small CNN with fixed random weights (seeded) and 5 classes."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(7)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
-    )
+    return tiny_cnn()
 
 
 def broken():

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-from limefast.benchsuite.models import GridModel
+from limefast.benchsuite.models import FixedCost, GridModel, tiny_cnn
 
 
 def _grid() -> GridModel:
@@ -34,32 +32,16 @@ def picky():
     return Picky()
 
 
-class FixedCost:
+def fixed_cost(seconds: float = 0.04) -> FixedCost:
     """The grid model behind a fixed cost per call (a Keras ``predict`` call, say)."""
-
-    def __init__(self, seconds: float = 0.04):
-        self.model, self.seconds = _grid(), seconds
-
-    def __call__(self, batch):
-        time.sleep(self.seconds)
-        return self.model(batch)
+    return FixedCost(seconds, _grid())
 
 
 def slow():
     """25 ms a call, whatever the batch."""
-    return FixedCost(0.025)
+    return fixed_cost(0.025)
 
 
 def tiny():
     """A small CNN with fixed random weights (seeded) and 5 classes."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(7)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
-    )
-
-
+    return tiny_cnn()

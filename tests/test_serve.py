@@ -123,7 +123,7 @@ def test_scheduler_failure_is_the_failing_request_only():
 
 
 def test_scheduler_cancel_drops_queued_rows():
-    model = serve_models.FixedCost(0.05)
+    model = serve_models.fixed_cost(0.05)
     calls = []
     scheduler = Scheduler(model, batch_size=20, max_batch_size=20,
                           on_batch=lambda n, r, s: calls.append(n))
@@ -142,7 +142,7 @@ def test_scheduler_cancel_drops_queued_rows():
 
 
 def test_scheduler_refuses_past_max_inflight():
-    scheduler = Scheduler(serve_models.FixedCost(0.05), max_inflight=1, batch_size=50)
+    scheduler = Scheduler(serve_models.fixed_cost(0.05), max_inflight=1, batch_size=50)
     try:
         job = scheduler.submit(_image(3), ExplainOptions(num_samples=200))
         with pytest.raises(Overloaded) as info:
@@ -182,7 +182,7 @@ def test_a_request_of_several_images_refused_in_part_holds_no_place():
 def test_scheduler_refuses_a_budget_the_queue_cannot_meet():
     """200 ms a model call: with one explanation in flight, a second one cannot get its first
     64 images (two calls at least) through the model in 0.3 s; without a budget it is taken."""
-    scheduler = Scheduler(serve_models.FixedCost(0.2), batch_size=50, min_rows=64)
+    scheduler = Scheduler(serve_models.fixed_cost(0.2), batch_size=50, min_rows=64)
     try:
         scheduler.explain(_image(4), ExplainOptions(num_samples=50))  # the model's cost
         job = scheduler.submit(_image(4), ExplainOptions(num_samples=400))

@@ -86,3 +86,29 @@ def torchvision_model(name: str = "resnet18", seed: int = 0, device="cpu"):
     torchvision = require("torchvision", "the benchmarks' torchvision models")
     torch.manual_seed(seed)
     return getattr(torchvision.models, name)(weights=None).eval().to(device)
+
+
+class FixedCost:
+    """A model behind a fixed cost per call, whatever the batch (a Keras model's ``predict``:
+    its per-call overhead dominates small batches); the grid model by default."""
+
+    def __init__(self, seconds: float, model=None):
+        self.model, self.seconds = (GridModel() if model is None else model), seconds
+
+    def __call__(self, batch):
+        time.sleep(self.seconds)
+        return self.model(batch)
+
+
+def tiny_cnn(n_classes: int = 5, seed: int = 7):
+    """A small CNN with seeded random weights (two 3x3 convolutions of 8 channels, global
+    pooling), what the command-line and server tests load as a torch model."""
+    torch = require("torch", "the tests' tiny CNN")
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, n_classes),
+    )

@@ -35,6 +35,7 @@ import numpy as np
 from limefast.optional import available, require
 
 from .inputs import photo
+from .models import FixedCost
 
 
 @dataclass
@@ -78,21 +79,8 @@ def small_cnn():
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
 
 
-class FixedCost:
-    """The grid model behind a fixed cost per call, whatever the batch (a Keras model's
-    ``predict``: its per-call overhead dominates small batches)."""
-
-    def __init__(self, seconds: float):
-        from .models import GridModel
-
-        self.model, self.seconds = GridModel(), seconds
-
-    def __call__(self, batch):
-        time.sleep(self.seconds)
-        return self.model(batch)
-
-
 def fixed_cost():
+    """The grid model behind ``LIMEFAST_BENCH_CALL_SECONDS`` (default 0.04 s) per call."""
     return FixedCost(float(os.environ.get("LIMEFAST_BENCH_CALL_SECONDS", "0.04")))
 
 
