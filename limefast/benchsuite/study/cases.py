@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,40 +52,30 @@ class Case:
         return f"{self.model}-{self.test_index}-{self.segmenter}-{self.fill}"
 
 
+# name -> (module of limefast.models, its classifier_fn's class, description, classes)
+MODELS = {
+    "digits-cnn": ("digits", "DigitsClassifier",
+                   "4-conv CNN, pooled head, 32x32 digits, 10 classes", 10),
+    "faces-mlp": ("faces", "FacesClassifier", "625-32-2 MLP, 50x50 lfw_subset, face/non-face", 2),
+    "shapes-cnn": ("shapes", "ShapesClassifier",
+                   "3-conv CNN, flattened head, generated shapes, 4 classes", 4),
+    "stripes-keras": ("stripes", "StripesClassifier",
+                      "Keras 3 (torch backend) 2-conv CNN, global max, generated stripes, "
+                      "4 classes", 4),
+}
+
+
 def load_models(names) -> dict[str, StudyModel]:
     """The study's trained models, by name (each module imported only when asked for)."""
     out = {}
     for name in names:
-        if name == "digits-cnn":
-            from limefast.models import digits as m
-
-            t = m.load_model()
-            out[name] = StudyModel(name, "4-conv CNN, pooled head, 32x32 digits, 10 classes",
-                                   m.DigitsClassifier(t.model), t.data.test_images,
-                                   t.data.test_labels, t.accuracy, 10)
-        elif name == "faces-mlp":
-            from limefast.models import faces as m
-
-            t = m.load_model()
-            out[name] = StudyModel(name, "625-32-2 MLP, 50x50 lfw_subset, face/non-face",
-                                   m.FacesClassifier(t.model), t.data.test_images,
-                                   t.data.test_labels, t.accuracy, 2)
-        elif name == "shapes-cnn":
-            from limefast.models import shapes as m
-
-            t = m.load_model()
-            out[name] = StudyModel(name, "3-conv CNN, flattened head, generated shapes, 4 classes",
-                                   m.ShapesClassifier(t.model), t.data.test_images,
-                                   t.data.test_labels, t.accuracy, 4)
-        elif name == "stripes-keras":
-            from limefast.models import stripes as m
-
-            t = m.load_model()
-            out[name] = StudyModel(name, "Keras 3 (torch backend) 2-conv CNN, global max, "
-                                   "generated stripes, 4 classes", m.StripesClassifier(t.model),
-                                   t.data.test_images, t.data.test_labels, t.accuracy, 4)
-        else:
+        if name not in MODELS:
             raise ValueError(f"unknown study model {name!r}")
+        module_name, classifier, description, n_classes = MODELS[name]
+        m = importlib.import_module(f"limefast.models.{module_name}")
+        t = m.load_model()
+        out[name] = StudyModel(name, description, getattr(m, classifier)(t.model),
+                               t.data.test_images, t.data.test_labels, t.accuracy, n_classes)
     return out
 
 
