@@ -35,16 +35,22 @@ AUTO_BATCH_GAIN: float = 0.10
 
 # num_samples="auto" (``limefast.core.adaptive`` states the rule): the rows of the first round,
 # the most rows (lime's default num_samples: "auto" never costs more than lime unless asked), how
-# much each later round adds (a fraction of the rows so far, at least AUTO_ROUND_MIN), and the
-# expected overlap of the shown top superpixels with the converged ones at which it stops.
-# AUTO_TARGET_OVERLAP and AUTO_SPREAD (the factor on the standard errors that calibrates the
-# stated overlap) were chosen on the tuning half of the sampling study
-# (python -m limefast.benchsuite.study --tune); its held-out half checks them.
+# much each later round adds (a fraction of the rows so far, at least AUTO_ROUND_MIN), the
+# expected overlap of the shown top superpixels with the converged ones at which it stops
+# (AUTO_TARGET_OVERLAP), and the least projected gain of that figure per 1000 more rows worth
+# the rows (AUTO_MIN_GAIN; only once the figure is at least AUTO_GAIN_FLOOR), projected to
+# AUTO_HORIZONS times the rows so far and to the cap. AUTO_TARGET_OVERLAP, AUTO_MIN_GAIN and
+# AUTO_SPREAD (the factor on the standard errors that calibrates the stated overlap) were chosen
+# on the tuning half of the sampling study (python -m limefast.benchsuite.study --tune); its
+# held-out half checks them.
 AUTO_MIN_SAMPLES: int = 150
 AUTO_MAX_SAMPLES: int = 1000
-AUTO_ROUND_MIN: int = 50
-AUTO_GROWTH: float = 0.25
-AUTO_TARGET_OVERLAP: float = 0.9
+AUTO_ROUND_MIN: int = 25
+AUTO_GROWTH: float = 0.0
+AUTO_TARGET_OVERLAP: float = 0.95
+AUTO_MIN_GAIN: float = 0.05
+AUTO_GAIN_FLOOR: float = 0.75
+AUTO_HORIZONS: tuple = (1.5, 2.0)
 AUTO_SPREAD: float = 1.0
 # The stated overlap's normal draws: how many, and their seed (fixed, so that an explanation's
 # figure depends on its rows alone).

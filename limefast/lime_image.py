@@ -73,7 +73,8 @@ class LimeImageExplainer(SeededExplainer):
                          segmentation_fn=None, distance_metric='cosine', model_regressor=None,
                          random_seed=None, progress_bar=True, *, dedupe=False,
                          max_samples=None, min_samples=None, time_budget=None,
-                         stable_features=None, target_overlap=None) -> ImageExplanation:
+                         stable_features=None, target_overlap=None,
+                         min_gain=None) -> ImageExplanation:
         """Explain ``classifier_fn``'s prediction on ``image``.
 
         Without the keyword-only switches this is lime's ``explain_instance``, draw for draw.
@@ -89,8 +90,10 @@ class LimeImageExplainer(SeededExplainer):
             num_features: maximum number of superpixels in each explanation.
             num_samples: number of perturbed images, or ``"auto"``: rows are drawn in rounds
                 until the top superpixels shown are likely to be the converged ones (the
-                explained labels' ``expected_overlap``, averaged, reaches ``target_overlap``;
-                ``limefast.core.adaptive`` states the rule), between ``min_samples`` and
+                explained labels' ``expected_overlap``, averaged, reaches ``target_overlap``)
+                or more rows would not pay (it is projected to gain less than ``min_gain``
+                per 1000 more rows; ``limefast.core.adaptive`` states the rule), between
+                ``min_samples`` and
                 ``max_samples``. ``"auto"`` never evaluates more than ``max_samples`` images,
                 by default 1000, lime's default: an explanation that reaches the cap is
                 lime's explanation at 1000 samples for the same seed, the same rows.
@@ -118,7 +121,11 @@ class LimeImageExplainer(SeededExplainer):
                 Every explanation states, in ``expected_overlap[label]``, the expected share
                 of these that the converged explanation shares.
             target_overlap: the ``expected_overlap`` at which ``"auto"`` stops, in (0, 1);
-                default ``config.AUTO_TARGET_OVERLAP``.
+                default ``config.AUTO_TARGET_OVERLAP`` (0.95).
+            min_gain: ``"auto"`` also stops once the ``expected_overlap`` is projected to
+                rise by less than this per 1000 more rows (and is at least
+                ``config.AUTO_GAIN_FLOOR``); default ``config.AUTO_MIN_GAIN`` (0.05); 0 turns
+                it off.
 
         Returns:
             An ImageExplanation.
@@ -130,7 +137,7 @@ class LimeImageExplainer(SeededExplainer):
             model_regressor=model_regressor, random_seed=random_seed, progress_bar=progress_bar,
             dedupe=dedupe, max_samples=max_samples, min_samples=min_samples,
             time_budget=time_budget, stable_features=stable_features,
-            target_overlap=target_overlap,
+            target_overlap=target_overlap, min_gain=min_gain,
         )[0]
 
     def explain_batch(self, images, classifier_fn: Callable, labels=(1,), hide_color=None,
@@ -138,7 +145,7 @@ class LimeImageExplainer(SeededExplainer):
                       segmentation_fn=None, distance_metric='cosine', model_regressor=None,
                       random_seed=None, progress_bar=True, *, dedupe=False, max_samples=None,
                       min_samples=None, time_budget=None, stable_features=None,
-                      target_overlap=None) -> list[ImageExplanation]:
+                      target_overlap=None, min_gain=None) -> list[ImageExplanation]:
         """Explain several images: what ``explain_instance`` on each in turn would return.
 
         The random state is drawn in the same order as those calls would draw it, while the
@@ -163,7 +170,8 @@ class LimeImageExplainer(SeededExplainer):
                                                          batch_size, labels, top_labels)
         plan = rounds.Rounds.from_arguments(num_samples, max_samples, min_samples, time_budget,
                                             stable_features, dedupe,
-                                            target_overlap=target_overlap)
+                                            target_overlap=target_overlap,
+                                            min_gain=min_gain)
         num_features = checks.positive_int("num_features", num_features)
         executor = executor_for(classifier_fn)
 

@@ -230,16 +230,28 @@ class NearTies(MeanColourModel):
         return np.stack([p, 1 - p], 1)
 
 
+def test_near_ties_stop_when_more_rows_stop_paying_and_state_a_low_figure():
+    model = NearTies(range(6), SEGMENTS)
+    e = explain(model, seed=5, num_samples="auto", top_labels=1, batch_size=7)
+    label = e.top_labels[0]
+    assert e.num_evaluated == sum(model.calls) <= config.AUTO_MAX_SAMPLES
+    assert not e.converged and e.stop_reason in ("diminishing", "max_samples")
+    assert config.AUTO_GAIN_FLOOR <= e.expected_overlap[label] < config.AUTO_TARGET_OVERLAP
+    # the rule's gain figure at the stop was below min_gain, and the figure below the target
+    if e.stop_reason == "diminishing":
+        assert e.num_evaluated < config.AUTO_MAX_SAMPLES
+
+
 def test_auto_never_evaluates_more_than_limes_default_and_at_the_cap_is_lime():
     model = NearTies(range(6), SEGMENTS)
-    with pytest.warns(SamplingWarning, match="short of target_overlap=0.95"):
+    with pytest.warns(SamplingWarning, match="short of target_overlap=0.99"):
         ours = explain(model, seed=5, num_samples="auto", top_labels=1, batch_size=7,
-                       target_overlap=0.95)
+                       target_overlap=0.99, min_gain=0)  # no stop for small gains
     assert config.AUTO_MAX_SAMPLES == 1000
     assert (ours.num_samples, ours.num_evaluated, sum(model.calls)) == (1000, 1000, 1000)
     assert (ours.converged, ours.stop_reason) == (False, "max_samples")
     label = ours.top_labels[0]
-    assert ours.expected_overlap[label] < 0.95  # near ties: stated low
+    assert ours.expected_overlap[label] < 0.99  # near ties: stated low
     # lime at its default 1000 samples, same seed: the same rows, the same explanation.
     model.rng = np.random.RandomState(0)  # the same noise in the same order
     ref = lime_explain(model, seed=5, num_samples=1000, top_labels=1, batch_size=7)
@@ -248,7 +260,7 @@ def test_auto_never_evaluates_more_than_limes_default_and_at_the_cap_is_lime():
     model.rng = np.random.RandomState(0)
     with pytest.warns(SamplingWarning):
         more = explain(model, seed=5, num_samples="auto", top_labels=1, max_samples=1500,
-                       target_overlap=0.99)
+                       target_overlap=0.99, min_gain=0)
     assert 1000 < more.num_evaluated <= 1500
 
 

@@ -61,6 +61,18 @@ def open_unit(name: str, value):
     return float(value)
 
 
+def non_negative(name: str, value):
+    """None, or ``value`` as a finite float of at least 0."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a number of at least 0; got {value!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number of at least 0, e.g. 0.05; "
+                         f"got {value!r}")
+    return float(value)
+
+
 def time_budget(value):
     """None, or a positive finite number of seconds."""
     if value is None:

@@ -50,11 +50,12 @@ class Rounds:
     stable_features: int | None
     dedupe: bool
     target: float = 0.0  # the expected overlap "auto" stops at
+    min_gain: float = 0.0  # the least projected gain per 1000 rows worth going on for
 
     @classmethod
     def from_arguments(cls, num_samples, max_samples, min_samples, time_budget,
                        stable_features, dedupe, minimum: int = 1, target_overlap=None,
-                       cap: int | None = None) -> Rounds:
+                       cap: int | None = None, min_gain=None) -> Rounds:
         """The parsed switches; ``minimum`` is the fewest rows an explanation can have,
         ``cap`` the default ``max_samples`` (``config.AUTO_MAX_SAMPLES``)."""
         num_samples = checks.int_or_auto("num_samples", num_samples, minimum)
@@ -63,15 +64,17 @@ class Rounds:
         stable_features = checks.optional_int("stable_features", stable_features)
         time_budget = checks.time_budget(time_budget)
         target = checks.open_unit("target_overlap", target_overlap)
+        min_gain = checks.non_negative("min_gain", min_gain)
         if not isinstance(dedupe, (bool, np.bool_)):
             raise TypeError(f"dedupe must be True or False; got {dedupe!r}")
         if num_samples != "auto":
-            if max_samples is not None or min_samples is not None or target is not None:
+            if max_samples is not None or min_samples is not None or target is not None \
+                    or min_gain is not None:
                 raise ValueError(
-                    "max_samples, min_samples and target_overlap bound num_samples='auto'; got "
-                    f"num_samples={num_samples} with max_samples={max_samples}, min_samples="
-                    f"{min_samples}, target_overlap={target} (drop them, or pass "
-                    "num_samples='auto')")
+                    "max_samples, min_samples, target_overlap and min_gain bound "
+                    f"num_samples='auto'; got num_samples={num_samples} with max_samples="
+                    f"{max_samples}, min_samples={min_samples}, target_overlap={target}, "
+                    f"min_gain={min_gain} (drop them, or pass num_samples='auto')")
             return cls(False, num_samples, num_samples, time_budget, stable_features,
                        bool(dedupe))
         if max_samples is not None and min_samples is not None and max_samples < min_samples:
@@ -87,7 +90,9 @@ class Rounds:
         high = max_samples if max_samples is not None else max(cap, min_samples or 0)
         low = min_samples if min_samples is not None else min(config.AUTO_MIN_SAMPLES, high)
         target = config.AUTO_TARGET_OVERLAP if target is None else target
-        return cls(True, high, low, time_budget, stable_features, bool(dedupe), target)
+        min_gain = config.AUTO_MIN_GAIN if min_gain is None else min_gain
+        return cls(True, high, low, time_budget, stable_features, bool(dedupe), target,
+                   min_gain)
 
     @property
     def per_image(self) -> bool:
@@ -289,11 +294,14 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
                     break
                 if n >= rounds.min_samples and n > 2 * (n_features + 1):
                     with one_blas_thread():
-                        figures = fit.overlaps([k] * len(columns))
+                        both = fit.figures(k, n_total)
+                    figures = [stated for stated, _ in both]
                     # the mean over labels: what a reader of all of them sees on average
-                    live = [f for f, dead in zip(figures, flat) if not dead]
-                    if np.mean(live) >= rounds.target:
-                        reason = "settled"
+                    live = [f for f, dead in zip(both, flat) if not dead]
+                    stop = adaptive.decide([s for s, _ in live], [g for _, g in live], n,
+                                           rounds.target, rounds.min_gain)
+                    if stop:
+                        reason = stop
                         break
             if n >= n_total:
                 break
@@ -312,14 +320,14 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
     explanation.num_evaluated = stats.images
     explanation.stop_reason = reason
     explanation.converged = reason in ("settled", "num_samples")
+    stated = float(np.mean(figures)) if figures else float("nan")
     explanation.target_overlap = rounds.target if rounds.auto else None
     if reason == "flat":
         warnings.warn(flat_warning(n), SamplingWarning, stacklevel=5)
-    elif rounds.auto and not explanation.converged:
-        low = float(np.mean(figures)) if figures else float("nan")
+    elif rounds.auto and not explanation.converged and reason != "diminishing":
         warnings.warn(
             f"limefast: num_samples='auto' stopped at {n} rows ({reason}) with an expected "
-            f"overlap of {low:.2f} between the top {k} superpixels shown and the converged "
+            f"overlap of {stated:.2f} between the top {k} superpixels shown and the converged "
             f"ones, short of target_overlap={rounds.target}; the explanation says "
             "converged=False (near-tied weights, a noisy model, or raise max_samples / "
             "time_budget)", SamplingWarning, stacklevel=5)

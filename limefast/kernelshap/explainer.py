@@ -81,7 +81,8 @@ class KernelShapImageExplainer(SeededExplainer):
                          top_labels=5, num_samples=2048, batch_size=10, segmentation_fn=None,
                          random_seed=None, progress_bar=True, *, dedupe=False,
                          max_samples=None, min_samples=None, time_budget=None,
-                         stable_features=None, target_overlap=None) -> ShapImageExplanation:
+                         stable_features=None, target_overlap=None,
+                         min_gain=None) -> ShapImageExplanation:
         """Shapley values of ``classifier_fn``'s outputs on ``image`` over its superpixels.
 
         Args:
@@ -96,7 +97,8 @@ class KernelShapImageExplainer(SeededExplainer):
                 all 2^F coalitions when they fit (exact values). Sampled designs use an even
                 count (pairs). Or ``"auto"``: rounds of coalitions until the top
                 ``stable_features`` superpixels are likely to be the converged ones (the
-                labels' ``expected_overlap``, averaged, reaches ``target_overlap``: the rule
+                labels' ``expected_overlap``, averaged, reaches ``target_overlap``, or more
+                coalitions are projected to add less than ``min_gain`` per 1000: the rule
                 of ``limefast.core.adaptive``, on the Shapley values' own covariance; a model
                 whose output does not move stops after the first round),
                 between ``min_samples`` and ``max_samples`` images. ``"auto"`` never
@@ -123,6 +125,8 @@ class KernelShapImageExplainer(SeededExplainer):
                 ``expected_overlap``.
             target_overlap: the ``expected_overlap`` at which ``"auto"`` stops, in (0, 1);
                 default ``config.AUTO_TARGET_OVERLAP``.
+            min_gain: the least projected gain of ``expected_overlap`` per 1000 more images
+                worth them (default ``config.AUTO_MIN_GAIN``; 0 turns it off).
 
         Returns:
             A ShapImageExplanation.
@@ -137,7 +141,8 @@ class KernelShapImageExplainer(SeededExplainer):
         plan = rounds.Rounds.from_arguments(num_samples, max_samples, min_samples, time_budget,
                                             stable_features, dedupe, minimum=2,
                                             target_overlap=target_overlap,
-                                            cap=config.SHAP_AUTO_MAX_SAMPLES)
+                                            cap=config.SHAP_AUTO_MAX_SAMPLES,
+                                            min_gain=min_gain)
         executor = executor_for(classifier_fn)
         with self._draw_lock():
             instance, design = self._prepare(image, hide_color, segmentation_fn, random_seed)
@@ -227,10 +232,14 @@ class KernelShapImageExplainer(SeededExplainer):
                     if flat.all():  # the model's output does not move: nothing to rank
                         reason = "flat"
                         break
-                    figures = _overlaps(fit, k)
-                    live = [v for v, dead in zip(figures, flat) if not dead]
-                    if fit.identified and np.mean(live) >= plan.target:
-                        reason = "settled"
+                    both = _figures(fit, k, budget, n_total)
+                    figures = [stated for stated, _ in both]
+                    live = [v for v, dead in zip(both, flat) if not dead]
+                    stop = fit.identified and adaptive.decide(
+                        [v for v, _ in live], [g for _, g in live], budget, plan.target,
+                        plan.min_gain)
+                    if stop:
+                        reason = stop
                         break
                 if budget >= n_total:
                     break
@@ -259,7 +268,7 @@ class KernelShapImageExplainer(SeededExplainer):
                 SamplingWarning, stacklevel=3)
         elif reason == "flat":
             warnings.warn(rounds.flat_warning(stats.images), SamplingWarning, stacklevel=3)
-        elif plan.auto and not explanation.converged:
+        elif plan.auto and not explanation.converged and reason != "diminishing":
             warnings.warn(
                 f"limefast: num_samples='auto' stopped at {stats.images} images ({reason}) "
                 f"with an expected overlap of {np.mean(figures):.2f} "
@@ -297,6 +306,19 @@ def _flat(fit) -> np.ndarray:
     """(L,) bool: the label's values are float rounding (its outputs never moved)."""
     size = np.maximum(1.0, np.abs(fit.base))
     return np.abs(fit.values).max(axis=0) <= config.AUTO_FLAT_TOLERANCE * size
+
+
+def _figures(fit, k: int, n: int, cap: int) -> list[tuple[float, dict]]:
+    """Every label's ``adaptive.label_figures`` after ``n`` coalitions of at most ``cap``
+    (chance and no gains for a flat label; nan when the superpixels cannot be told apart)."""
+    n_features, n_labels = fit.values.shape
+    if not fit.identified:
+        return [(float("nan"), {})] * n_labels
+    flat = _flat(fit)
+    return [(min(k, n_features) / n_features, {}) if flat[j] else
+            adaptive.label_figures(fit.values[:, j], fit.cov[:, :, j], min(k, n_features), n,
+                                   cap)
+            for j in range(n_labels)]
 
 
 def _overlaps(fit, k: int) -> list[float]:

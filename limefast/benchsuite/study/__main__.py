@@ -1,10 +1,10 @@
 """``python -m limefast.benchsuite.study [--quick] [--tune] --out DIR``.
 
 Without ``--tune``: both halves measured at the configured defaults (``config.AUTO_SPREAD``,
-``config.AUTO_TARGET_OVERLAP``), written to ``DIR/study.json``, ``DIR/study.md`` and the plot
-``DIR/fidelity-vs-images.png``. With ``--tune``: the tuning half only, over a grid of spreads
-and targets, and the values ``measure.tune`` would choose (``DIR/tuning.json``); the held-out
-half is not touched. The references are cached in ``DIR``.
+``config.AUTO_TARGET_OVERLAP``, ``config.AUTO_MIN_GAIN``), written to ``DIR/study.json``,
+``DIR/study.md`` and the plot ``DIR/fidelity-vs-images.png``. With ``--tune``: the tuning half
+only, over a grid of targets and least gains, and the values ``measure.tune`` would choose
+(``DIR/tuning.json``); the held-out half is not touched. The references are cached in ``DIR``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
     if args.tune:
-        out, records = measure.tune(cfg, args.out, args.quick, log)
+        out, _ = measure.tune(cfg, args.out, args.quick, log)
         (args.out / "tuning.json").write_text(json.dumps(out, indent=1, default=str))
-        (args.out / "tuning-records.json").write_text(json.dumps(records))
-        print(json.dumps({"spread": out["spread"], "target": out["target"]}, indent=1))
+        print(json.dumps({k: out[k] for k in ("target", "min_gain", "spread")}, indent=1))
         return 0
     result, records = measure.evaluate(cfg, args.out, log)
     measure.write(result, records, args.out)

@@ -1,4 +1,13 @@
-"""The study's models, segmentations and cases, and which half each case belongs to."""
+"""The study's models, segmentations and cases, and which half each case belongs to.
+
+The tuning half is the 72 cases of ``build_cases(.., seed=TUNING_SEED)``: 4 models x 3
+segmenters x 2 fills x 3 images. (They were once split in two alternating halves; the rule of
+the first "auto" was tuned on one and checked on the other three times, so both are tuning
+data now.) The held-out half is fresh: other test images of the same 4 models
+(``HELD_OUT_SEED``, none of the tuning half's images) and a fifth model, ``blobs-cnn``, that
+no tuning run ever sees. Nothing is chosen on it: ``python -m limefast.benchsuite.study --tune``
+never loads it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 HALVES = ("tuning", "held-out")
+TUNING_SEED, HELD_OUT_SEED = 0, 1  # the seeds of the halves' image orders
+HELD_OUT_ONLY = ("blobs-cnn",)  # models no tuning run sees
 FILLS = {"zero": 0, "mean": None}  # hide_color
 SUPERPIXELS = (15, 60)  # the study's range of superpixel counts
 # Parameter ladders tried in order until the count falls in SUPERPIXELS.
@@ -62,6 +73,8 @@ MODELS = {
     "stripes-keras": ("stripes", "StripesClassifier",
                       "Keras 3 (torch backend) 2-conv CNN, global max, generated stripes, "
                       "4 classes", 4),
+    "blobs-cnn": ("blobs", "BlobsClassifier",
+                  "residual CNN with batch norm, 40x40 generated blobs, counts 1-4", 4),
 }
 
 
@@ -96,13 +109,15 @@ def segment_in_range(image: np.ndarray, method: str):
     return None
 
 
-def build_cases(models: dict[str, StudyModel], per_cell: int, seed: int = 0) -> list[Case]:
+def build_cases(models: dict[str, StudyModel], per_cell: int, seed: int = TUNING_SEED,
+                half: str = "tuning", skip=frozenset(), start: int = 0) -> list[Case]:
     """``per_cell`` images per (model, segmenter, fill), each a different test image, taken in
-    a seeded random order (skipping images the segmenter cannot cut into 15-60 superpixels).
-    Cases alternate between the halves in the order they are built."""
+    a seeded random order (skipping images the segmenter cannot cut into 15-60 superpixels and
+    the (model, test index) pairs in ``skip``), numbered from ``start``."""
     cases = []
     for name, model in models.items():
-        order = list(np.random.RandomState(seed).permutation(len(model.test_images)))
+        order = [int(i) for i in np.random.RandomState(seed).permutation(len(model.test_images))
+                 if (name, int(i)) not in skip]
         for method in LADDERS:
             for fill in FILLS:
                 taken = 0
@@ -112,8 +127,18 @@ def build_cases(models: dict[str, StudyModel], per_cell: int, seed: int = 0) -> 
                     if found is None:
                         continue
                     labels, params = found
-                    n = len(cases)
-                    cases.append(Case(n, name, i, method, params, fill, int(labels.max()) + 1,
-                                      HALVES[n % 2]))
+                    cases.append(Case(start + len(cases), name, i, method, params, fill,
+                                      int(labels.max()) + 1, half))
                     taken += 1
     return cases
+
+
+def study_cases(models: dict[str, StudyModel], per_cell: int, halves=HALVES) -> list[Case]:
+    """The cases of ``halves``: the tuning half on the models not in ``HELD_OUT_ONLY``, the
+    held-out half on every model in ``models``, on test images the tuning half does not use."""
+    tuning = build_cases({k: m for k, m in models.items() if k not in HELD_OUT_ONLY}, per_cell)
+    if "held-out" not in halves:
+        return tuning
+    used = {(c.model, c.test_index) for c in tuning}
+    held = build_cases(models, per_cell, HELD_OUT_SEED, "held-out", used, len(tuning))
+    return (tuning if "tuning" in halves else []) + held

@@ -117,26 +117,6 @@ def _count(values):
     return out
 
 
-def choose_spread(records, spreads) -> tuple[float, dict]:
-    """The spread whose stated overlaps (lime's fixed counts, tuning half) have the smallest
-    worst-bin calibration error (to 0.001; ties: the smaller overall error)."""
-    scores = {s: calibration([r for r in records if r["half"] == "tuning"
-                              and r["setting"] != "auto" and r["spread"] == s])
-              for s in spreads}
-    best = min(spreads, key=lambda s: (round(scores[s]["worst_bin_error"], 3),
-                                       scores[s]["error"]))
-    return best, scores
-
-
-def choose_target(records, spread, targets, samples, margin: float) -> tuple[float, dict]:
-    """The smallest target whose mean overlap on the tuning half reaches lime's at its largest
-    count less ``margin``; the largest target if none does."""
-    lime = fidelity(lime_rows(records, "tuning", max(samples), spread))["overlap"]
-    scores = {t: fidelity(auto_rows(records, "tuning", spread, t)) for t in targets}
-    good = [t for t in sorted(targets) if scores[t]["overlap"] >= lime - margin]
-    return (good[0] if good else max(targets)), {"lime": lime, **scores}
-
-
 def plot(summaries, path) -> None:
     """Fidelity (top-5 overlap) against images through the model: lime's fixed counts as a
     line, "auto" at each target as points, one panel per half."""
