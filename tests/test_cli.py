@@ -367,3 +367,24 @@ def test_bad_sampling_flags_exit_2(flag, value, images, tmp_path, capsys):
     code, err = run(["explain", images[0], "--model", "cli_models:grid", flag, value,
                      "--out", tmp_path / "out"], capsys)
     assert code == 2 and flag in err
+
+
+def test_explain_and_explain_dataset_default_to_auto_and_compare_and_serve_to_1000():
+    """Issue 20: the command line's explanations default to num_samples="auto" (never more
+    than lime's 1000 images); compare and serve keep lime's 1000; the Python drop-in too."""
+    import inspect
+
+    from limefast.cli.commands import build_parser
+    from limefast.lime_image import LimeImageExplainer
+
+    parser = build_parser()
+    common = ["--model", "resnet18"]
+    assert parser.parse_args(["explain", "x.png", "--out", "o", *common]).num_samples == "auto"
+    assert parser.parse_args(["explain-dataset", "d", "--model", "m:f", "--output",
+                              "o"]).num_samples == "auto"
+    assert parser.parse_args(["compare", "x.png", "--out", "o", *common]).num_samples == 1000
+    assert parser.parse_args(["serve", *common]).num_samples == 1000
+    assert parser.parse_args(["explain", "x.png", "--out", "o", *common,
+                              "--num-samples", "1000"]).num_samples == 1000
+    default = inspect.signature(LimeImageExplainer.explain_instance).parameters["num_samples"]
+    assert default.default == 1000

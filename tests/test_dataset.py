@@ -169,6 +169,8 @@ def reference_rows(folder: Path, factory=grid_factory, ids=None, image_size=None
                 "stderr": [explanation.stderr[label][f] for f in range(n)],
                 "num_samples": explanation.num_samples,
                 "num_evaluated": explanation.num_evaluated,
+                "expected_overlap": explanation.expected_overlap[label],
+                "top_k": explanation.top_k, "stop_reason": explanation.stop_reason,
             }
     return rows
 
@@ -191,6 +193,8 @@ def assert_rows_equal(got: dict, want: dict, rtol=1e-9, atol=1e-12):
         np.testing.assert_allclose(row["weights"], ref["weights"], rtol=rtol, atol=atol)
         assert (row["num_samples"], row["num_evaluated"]) == (ref["num_samples"],
                                                               ref["num_evaluated"])
+        assert (row["top_k"], row["stop_reason"]) == (ref["top_k"], ref["stop_reason"])
+        assert row["expected_overlap"] == pytest.approx(ref["expected_overlap"], abs=1e-12)
         for name in ("intercept", "score", "local_pred", "stderr"):
             np.testing.assert_allclose(row[name], ref[name], rtol=rtol, atol=atol, err_msg=name)
 

@@ -44,16 +44,16 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, num_samples=1000) -> None:
     """Arguments explain and compare share: images, models and how LIME runs."""
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any Pillow format)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    model_arguments(p)
+    model_arguments(p, num_samples)
 
 
-def model_arguments(p: argparse.ArgumentParser) -> None:
+def model_arguments(p: argparse.ArgumentParser, num_samples=1000) -> None:
     """The models and how LIME runs: the flags of every subcommand that explains (explain,
-    compare, serve)."""
+    compare, serve); ``num_samples`` is ``--num-samples``' default (explain: "auto")."""
     p.add_argument("--model", action="append", required=True, metavar="NAME|module:factory",
                    help="a torchvision classification model (resnet18, ...) or module:factory "
                         "returning a torch module or a classifier function; repeat to explain "
@@ -61,9 +61,12 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", action="append", metavar="FILE|DEFAULT",
                    help="a state-dict file, or DEFAULT for torchvision's pretrained weights; "
                         "once per --model, in the same order (default: random weights)")
-    p.add_argument("--num-samples", type=count_or_auto, default=1000, metavar="N|auto",
+    p.add_argument("--num-samples", type=count_or_auto, default=num_samples,
+                   metavar="N|auto",
                    help="perturbed images per explanation, or auto: rounds until the top "
-                        "superpixels settle (default 1000)")
+                        "superpixels settle or more rows stop paying, never more than 1000 "
+                        "unless --max-samples says more (KernelSHAP: 2048); pass 1000 for "
+                        f"lime's explanation (default {num_samples})")
     p.add_argument("--max-samples", type=positive_int, default=None,
                    help="the most rows --num-samples auto may take")
     p.add_argument("--time-budget", type=seconds, default=None, metavar="SECONDS",
@@ -98,7 +101,7 @@ def add_explain(subparsers) -> None:
                                               "PNGs and JSON",
                               description="Explain each image's top labels with LIME (or "
                                           "Shapley values, --method kernelshap).")
-    _common(p)
+    _common(p, num_samples="auto")
     p.add_argument("--method", choices=sorted(METHODS), default="lime",
                    help="lime (default) or kernelshap: Shapley values over the superpixels, "
                         "exact when every coalition fits in --num-samples")

@@ -19,11 +19,14 @@ class ImageExplanation:
             the weighted ridge: how much the weight would move with other random rows).
         num_samples: the 0/1 rows the surrogate was fitted on.
         num_evaluated: the images the model saw (fewer than ``num_samples`` with ``dedupe``).
-        converged: False when the rows stopped short: ``num_samples="auto"`` at
-            ``max_samples`` before the ranking settled, or any explanation cut by its
-            ``time_budget``; True otherwise.
-        stop_reason: 'num_samples' (the fixed count), 'settled', 'max_samples', 'flat' (the
-            model's output did not move over ``"auto"``'s first round) or 'time_budget'.
+        converged: False when the rows stopped short of the target: ``num_samples="auto"``
+            at ``max_samples``, or stopped because more rows would not pay, before the stated
+            figure reached ``target_overlap``, or any explanation cut by its ``time_budget``;
+            True otherwise.
+        stop_reason: 'num_samples' (the fixed count), 'settled' (``expected_overlap``
+            reached ``target_overlap``), 'diminishing' (more rows were projected to raise it
+            by less than ``min_gain`` per 1000), 'max_samples', 'flat' (the model's output did
+            not move over ``"auto"``'s first round) or 'time_budget'.
         expected_overlap: dict keyed by label: the expected share of the ``top_k`` superpixels
             shown (the first ``top_k`` of ``local_exp``) that are also in the top ``top_k``
             of the converged explanation, the one unlimited rows would give. Calibrated: of

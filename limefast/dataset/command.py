@@ -34,9 +34,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="callable with no arguments returning the classifier (e.g. a "
                         "TorchClassifier), as module:name or file.py:name")
     p.add_argument("--output", required=True, help="folder (or URI) for the Parquet rows")
-    p.add_argument("--num-samples", type=count_or_auto, default=1000, metavar="N|auto",
-                   help="perturbed images per image, or auto (rounds until the top "
-                        "superpixels settle)")
+    p.add_argument("--num-samples", type=count_or_auto, default="auto", metavar="N|auto",
+                   help="perturbed images per image, or auto: rounds until the top "
+                        "superpixels settle or more rows stop paying, never more than 1000 "
+                        "(lime's default; pass 1000 for lime's explanation)")
     p.add_argument("--time-budget", type=seconds, default=None, metavar="SECONDS",
                    help="stop each image's rounds when the next would not fit")
     p.add_argument("--dedupe", action="store_true",

@@ -20,7 +20,8 @@ from limefast.lime_image import LimeImageExplainer
 from limefast.optional import install_hint, require
 
 INSTALL_HINT = install_hint("ray")  # Ray Data and pyarrow: the dataset extra
-FORMAT_VERSION = 2  # 2: stderr, num_samples and num_evaluated columns
+# 2: stderr, num_samples and num_evaluated columns; 3: expected_overlap, top_k, stop_reason
+FORMAT_VERSION = 3
 
 
 def image_seed(seed: int, image_id: str) -> int:
@@ -184,6 +185,8 @@ class ExplainWorker:
                 "num_segments": n_segments, "seconds": seconds, "seed": seed, "error": None,
                 "stderr": stderr.tolist(), "num_samples": int(explanation.num_samples),
                 "num_evaluated": int(explanation.num_evaluated),
+                "expected_overlap": float(explanation.expected_overlap[label]),
+                "top_k": int(explanation.top_k), "stop_reason": explanation.stop_reason,
             })
         if s.overlays:
             self._write_overlay(image_id, explanation)
@@ -226,7 +229,8 @@ def schema(pa):
         ("score", pa.float64()), ("local_pred", pa.float64()), ("num_segments", pa.int32()),
         ("seconds", pa.float64()), ("seed", pa.int64()), ("error", pa.string()),
         ("stderr", pa.list_(pa.float64())), ("num_samples", pa.int64()),
-        ("num_evaluated", pa.int64()),
+        ("num_evaluated", pa.int64()), ("expected_overlap", pa.float64()),
+        ("top_k", pa.int32()), ("stop_reason", pa.string()),
     ])
 
 
