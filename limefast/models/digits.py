@@ -95,26 +95,28 @@ def to_tensor(batch: np.ndarray) -> torch.Tensor:
 
 def train_model(data: DigitsData, seed: int = 0, epochs: int = EPOCHS) -> DigitsCNN:
     """Train a DigitsCNN on ``data``'s training images (Adam, seeded shuffles)."""
+    return fit(DigitsCNN, data, 3e-3, epochs, seed)
+
+
+def fit(build, data, lr: float, epochs: int, seed: int = 0, batch: int = BATCH):
+    """``build()`` trained on ``data``'s training images with cross-entropy, Adam at ``lr``
+    and seeded shuffles in batches of ``batch``; returned in eval mode.
+
+    One thread: the same weights from run to run whatever the core count, and no OpenMP
+    spinning against other processes on a busy CPU (two threads were 10x slower under load).
+    """
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    # One thread: the same weights from run to run whatever the core count, and no OpenMP
-    # spinning against other processes on a busy CPU (two threads were 10x slower under load).
+    torch.manual_seed(seed)  # before build(): its initial weights
     with torch_threads(1):
-        return _train(data, generator, epochs)
-
-
-def _train(data: DigitsData, generator: torch.Generator, epochs: int) -> DigitsCNN:
-    model = DigitsCNN()
-    x = to_tensor(data.train_images)
-    y = torch.from_numpy(data.train_labels)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=generator).split(BATCH):
-            optimiser.zero_grad()
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            optimiser.step()
+        model = build()
+        x, y = to_tensor(data.train_images), torch.from_numpy(data.train_labels)
+        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        for _ in range(epochs):
+            for idx in torch.randperm(len(x), generator=generator).split(batch):
+                optimiser.zero_grad()
+                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+                optimiser.step()
     return model.eval()
 
 

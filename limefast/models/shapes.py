@@ -17,10 +17,9 @@ from limefast.optional import require
 torch = require("torch", "limefast.models.shapes")
 nn = torch.nn
 
-from limefast.device._torch import torch_threads  # noqa: E402 - after torch
 from limefast.models.cache import cache_dir, cached_model  # noqa: E402
 from limefast.models.data import Split, Trained, generated  # noqa: E402
-from limefast.models.digits import DigitsClassifier, test_accuracy, to_tensor  # noqa: E402
+from limefast.models.digits import DigitsClassifier, fit, test_accuracy  # noqa: E402
 
 SIZE = 32
 CLASSES = ("disc", "square", "triangle", "cross")
@@ -77,19 +76,7 @@ class ShapesCNN(nn.Module):
 
 def train_model(data: ShapesData, seed: int = 0, epochs: int = EPOCHS) -> ShapesCNN:
     """Train a ShapesCNN (Adam, seeded shuffles, one thread: the same weights every run)."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    with torch_threads(1):
-        model = ShapesCNN()
-        x, y = to_tensor(data.train_images), torch.from_numpy(data.train_labels)
-        optimiser = torch.optim.Adam(model.parameters(), lr=4e-3)
-        model.train()
-        for _ in range(epochs):
-            for idx in torch.randperm(len(x), generator=generator).split(BATCH):
-                optimiser.zero_grad()
-                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-                optimiser.step()
-    return model.eval()
+    return fit(ShapesCNN, data, 4e-3, epochs, seed)
 
 
 TrainedShapes = Trained  # the old name
