@@ -22,9 +22,8 @@ from limefast.optional import require
 torch = require("torch", "limefast.models.blobs")
 nn = torch.nn
 
-from limefast.models.cache import cache_dir, cached_model  # noqa: E402
 from limefast.models.data import Split, Trained, generated  # noqa: E402
-from limefast.models.digits import DigitsClassifier, fit, test_accuracy  # noqa: E402
+from limefast.models.digits import DigitsClassifier, fit, load_trained  # noqa: E402
 
 SIZE = 40
 CLASSES = ("one", "two", "three", "four")  # blobs on the image: label + 1
@@ -126,12 +125,8 @@ def train_model(data: BlobsData, seed: int = 0, epochs: int = EPOCHS) -> BlobsRe
 def load_model(*, cache: bool = True, retrain: bool = False) -> Trained:
     """The trained blob-counting CNN: from the cache if it is there, else trained (and cached)."""
     t0 = time.perf_counter()
-    data = load_data()
-    path = cache_dir() / f"blobs-cnn-v{MODEL_VERSION}.pt" if cache else None
-    model, trained = cached_model(path, BlobsResNet, lambda: train_model(data), "blobs",
-                                  retrain)
-    return Trained(model, data, test_accuracy(model, data), path, trained,
-                   time.perf_counter() - t0)
+    return load_trained(load_data(), f"blobs-cnn-v{MODEL_VERSION}.pt", BlobsResNet, train_model,
+                        "blobs", cache, retrain, t0)
 
 
 BlobsClassifier = DigitsClassifier  # the same softmax of a (N, 3, H, W) module, in eval mode

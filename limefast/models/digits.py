@@ -135,10 +135,17 @@ def load_model(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -
         A TrainedDigits with the model in eval mode.
     """
     t0 = time.perf_counter()
-    data = load_data(size)
-    path = cache_dir() / f"digits-cnn-{size}px-v{MODEL_VERSION}.pt" if cache else None
-    model, trained = cached_model(path, DigitsCNN, lambda: train_model(data), "digits",
-                                  retrain)
+    return load_trained(load_data(size), f"digits-cnn-{size}px-v{MODEL_VERSION}.pt", DigitsCNN,
+                        train_model, "digits", cache, retrain, t0)
+
+
+def load_trained(data: Split, file_name: str, build, train, what: str, cache: bool,
+                 retrain: bool, t0: float) -> Trained:
+    """A torch classifier of ``data`` from the cached state dict ``file_name`` under
+    ``cache_dir()``, else ``train(data)`` (and cached), with its test accuracy; ``t0`` is
+    when the loading began."""
+    path = cache_dir() / file_name if cache else None
+    model, trained = cached_model(path, build, lambda: train(data), what, retrain)
     return Trained(model, data, test_accuracy(model, data), path, trained,
                    time.perf_counter() - t0)
 

@@ -17,9 +17,8 @@ from limefast.optional import require
 torch = require("torch", "limefast.models.shapes")
 nn = torch.nn
 
-from limefast.models.cache import cache_dir, cached_model  # noqa: E402
 from limefast.models.data import Split, Trained, generated  # noqa: E402
-from limefast.models.digits import DigitsClassifier, fit, test_accuracy  # noqa: E402
+from limefast.models.digits import DigitsClassifier, fit, load_trained  # noqa: E402
 
 SIZE = 32
 CLASSES = ("disc", "square", "triangle", "cross")
@@ -85,12 +84,8 @@ TrainedShapes = Trained  # the old name
 def load_model(*, cache: bool = True, retrain: bool = False) -> TrainedShapes:
     """The trained shapes CNN: from the cache if it is there, else trained (and cached)."""
     t0 = time.perf_counter()
-    data = load_data()
-    path = cache_dir() / f"shapes-cnn-v{MODEL_VERSION}.pt" if cache else None
-    model, trained = cached_model(path, ShapesCNN, lambda: train_model(data), "shapes",
-                                  retrain)
-    return Trained(model, data, test_accuracy(model, data), path, trained,
-                   time.perf_counter() - t0)
+    return load_trained(load_data(), f"shapes-cnn-v{MODEL_VERSION}.pt", ShapesCNN, train_model,
+                        "shapes", cache, retrain, t0)
 
 
 ShapesClassifier = DigitsClassifier  # the same softmax of a (N, 3, H, W) module
