@@ -69,14 +69,44 @@ def test_horizons_and_the_decision():
     big = [{400: 0.05, 1000: 0.06}]
     assert adaptive.gain_rate(small, 200) == pytest.approx(0.005)
     assert adaptive.gain_rate(big, 200) == pytest.approx(0.25)
-    assert adaptive.decide([0.96], big, 200, 0.95, 0.05) == "settled"
-    assert adaptive.decide([floor + 0.05], small, 200, 0.95, 0.05) == "diminishing"
-    assert adaptive.decide([floor + 0.05], big, 200, 0.95, 0.05) is None
-    assert adaptive.decide([floor - 0.05], small, 200, 0.95, 0.05) is None  # too low to quit
-    assert adaptive.decide([floor + 0.05], small, 200, 0.95, 0.0) is None  # gain stop off
-    assert adaptive.decide([0.8, 0.99], small * 2, 200, 0.95, 0.0) is None  # the mean counts
-    assert adaptive.decide([], [], 200, 0.95, 0.05) is None
-    assert adaptive.decide([float("nan")], [{}], 200, 0.95, 0.05) is None
+
+    def decide(stated, gains, n=200, cap=1000, target=0.95, min_gain=0.05):
+        return adaptive.decide(stated, gains, n, cap, target, min_gain)
+
+    assert decide([0.96], big) == "settled"
+    assert decide([floor + 0.05], small) == "diminishing"
+    assert decide([floor + 0.05], big) is None
+    assert decide([floor - 0.05], small) is None  # too low to quit
+    assert decide([floor + 0.05], small, min_gain=0.0) is None  # gain stop off
+    assert decide([0.8, 0.99], small * 2, min_gain=0.0) is None  # the mean counts
+    assert decide([], []) is None
+    assert decide([float("nan")], [{}]) is None
+    # at the cap there is nothing left to gain: the loop stops there as "max_samples"
+    assert decide([floor + 0.05], [{}], n=1000) is None
+    assert decide([0.96], [{}], n=1000) == "settled"
+
+    def never():
+        raise AssertionError("gains projected when the rule did not need them")
+
+    assert decide([0.96], never) == "settled"
+    assert decide([floor - 0.05], never) is None
+    assert decide([floor + 0.05], never, n=1000) is None
+    assert decide([floor + 0.05], lambda: small) == "diminishing"
+
+
+def test_figures_state_what_expected_overlap_states():
+    """The rule's figure is the one the explanation states, to the last bit, for joint and
+    diagonal covariances."""
+    rng = np.random.RandomState(4)
+    for _ in range(5):
+        w = rng.normal(0, 1, F)
+        a = rng.normal(0, 0.4, (F, F))
+        for cov in (a @ a.T / F, np.diag(a @ a.T / F)):
+            k = int(rng.randint(1, 8))
+            fig = adaptive.Figures(w, cov, k, 300, 1000)
+            assert fig.stated == adaptive.expected_overlap(w, cov, adaptive.top_set(w, k))
+            assert set(fig.gains()) == {450, 600, 1000}
+            assert all(-0.05 <= g <= 1 for g in fig.gains().values())
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])

@@ -359,6 +359,9 @@ def test_fewer_model_calls_from_the_command_line(images, tmp_path, capsys):
     assert record["labels"][label]["expected_overlap"] == exp.expected_overlap[int(label)]
     assert record["labels"][label]["top_k"] == exp.top_k == min(5, record["n_superpixels"])
     assert record["target_overlap"] == exp.target_overlap
+    from limefast import config
+
+    assert record["min_gain"] == exp.min_gain == config.AUTO_MIN_GAIN
 
 
 @pytest.mark.parametrize("flag,value", [("--time-budget", "0"), ("--time-budget", "soon"),

@@ -235,11 +235,9 @@ def test_near_ties_stop_when_more_rows_stop_paying_and_state_a_low_figure():
     e = explain(model, seed=5, num_samples="auto", top_labels=1, batch_size=7)
     label = e.top_labels[0]
     assert e.num_evaluated == sum(model.calls) <= config.AUTO_MAX_SAMPLES
-    assert not e.converged and e.stop_reason in ("diminishing", "max_samples")
+    assert (e.converged, e.stop_reason) == (False, "diminishing")
+    assert e.num_evaluated < config.AUTO_MAX_SAMPLES  # more rows would not have paid
     assert config.AUTO_GAIN_FLOOR <= e.expected_overlap[label] < config.AUTO_TARGET_OVERLAP
-    # the rule's gain figure at the stop was below min_gain, and the figure below the target
-    if e.stop_reason == "diminishing":
-        assert e.num_evaluated < config.AUTO_MAX_SAMPLES
 
 
 def test_auto_never_evaluates_more_than_limes_default_and_at_the_cap_is_lime():

@@ -333,7 +333,7 @@ def test_standard_errors_describe_the_error():
 def test_auto_stops_once_settled_and_is_exact_when_everything_fits():
     image, segments, model = case(14, 30)
     e = explain(image, segments, model, num_samples="auto", labels=(0,), stable_features=3)
-    assert e.stop_reason in ("settled", "max_samples")
+    assert e.stop_reason in ("settled", "diminishing", "max_samples")
     assert e.converged == (e.stop_reason == "settled")
     # never more than the fixed default budget, and it states how settled its top 3 is
     assert e.num_evaluated == e.num_samples <= 2048 == config.SHAP_AUTO_MAX_SAMPLES
@@ -348,6 +348,36 @@ def test_auto_stops_once_settled_and_is_exact_when_everything_fits():
     small = case(15, 7)
     e = explain(*small, num_samples="auto", labels=(0,), min_samples=200)
     assert e.exact and e.stop_reason == "exact" and e.num_evaluated == 128
+
+
+class Wobbly:
+    """``model`` plus a deterministic wobble of each image's own (no linear part to fit)."""
+
+    def __init__(self, model, scale):
+        self.model, self.scale = model, scale
+
+    def __call__(self, batch):
+        x = np.asarray(batch, dtype=np.float64).reshape(len(batch), -1)
+        wobble = np.sin(x @ np.linspace(1, 2, x.shape[1]) * 1e3)
+        return self.model(batch) + self.scale * wobble[:, None]
+
+
+def test_auto_stops_when_more_coalitions_stop_paying_unless_the_cap_is_exact():
+    image, segments, model = case(14, 30)
+    # any gain is too small for min_gain=10: the first check stops, below the target
+    e = explain(image, segments, model, num_samples="auto", labels=(1,), stable_features=5,
+                target_overlap=0.999999, min_gain=10)
+    assert (e.stop_reason, e.converged) == ("diminishing", False)
+    assert e.num_evaluated < config.SHAP_AUTO_MAX_SAMPLES
+    assert config.AUTO_GAIN_FLOOR <= e.expected_overlap[1] < 0.999999
+    # 9 superpixels: all 512 coalitions fit under the cap, where the values are exact, so
+    # more coalitions always pay and only the target or exactness stops it
+    image, segments, model = case(15, 9)
+    e = explain(image, segments, Wobbly(model, 0.1), num_samples="auto", labels=(0,),
+                stable_features=3, target_overlap=0.999999, min_gain=10)
+    assert e.stop_reason in ("settled", "exact") and e.num_evaluated > 150
+    with pytest.raises(ValueError, match="min_gain"):
+        explain(*case(15, 9), num_samples="auto", min_gain=-1)
 
 
 def test_auto_on_a_flat_model_stops_after_the_first_round():

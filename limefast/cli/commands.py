@@ -65,7 +65,7 @@ def model_arguments(p: argparse.ArgumentParser, num_samples=1000) -> None:
                    metavar="N|auto",
                    help="perturbed images per explanation, or auto: rounds until the top "
                         "superpixels settle or more rows stop paying, never more than 1000 "
-                        "unless --max-samples says more (KernelSHAP: 2048); pass 1000 for "
+                        "(KernelSHAP too) unless --max-samples says more; pass 1000 for "
                         f"lime's explanation (default {num_samples})")
     p.add_argument("--max-samples", type=positive_int, default=None,
                    help="the most rows --num-samples auto may take")

@@ -97,6 +97,8 @@ def sampling_options(args) -> dict:
     options = {"dedupe": args.dedupe, "time_budget": args.time_budget}
     if args.max_samples is not None:
         options["max_samples"] = args.max_samples
+    elif args.num_samples == "auto":  # KernelSHAP's own cap is 2048: the CLI's stays 1000
+        options["max_samples"] = config.AUTO_MAX_SAMPLES
     return options
 
 

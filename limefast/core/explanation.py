@@ -35,8 +35,11 @@ class ImageExplanation:
             when the label's output never moved; nan when there are too few rows to tell.
         top_k: the k of ``expected_overlap`` (``stable_features``, else ``num_features``
             when it is smaller than the superpixel count, else 5).
-        target_overlap: the ``expected_overlap`` ``num_samples="auto"`` stopped at (None
-            for a fixed count).
+        target_overlap: the ``expected_overlap`` at which ``num_samples="auto"`` stops (the
+            target; an explanation that stopped for another reason states less). None for a
+            fixed count.
+        min_gain: ``num_samples="auto"``'s least projected gain per 1000 rows worth the rows
+            (None for a fixed count).
         timings: seconds spent in each stage of the explanation.
     """
 
@@ -55,6 +58,7 @@ class ImageExplanation:
         self.expected_overlap = {}
         self.top_k = None
         self.target_overlap = None
+        self.min_gain = None
         self.timings = {}
 
     def overlap_caption(self, label) -> str:

@@ -294,12 +294,14 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
                     break
                 if n >= rounds.min_samples and n > 2 * (n_features + 1):
                     with one_blas_thread():
-                        both = fit.figures(k, n_total)
-                    figures = [stated for stated, _ in both]
-                    # the mean over labels: what a reader of all of them sees on average
-                    live = [f for f, dead in zip(both, flat) if not dead]
-                    stop = adaptive.decide([s for s, _ in live], [g for _, g in live], n,
-                                           rounds.target, rounds.min_gain)
+                        per_label = fit.figures(k, n_total)
+                        figures = [f.stated for f in per_label]
+                        # the mean over labels: what a reader of all of them sees on average
+                        live = [f for f, dead in zip(per_label, flat) if not dead]
+                        stop = adaptive.decide([f.stated for f in live],
+                                               lambda live=live: [f.gains() for f in live],
+                                               n, n_total,
+                                               rounds.target, rounds.min_gain)
                     if stop:
                         reason = stop
                         break
@@ -322,6 +324,7 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
     explanation.converged = reason in ("settled", "num_samples")
     stated = float(np.mean(figures)) if figures else float("nan")
     explanation.target_overlap = rounds.target if rounds.auto else None
+    explanation.min_gain = rounds.min_gain if rounds.auto else None
     if reason == "flat":
         warnings.warn(flat_warning(n), SamplingWarning, stacklevel=5)
     elif rounds.auto and not explanation.converged and reason != "diminishing":

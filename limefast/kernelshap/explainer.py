@@ -232,12 +232,16 @@ class KernelShapImageExplainer(SeededExplainer):
                     if flat.all():  # the model's output does not move: nothing to rank
                         reason = "flat"
                         break
-                    both = _figures(fit, k, budget, n_total)
-                    figures = [stated for stated, _ in both]
-                    live = [v for v, dead in zip(both, flat) if not dead]
-                    stop = fit.identified and adaptive.decide(
-                        [v for v, _ in live], [g for _, g in live], budget, plan.target,
-                        plan.min_gain)
+                    with one_blas_thread():
+                        per_label = _figures(fit, k, budget, n_total)
+                        figures = [x.stated for x in per_label]
+                        live = [x for x, dead in zip(per_label, flat) if not dead]
+                        # at the cap an exhaustive design is exact: more rows always pay
+                        stop = fit.identified and adaptive.decide(
+                            [x.stated for x in live],
+                            lambda live=live: [x.gains() for x in live],
+                            budget, n_total, plan.target,
+                            0.0 if estimator.fits_exactly(f, n_total) else plan.min_gain)
                     if stop:
                         reason = stop
                         break
@@ -257,6 +261,7 @@ class KernelShapImageExplainer(SeededExplainer):
         instance.timings["shapley"] = t_fit
         explanation = _explanation(instance, rows, fit, top, columns, top_labels, k)
         explanation.target_overlap = plan.target if plan.auto else None
+        explanation.min_gain = plan.min_gain if plan.auto else None
         explanation.num_evaluated = stats.images
         explanation.stop_reason = reason
         explanation.converged = reason in ("settled", "num_samples", "exact") and fit.identified
@@ -308,16 +313,15 @@ def _flat(fit) -> np.ndarray:
     return np.abs(fit.values).max(axis=0) <= config.AUTO_FLAT_TOLERANCE * size
 
 
-def _figures(fit, k: int, n: int, cap: int) -> list[tuple[float, dict]]:
-    """Every label's ``adaptive.label_figures`` after ``n`` coalitions of at most ``cap``
-    (chance and no gains for a flat label; nan when the superpixels cannot be told apart)."""
+def _figures(fit, k: int, n: int, cap: int) -> list:
+    """Every label's ``adaptive.Figures`` after ``n`` coalitions of at most ``cap`` (chance
+    for a flat label; nan when the superpixels cannot be told apart)."""
     n_features, n_labels = fit.values.shape
     if not fit.identified:
-        return [(float("nan"), {})] * n_labels
+        return [adaptive.Figures.fixed(float("nan"))] * n_labels
     flat = _flat(fit)
-    return [(min(k, n_features) / n_features, {}) if flat[j] else
-            adaptive.label_figures(fit.values[:, j], fit.cov[:, :, j], min(k, n_features), n,
-                                   cap)
+    return [adaptive.Figures.fixed(min(k, n_features) / n_features) if flat[j] else
+            adaptive.Figures(fit.values[:, j], fit.cov[:, :, j], min(k, n_features), n, cap)
             for j in range(n_labels)]
 
 

@@ -102,7 +102,8 @@ def score(rows: Rows, references: dict, k: int = 5, cap: int | None = None,
         for n in ns:
             fit = adaptive.RunningFit(f, 1)
             fit.add(rows.data[:n], rows.targets[:n, col:col + 1], rows.weights[:n])
-            (stated, gains), = fit.figures(k, cap, alpha)
+            figures, = fit.figures(k, cap, alpha)
+            stated, gains = figures.stated, figures.gains()
             rec["flat"].append(bool(fit.flat()[0]))
             rec["stated"].append(stated)
             rec["gains"].append(gains)
@@ -136,7 +137,7 @@ def stop_index(s: dict, labels, target: float, min_gain: float) -> tuple[int, st
             return i, "flat"
         live = [r for r in recs if not r["flat"][i]]
         reason = adaptive.decide([r["stated"][i] for r in live], [r["gains"][i] for r in live],
-                                 n, target, min_gain)
+                                 n, ns[-1], target, min_gain)
         if reason:
             return i, reason
     return len(ns) - 1, "max_samples"
