@@ -391,3 +391,14 @@ def test_explain_and_explain_dataset_default_to_auto_and_compare_and_serve_to_10
                               "--num-samples", "1000"]).num_samples == 1000
     default = inspect.signature(LimeImageExplainer.explain_instance).parameters["num_samples"]
     assert default.default == 1000
+    # the command line's auto costs at most its former default, 1000 images, KernelSHAP too
+    from limefast.cli.steps import sampling_options
+
+    args = parser.parse_args(["explain", "x.png", "--out", "o", *common, "--method",
+                              "kernelshap"])
+    assert sampling_options(args)["max_samples"] == 1000
+    args = parser.parse_args(["explain", "x.png", "--out", "o", *common, "--max-samples",
+                              "1500"])
+    assert sampling_options(args)["max_samples"] == 1500
+    args = parser.parse_args(["explain", "x.png", "--out", "o", *common, "--num-samples", "300"])
+    assert "max_samples" not in sampling_options(args)
