@@ -365,11 +365,20 @@ def test_fewer_model_calls_from_the_command_line(images, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag,value", [("--time-budget", "0"), ("--time-budget", "soon"),
-                                        ("--num-samples", "some"), ("--batch-size", "big")])
+                                        ("--num-samples", "some"), ("--batch-size", "big"),
+                                        ("--target-overlap", "1"), ("--target-overlap", "x"),
+                                        ("--min-gain", "-0.1"), ("--min-gain", "nan")])
 def test_bad_sampling_flags_exit_2(flag, value, images, tmp_path, capsys):
     code, err = run(["explain", images[0], "--model", "cli_models:grid", flag, value,
                      "--out", tmp_path / "out"], capsys)
     assert code == 2 and flag in err
+
+
+def test_auto_flags_with_a_fixed_count_exit_2_and_write_nothing(images, tmp_path, capsys):
+    code, err = run(["explain", images[0], "--model", "cli_models:grid", "--num-samples", "300",
+                     "--min-gain", "0.1", "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "--min-gain" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "out").exists()
 
 
 def test_explain_and_explain_dataset_default_to_auto_and_compare_and_serve_to_1000():
@@ -402,3 +411,9 @@ def test_explain_and_explain_dataset_default_to_auto_and_compare_and_serve_to_10
     assert sampling_options(args)["max_samples"] == 1500
     args = parser.parse_args(["explain", "x.png", "--out", "o", *common, "--num-samples", "300"])
     assert "max_samples" not in sampling_options(args)
+    args = parser.parse_args(["explain", "x.png", "--out", "o", *common, "--target-overlap",
+                              "0.9", "--min-gain", "0"])
+    assert (sampling_options(args)["target_overlap"], sampling_options(args)["min_gain"]) == (
+        0.9, 0.0)
+    assert "target_overlap" not in sampling_options(
+        parser.parse_args(["compare", "x.png", "--out", "o", *common]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -259,12 +260,16 @@ def test_rows_equal_single_process(run_two_workers, reference):
             assert row["seconds"] > 0
 
 
-def test_auto_samples_and_dedupe(ray_session, folder, tmp_path):
-    options = {"num_samples": "auto", "dedupe": True}
+@pytest.mark.parametrize("rule", [{}, {"target_overlap": 0.99, "min_gain": 0.2}])
+def test_auto_samples_and_dedupe(ray_session, folder, tmp_path, rule):
+    options = {"num_samples": "auto", "dedupe": True, **rule}
     result = dataset.explain_dataset(folder, grid_factory, output=tmp_path, concurrency=1,
                                      **{**SETTINGS, **options})
     assert result.explained == len(GOOD)
     assert_rows_equal(table_rows(tmp_path), reference_rows(folder, **options))
+    meta = json.loads((tmp_path / "_limefast.json").read_text())
+    assert {k: meta[k] for k in ("target_overlap", "min_gain")} == {
+        "target_overlap": rule.get("target_overlap"), "min_gain": rule.get("min_gain")}
 
 
 def test_partitioning_does_not_change_rows(ray_session, run_two_workers, folder, tmp_path):
@@ -382,6 +387,12 @@ def test_bad_arguments_say_what_is_wrong(tmp_path, capsys):
         dataset.explain_dataset(tmp_path / "missing", grid_factory, output=tmp_path / "o")
     with pytest.raises(ValueError, match="appears twice"):
         dataset.explain_dataset(["x/a.png", "x/a.png"], grid_factory, output=tmp_path / "o")
+    with pytest.raises(ValueError, match="target_overlap must be between 0 and 1"):
+        dataset.explain_dataset(tmp_path, grid_factory, output=tmp_path / "o",
+                                num_samples="auto", target_overlap=1.5)
+    with pytest.raises(ValueError, match="min_gain"):  # the rule of "auto" with a fixed count
+        dataset.explain_dataset(tmp_path, grid_factory, output=tmp_path / "o",
+                                num_samples=300, min_gain=0.1)
     with pytest.raises(ValueError, match="segmentation must be"):
         dataset.explain_dataset([], grid_factory, output=tmp_path / "o", segmentation="watershed")
     with pytest.raises(TypeError, match="model_factory must be callable"):

@@ -40,3 +40,35 @@ def triple(text: str) -> tuple:
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three numbers like 0.5,0.5,0.5; got {text!r}")
     return values
+
+
+def open_unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number between 0 and 1 (exclusive), e.g. 0.95; got {text!r}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, e.g. 0.05; "
+                                         f"got {text!r}")
+    return value
+
+
+def auto_arguments(p: argparse.ArgumentParser) -> None:
+    """``--target-overlap`` and ``--min-gain``: the rule of ``--num-samples auto``."""
+    p.add_argument("--target-overlap", type=open_unit, default=None, metavar="P",
+                   help="--num-samples auto stops once the stated expected overlap of the "
+                        "shown top superpixels reaches P (default 0.95)")
+    p.add_argument("--min-gain", type=non_negative, default=None, metavar="G",
+                   help="--num-samples auto also stops once 1000 more rows are projected to "
+                        "raise that figure by less than G (default 0.05; 0: never)")

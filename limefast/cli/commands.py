@@ -26,7 +26,7 @@ import importlib
 import os
 import sys
 
-from limefast.cli.arguments import count_or_auto, positive_int, seconds, triple
+from limefast.cli.arguments import auto_arguments, count_or_auto, positive_int, seconds, triple
 from limefast.cli.compare import run_compare
 from limefast.cli.explain import run_explain
 from limefast.cli.inputs import InputError
@@ -102,6 +102,7 @@ def add_explain(subparsers) -> None:
                               description="Explain each image's top labels with LIME (or "
                                           "Shapley values, --method kernelshap).")
     _common(p, num_samples="auto")
+    auto_arguments(p)
     p.add_argument("--method", choices=sorted(METHODS), default="lime",
                    help="lime (default) or kernelshap: Shapley values over the superpixels, "
                         "exact when every coalition fits in --num-samples")

@@ -99,6 +99,9 @@ def sampling_options(args) -> dict:
         options["max_samples"] = args.max_samples
     elif args.num_samples == "auto":  # KernelSHAP's own cap is 2048: the CLI's stays 1000
         options["max_samples"] = config.AUTO_MAX_SAMPLES
+    for name in ("target_overlap", "min_gain"):  # explain's flags (compare has none)
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
     return options
 
 

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from limefast.cli.arguments import count_or_auto, positive_int, seconds
+from limefast.cli.arguments import auto_arguments, count_or_auto, positive_int, seconds
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -40,6 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(lime's default; pass 1000 for lime's explanation)")
     p.add_argument("--time-budget", type=seconds, default=None, metavar="SECONDS",
                    help="stop each image's rounds when the next would not fit")
+    auto_arguments(p)
     p.add_argument("--dedupe", action="store_true",
                    help="evaluate each distinct perturbed image once (deterministic models)")
     p.add_argument("--top-labels", type=positive_int, default=5)
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=args.cpus_per_worker,
             max_retries=args.max_retries, overlays=args.overlays, address=args.address,
             progress=not args.no_progress, time_budget=args.time_budget, dedupe=args.dedupe,
+            target_overlap=args.target_overlap, min_gain=args.min_gain,
         )
     except ImportError as exc:
         if INSTALL_HINT in str(exc):

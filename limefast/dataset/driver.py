@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from limefast.core import checks
+from limefast.core import checks, rounds
 from limefast.dataset.worker import (
     ExplainWorker,
     Settings,
@@ -64,7 +64,8 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
                     address: str | None = None, max_retries: int = 3, progress: bool = True,
                     image_column: str = "image", id_column: str | None = None,
                     time_budget: float | None = None, dedupe: bool = False,
-                    resize: str = "stretch") -> DatasetRun:
+                    resize: str = "stretch", target_overlap: float | None = None,
+                    min_gain: float | None = None) -> DatasetRun:
     """Explain every image of ``source`` with ``model_factory()``'s classifier, on Ray Data.
 
     Args:
@@ -77,9 +78,10 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
             once per worker (and again if Ray restarts the worker).
         output: folder, or pyarrow filesystem URI (``s3://bucket/run``), for the Parquet part
             files, ``_limefast.json`` and ``overlays/``; every worker must reach it.
-        num_samples, top_labels, hide_color, time_budget, dedupe: as for
-            ``explain_instance`` (``num_samples`` may be ``"auto"``; a run with a time budget
-            depends on the machine's speed, so it is not deterministic).
+        num_samples, top_labels, hide_color, time_budget, dedupe, target_overlap, min_gain:
+            as for ``explain_instance`` (``num_samples`` may be ``"auto"``, which
+            ``target_overlap`` and ``min_gain`` tune; a run with a time budget depends on the
+            machine's speed, so it is not deterministic).
         seed: run seed; an image is explained with ``random_state=image_seed(seed, its id)``.
         segmentation: None (lime's quickshift), ``'quickshift'``, ``'slic'``,
             ``'felzenszwalb'`` (``SegmentationAlgorithm`` defaults), or a picklable callable
@@ -121,7 +123,13 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
         threads=max(1, math.floor(num_cpus_per_worker)),
         max_retries=checks.positive_int("max_retries", max_retries, minimum=0),
         time_budget=checks.time_budget(time_budget), dedupe=bool(dedupe),
+        target_overlap=checks.open_unit("target_overlap", target_overlap),
+        min_gain=checks.non_negative("min_gain", min_gain),
     )
+    # the rest of explain_instance's checks of these, here rather than once per image
+    rounds.Rounds.from_arguments(settings.num_samples, None, None, settings.time_budget, None,
+                                 settings.dedupe, target_overlap=settings.target_overlap,
+                                 min_gain=settings.min_gain)
     batch_images = checks.positive_int("batch_images", batch_images)
     if concurrency is not None:
         concurrency = checks.positive_int("concurrency", concurrency)

@@ -82,6 +82,8 @@ class Settings:
     max_retries: int
     time_budget: float | None = None
     dedupe: bool = False
+    target_overlap: float | None = None  # num_samples="auto"'s rule (None: the defaults)
+    min_gain: float | None = None
 
     def metadata(self) -> dict:
         """The settings that decide the rows, as JSON values: a resumed run must match them."""
@@ -158,7 +160,8 @@ class ExplainWorker:
                 image, self.classifier, top_labels=s.top_labels, num_samples=s.num_samples,
                 batch_size=s.model_batch_size, segmentation_fn=self.segmentation,
                 hide_color=s.hide_color, progress_bar=False, dedupe=s.dedupe,
-                time_budget=s.time_budget)
+                time_budget=s.time_budget, target_overlap=s.target_overlap,
+                min_gain=s.min_gain)
         except Exception as exc:  # noqa: BLE001
             # An unreadable or invalid image is this image's problem: record it and go on.
             # Anything else (the model failing, memory) is the run's, and fails the task.
