@@ -42,26 +42,24 @@ def triple(text: str) -> tuple:
     return values
 
 
-def open_unit(text: str) -> float:
+def _number(text: str, ok, expected: str) -> float:
+    """``text`` as a float for which ``ok(value)`` holds, else a usage error."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a number between 0 and 1 (exclusive), e.g. 0.95; got {text!r}")
+    if not (np.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
     return value
+
+
+def open_unit(text: str) -> float:
+    return _number(text, lambda v: 0 < v < 1,
+                   "a number between 0 and 1 (exclusive), e.g. 0.95")
 
 
 def non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, e.g. 0.05; "
-                                         f"got {text!r}")
-    return value
+    return _number(text, lambda v: v >= 0, "a number of at least 0, e.g. 0.05")
 
 
 def auto_arguments(p: argparse.ArgumentParser) -> None:
