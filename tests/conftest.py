@@ -41,6 +41,15 @@ def grid_classifier():
     return GridClassifier()
 
 
+@pytest.fixture(scope="module")
+def trained_models_cache(tmp_path_factory):
+    """``limefast.models``' trained models cached in a folder of the test module's own (trained
+    once per module, whatever the user's cache holds)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIMEFAST_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 def _gpu_available() -> bool:
     """A real CUDA GPU, usable by numba and (when installed) PyTorch; the simulator is not one."""
     import os

@@ -24,15 +24,7 @@ from limefast.benchsuite import (
 )
 
 
-@pytest.fixture(scope="module")
-def study_cache(tmp_path_factory):
-    """The sampling study's models trained once, into a cache folder of this module's own."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIMEFAST_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-def test_quick_suite_writes_json_markdown_and_plots(tmp_path, study_cache):
+def test_quick_suite_writes_json_markdown_and_plots(tmp_path, trained_models_cache):
     cfg = suite.Config.quick()
     from limefast.benchsuite.study.run import StudyConfig
 
@@ -155,7 +147,7 @@ def test_hard_images_are_picked_first_then_the_test_order():
 
 
 @pytest.fixture
-def model_cache(study_cache):
+def model_cache(trained_models_cache):
     pytest.importorskip("torch")
 
 

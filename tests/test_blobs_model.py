@@ -12,13 +12,9 @@ from limefast.models import blobs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
+def loaded(trained_models_cache):
     """(first load, which trains; second load, from the cache), in a fresh cache folder."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIMEFAST_CACHE", str(tmp_path_factory.mktemp("cache")))
-        first = blobs.load_model()
-        second = blobs.load_model()
-        yield first, second
+    return blobs.load_model(), blobs.load_model()
 
 
 def test_data_are_seeded_balanced_and_40px():

@@ -14,12 +14,9 @@ digits = pytest.importorskip("limefast.demo.digits")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(trained_models_cache):
     """Trained once for this module, into a cache folder of its own (a few seconds)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIMEFAST_CACHE", str(tmp_path_factory.mktemp("cache")))
-        result = digits.load_model()
-        yield result
+    return digits.load_model()
 
 
 def test_data_and_training(trained):

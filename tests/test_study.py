@@ -14,15 +14,7 @@ from limefast.benchsuite.study import __main__ as study_main  # noqa: E402
 from limefast.benchsuite.study import cases, summary  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def model_cache(tmp_path_factory):
-    """The models trained once, into a cache folder of this module's own."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIMEFAST_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-def test_quick_study_measures_both_halves_and_keeps_the_promise(tmp_path, model_cache):
+def test_quick_study_measures_both_halves_and_keeps_the_promise(tmp_path, trained_models_cache):
     assert study_main.main(["--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "study.json").read_text())
     assert [h["half"] for h in result["halves"]] == list(cases.HALVES)

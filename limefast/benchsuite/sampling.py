@@ -28,6 +28,7 @@ import numpy as np
 from limefast.optional import available
 
 from .agreement import top_features, top_k_overlap  # noqa: F401 - sampling's public names
+from .study import cases
 
 REFERENCE_SEED_OFFSET = 10_000
 Z90 = 1.645  # two-sided 90% normal quantile
@@ -78,16 +79,10 @@ def interval_coverage(weights: Mapping[int, float], stderr: Mapping[int, float],
 
 # -- models -----------------------------------------------------------------------------------
 @dataclass
-class StudyModel:
-    """One model of the study: its classifier_fn, held-out images and superpixel rule."""
+class StudyModel(cases.StudyModel):
+    """One model of the study (as the two-halves study has them), with its superpixel rule."""
 
-    name: str
-    description: str
-    classifier: Callable
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    segment: Callable  # image -> (H, W) labels 0..n-1
-    accuracy: float
+    segment: Callable = None  # image -> (H, W) labels 0..n-1
     extra: dict = field(default_factory=dict)
 
 
@@ -101,9 +96,9 @@ def digits_model() -> StudyModel:
     # n_segments=40 then gives 25-35 superpixels per image.
     return StudyModel("digits-cnn", "limefast.models.digits CNN, 4 conv layers, 32x32, 10 classes",
                       digits.DigitsClassifier(trained.model), trained.data.test_images,
-                      trained.data.test_labels,
+                      trained.data.test_labels, trained.accuracy, 10,
                       lambda im: slic(im, n_segments=40, compactness=10, start_label=0),
-                      trained.accuracy, {"slic": {"n_segments": 40, "compactness": 10}})
+                      {"slic": {"n_segments": 40, "compactness": 10}})
 
 
 def faces_model() -> StudyModel:
@@ -116,9 +111,9 @@ def faces_model() -> StudyModel:
     return StudyModel("faces-mlp",
                       "limefast.models.faces MLP 625-32-2, 50x50 lfw_subset, face/non-face",
                       faces.FacesClassifier(trained.model), trained.data.test_images,
-                      trained.data.test_labels,
+                      trained.data.test_labels, trained.accuracy, 2,
                       lambda im: slic(im, n_segments=45, compactness=10, start_label=0),
-                      trained.accuracy, {"slic": {"n_segments": 45, "compactness": 10}})
+                      {"slic": {"n_segments": 45, "compactness": 10}})
 
 
 MODELS = {"digits-cnn": digits_model, "faces-mlp": faces_model}
