@@ -7,16 +7,11 @@ import json
 import os
 import time
 
-from limefast.cli.inputs import InputError
 from limefast.cli.steps import METHODS, explain, prepare, run_staged
 from limefast.core.record import explanation_record
 
 
 def run_explain(args) -> int:
-    if args.num_samples != "auto" and (args.target_overlap is not None
-                                       or args.min_gain is not None):
-        raise InputError("--target-overlap and --min-gain tune --num-samples auto; got "
-                         f"--num-samples {args.num_samples}")
     images, names, models, staging = prepare(args)
 
     def work():

@@ -28,6 +28,7 @@ def prepare(args, check_models=None):
         raise InputError(f"--coverage must be in [0, 1]; got {args.coverage}")
     if args.size < 0:
         raise InputError(f"--size must be >= 0; got {args.size}")
+    check_sampling(args)
     images = [load_image(path, args.size, args.resize) for path in args.images]
     models = load_models(args)
     if check_models is not None:
@@ -90,6 +91,21 @@ def explain(model, images, args, top_labels, method="lime"):
     probabilities = [np.asarray(model.classifier(image[None]), dtype=np.float64)[0]
                      for image in images]
     return explanations, probabilities
+
+
+def check_sampling(args) -> None:
+    """The sampling flags together, as ``explain_instance`` checks them, before any work: an
+    ``InputError`` (exit status 2) for a combination it would refuse."""
+    from limefast.core.rounds import Rounds
+
+    options = sampling_options(args)
+    try:
+        Rounds.from_arguments(args.num_samples, options.get("max_samples"), None,
+                              options["time_budget"], None, options["dedupe"],
+                              target_overlap=options.get("target_overlap"),
+                              min_gain=options.get("min_gain"))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def sampling_options(args) -> dict:

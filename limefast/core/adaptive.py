@@ -145,9 +145,14 @@ def _top_mask(values: np.ndarray, k: int) -> np.ndarray:
     return values >= kth
 
 
-def _noise(z: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """Draws ``z`` (D, F) scaled to the covariance: joint (F, F) or independent (F,)."""
-    return z * np.sqrt(np.clip(cov, 0.0, None)) if cov.ndim == 1 else z @ _root(cov).T
+def _scaler(cov: np.ndarray, spread: float):
+    """``z -> spread * noise``: standard normal draws ``z`` (D, F) scaled to the covariance,
+    joint (F, F) (one square root, taken here) or independent (F,)."""
+    if cov.ndim == 1:
+        sd = np.sqrt(np.clip(cov, 0.0, None))
+        return lambda z: spread * (z * sd)
+    root = _root(cov)
+    return lambda z: spread * (z @ root.T)
 
 
 def expected_overlap(weights: np.ndarray, cov: np.ndarray, shown, spread: float | None = None,
@@ -174,7 +179,7 @@ def expected_overlap(weights: np.ndarray, cov: np.ndarray, shown, spread: float 
         return float("nan")
     spread = config.AUTO_SPREAD if spread is None else spread
     z = _draws(f) if draws is None else draws
-    converged = _top_mask(np.abs(weights + spread * _noise(z, cov)), k)
+    converged = _top_mask(np.abs(weights + _scaler(cov, spread)(z)), k)
     return float(np.clip(converged[:, shown].sum(axis=1).mean() / k, 0.0, 1.0))
 
 
@@ -215,13 +220,7 @@ class Figures:
             self.stated = float("nan")
             self._gains = {}
         else:
-            spread = config.AUTO_SPREAD
-            if cov.ndim == 1:
-                sd = np.sqrt(np.clip(cov, 0.0, None))
-                self._scale = lambda z: spread * (z * sd)
-            else:
-                root = _root(cov)
-                self._scale = lambda z: spread * (z @ root.T)
+            self._scale = _scaler(cov, config.AUTO_SPREAD)
             self._converged = weights + self._scale(_draws(f))
             self._mask = _top_mask(np.abs(self._converged), k)
             shown = np.fromiter(top_set(weights, k), dtype=np.intp)
@@ -255,12 +254,6 @@ class Figures:
 def projected_overlap(weights: np.ndarray, cov: np.ndarray, n: int, m: int, k: int) -> float:
     """``Figures.projected``: the expected overlap once ``m`` rows are in, seen from ``n``."""
     return Figures(weights, cov, k, n, m).projected(m)
-
-
-def label_figures(weights: np.ndarray, cov: np.ndarray, k: int, n: int, cap: int):
-    """One label's (stated, gains) after ``n`` rows of at most ``cap`` (``Figures``)."""
-    figures = Figures(weights, cov, k, n, cap)
-    return figures.stated, figures.gains()
 
 
 def gain_rate(gains: list[dict], n: int) -> float:

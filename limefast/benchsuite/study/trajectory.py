@@ -83,7 +83,7 @@ def grid(cap: int, n_features: int) -> list[int]:
 
 def score(rows: Rows, references: dict, k: int = 5, cap: int | None = None,
           alpha: float = 1.0) -> dict:
-    """For each label and grid prefix n: ``adaptive.label_figures`` (the stated figure and the
+    """For each label and grid prefix n: its ``adaptive.Figures`` (the stated figure and the
     projected gains the rule looks at), the flat flag, and the top k's overlap with the
     reference.
 
