@@ -213,11 +213,36 @@ def test_options_refuse_bad_values(values, message):
 
 
 def test_answers_have_no_nan():
-    pytest.importorskip("fastapi")
-    from limefast.serve.app import _finite
+    """A record (what serve answers and explain writes) is valid JSON even where the fit has
+    nan standard errors (too few coalitions) and the model an infinite output."""
+    import json
+    import warnings
 
-    assert _finite({"a": [1.0, float("nan")], "b": {"c": float("inf"), "d": "NaN"}}) == {
-        "a": [1.0, None], "b": {"c": None, "d": "NaN"}}
+    from limefast.core.record import explanation_record
+    from limefast.kernelshap import KernelShapImageExplainer
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, 4:] = 200
+    segments = (np.arange(8)[None, :] >= 4).repeat(8, 0).astype(int) \
+        + 2 * (np.arange(8)[:, None] >= 4)
+
+    def model(batch):
+        bright = batch.reshape(len(batch), -1).mean(1, keepdims=True) / 255.0
+        return np.hstack([bright, 1 - bright])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exp = KernelShapImageExplainer(random_state=0).explain_instance(
+            image, model, num_samples=2, top_labels=2, segmentation_fn=lambda _: segments,
+            progress_bar=False)
+    assert any(np.isnan(v) for v in exp.stderr[0].values())
+    record = explanation_record(exp, np.array([np.inf, 0.5]), method="kernelshap", image=None,
+                                model="m", weights="random", segmentation="grid", seed=0,
+                                seconds=0.1)
+    text = json.dumps(record, allow_nan=False)  # raises on nan or infinity
+    label = record["labels"]["0"]
+    assert label["probability"] is None and None in [se for _, se in label["stderr"]]
+    assert "NaN" not in text
 
 
 # -- the real server ----------------------------------------------------------------------------

@@ -27,7 +27,8 @@ def explanation_record(exp, probabilities, *, method: str, image, model: str, we
         png: the picture of a label (a file name, or base64 PNG data), or None.
 
     Returns:
-        A dict of plain Python values (``json.dumps`` takes it as it is).
+        A dict of plain Python values, every number finite or None (``json.dumps(...,
+    allow_nan=False)`` takes it as it is).
     """
     top_labels = getattr(exp, "top_labels", None)  # absent when labels= chose them, as in lime
     explained = list(top_labels) if top_labels is not None else sorted(exp.local_exp)
@@ -36,18 +37,18 @@ def explanation_record(exp, probabilities, *, method: str, image, model: str, we
         label = int(label)
         entry = {
             "name": label_name(label),
-            "probability": float(probabilities[label]),
-            "intercept": float(exp.intercept[label]),
-            "score": float(exp.score[label]),
-            "local_pred": [float(v) for v in np.ravel(exp.local_pred[label])],
-            "weights": [[int(f), float(w)] for f, w in exp.local_exp[label]],
-            "stderr": [[int(f), float(exp.stderr[label][f])] for f, _ in exp.local_exp[label]],
+            "probability": number(probabilities[label]),
+            "intercept": number(exp.intercept[label]),
+            "score": number(exp.score[label]),
+            "local_pred": [number(v) for v in np.ravel(exp.local_pred[label])],
+            "weights": [[int(f), number(w)] for f, w in exp.local_exp[label]],
+            "stderr": [[int(f), number(exp.stderr[label][f])] for f, _ in exp.local_exp[label]],
             "top_k": exp.top_k,
-            "expected_overlap": _number(exp.expected_overlap.get(label)),
+            "expected_overlap": number(exp.expected_overlap.get(label)),
             "png": png(label),
         }
         if method == "kernelshap":  # the values add up: base_value + sum == the output
-            entry["base_value"] = float(exp.base_value[label])
+            entry["base_value"] = number(exp.base_value[label])
         labels[str(label)] = entry
     return {
         "image": image,
@@ -71,6 +72,7 @@ def explanation_record(exp, probabilities, *, method: str, image, model: str, we
     }
 
 
-def _number(value):
-    """A float for JSON, None for a missing or nan one (JSON has no nan)."""
+def number(value):
+    """A float for JSON, None for a missing, nan or infinite one (JSON has no such numbers; a
+    standard error is nan where the fit has no residual degrees of freedom)."""
     return None if value is None or not np.isfinite(value) else float(value)

@@ -27,10 +27,8 @@ IDENTITY = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 def logits_of(out):
     """The (N, n_classes) tensor in a model's output: the tensor itself, ``out.logits`` (a
     ``transformers`` ``ModelOutput``) or ``out["logits"]``. Anything else, a tuple included, is
-    returned as it is (the caller's check names it)."""
-    torch = import_torch()
-    if torch.is_tensor(out) or isinstance(out, (tuple, list)):
-        return out
+    returned as it is (the caller's check names it). No torch call: it runs inside every
+    forward, traced or compiled."""
     logits = getattr(out, "logits", None)
     if logits is None and isinstance(out, Mapping):
         logits = out.get("logits")

@@ -25,11 +25,10 @@ import dataclasses
 import hmac
 import io
 import json
-import math
 import time
 
 from limefast import config
-from limefast.core.record import explanation_record
+from limefast.core.record import explanation_record, number
 from limefast.optional import require
 from limefast.serve.batching import Cancelled
 from limefast.serve.inputs import Limits, RequestError, decode_file, decode_instance
@@ -313,24 +312,9 @@ def _record(model: ServedModel, result, render: bool) -> dict:
 
 def _encode(model: ServedModel, results, render: bool) -> bytes:
     """The answer to an :explain request, as JSON bytes."""
-    body = {"predictions": [[float(v) for v in r.probabilities] for r in results],
+    body = {"predictions": [[number(v) for v in r.probabilities] for r in results],
             "explanations": [_record(model, r, render) for r in results]}
-    text = json.dumps(body)
-    if "NaN" in text or "Infinity" in text:  # rare: then walk the values
-        text = json.dumps(_finite(body), allow_nan=False)
-    return text.encode()
-
-
-def _finite(value):
-    """``value`` with NaN and infinities as None (JSON has no such numbers; a standard error
-    is infinite where the fit has no residual degrees of freedom)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    return json.dumps(body, allow_nan=False).encode()
 
 
 def _png(image) -> str:
