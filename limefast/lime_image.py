@@ -256,6 +256,7 @@ class LimeImageExplainer(SeededExplainer):
         t0 = time.perf_counter()
         explanation = ImageExplanation(instance.image, instance.segments)
         first = executor.first_row(predictions)
+        explanation.prediction = np.array(first, dtype=np.float64)
         top = rounds.labels_to_fit(first, labels, top_labels)
         if top_labels:
             explanation.top_labels = list(top)

@@ -358,6 +358,9 @@ def test_fewer_model_calls_from_the_command_line(images, tmp_path, capsys):
     # the stated chance that the shown top 5 is the converged one, and the target it stopped at
     assert record["labels"][label]["expected_overlap"] == exp.expected_overlap[int(label)]
     assert record["labels"][label]["top_k"] == exp.top_k == min(5, record["n_superpixels"])
+    # the image's own outputs are row 0 of its samples, the model's answer on the image
+    assert record["labels"][label]["probability"] == exp.prediction[int(label)]
+    np.testing.assert_allclose(exp.prediction, grid()(exp.image[None])[0], rtol=1e-6)
     assert record["target_overlap"] == exp.target_overlap
     from limefast import config
 

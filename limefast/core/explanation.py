@@ -40,6 +40,8 @@ class ImageExplanation:
             fixed count.
         min_gain: ``num_samples="auto"``'s least projected gain per 1000 rows worth the rows
             (None for a fixed count).
+        prediction: (n_classes,) float64, the model's outputs on the image itself (row 0 of
+            the samples, the unperturbed image), as the explanation used them.
         timings: seconds spent in each stage of the explanation.
     """
 
@@ -59,6 +61,7 @@ class ImageExplanation:
         self.top_k = None
         self.target_overlap = None
         self.min_gain = None
+        self.prediction = None
         self.timings = {}
 
     def overlap_caption(self, label) -> str:

@@ -260,6 +260,7 @@ class KernelShapImageExplainer(SeededExplainer):
         instance.timings["model"] = stats.seconds
         instance.timings["shapley"] = t_fit
         explanation = _explanation(instance, rows, fit, top, columns, top_labels, k)
+        explanation.prediction = np.array(first, dtype=np.float64)
         explanation.target_overlap = plan.target if plan.auto else None
         explanation.min_gain = plan.min_gain if plan.auto else None
         explanation.num_evaluated = stats.images

@@ -339,7 +339,6 @@ class Scheduler:
             from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
             clf = _QueuedClassifier(self.queue, ticket)
-            probabilities = self.predict([image], ticket)[0]
             budget = options.time_budget
             if budget is not None:
                 budget = budget - (time.perf_counter() - arrival)
@@ -378,7 +377,8 @@ class Scheduler:
             overhead = sum(timings.get(k, 0.0) for k in ("sampling", "surrogate"))
             if options.time_budget is not None:
                 late = seconds > options.time_budget
-            return Result(explanation, probabilities, seconds, options)
+            # the outputs on the image itself: row 0 of its samples, no model call of its own
+            return Result(explanation, explanation.prediction, seconds, options)
         finally:
             self.queue.deactivate(ticket)
             admission.release(overhead, max(admission.sharing, self.inflight), late)
