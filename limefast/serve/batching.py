@@ -75,22 +75,36 @@ class BatchStats:
         self.calls = self.images = self.failures = 0
         self.seconds = 0.0
         self._recent: collections.deque = collections.deque(maxlen=self.WINDOW)
+        self._version = 0  # bumped by every change of _recent
+        self._fitted: tuple = (-1, None)  # (version, cost) of the last fit
 
     def add(self, n: int, seconds: float) -> None:
         self.calls += 1
         self.images += n
         self.seconds += seconds
         self._recent.append((n, seconds))
+        self._version += 1
 
     def forget(self) -> None:
         """Forget the calls seen for ``cost`` (the counts stay)."""
         self._recent.clear()
+        self._version += 1
 
     def cost(self) -> tuple[float, float] | None:
-        """(per_call, per_image) seconds, or None before the first call."""
-        if not self._recent:
+        """(per_call, per_image) seconds, or None before the first call; fitted once per
+        change of the calls seen (admission asks for it on every request)."""
+        version, fitted = self._fitted
+        if version != self._version:
+            version = self._version
+            fitted = self._fit(list(self._recent))
+            self._fitted = (version, fitted)
+        return fitted
+
+    @staticmethod
+    def _fit(recent) -> tuple[float, float] | None:
+        if not recent:
             return None
-        n, t = (np.array(v, dtype=float) for v in zip(*self._recent))
+        n, t = (np.array(v, dtype=float) for v in zip(*recent))
         if np.ptp(n) == 0:  # one batch size seen: its cost, all of it per image
             return 0.0, float(t.mean() / n[0])
         slope, intercept = np.polyfit(n, t, 1)
@@ -156,20 +170,20 @@ class BatchQueue:
             Cancelled: the ticket was cancelled before all its rows ran.
             Exception: what the classifier raised on these images.
         """
-        if ticket.cancelled:
-            raise Cancelled("the request was cancelled")
         piece = _Piece(ticket, np.ascontiguousarray(images))
         if piece.images.shape[0] == 0:
             raise ValueError("submit got no images")
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batch queue is closed")
+            # ``cancel`` flags the ticket, then drops its queued pieces under this lock: a
+            # piece is either refused here or dropped there, never left waiting
+            if ticket.cancelled:
+                raise Cancelled("the request was cancelled")
             self._pending.append(piece)
             self._queued_images += piece.images.shape[0]
             self._cond.notify_all()
-        while not piece.done.wait(0.05):
-            if ticket.cancelled:
-                self._drop(ticket)
+        piece.done.wait()
         if piece.error is not None:
             raise piece.error
         return piece.outputs
