@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from limefast import images
+from limefast.core.checks import first_line
 from limefast.imagenet import MEAN as IMAGENET_MEAN
 from limefast.imagenet import STD as IMAGENET_STD
 from limefast.optional import require
@@ -46,7 +47,7 @@ def load_image(path: str, size: int, resize: str = "crop") -> np.ndarray:
     try:
         return images.load_image(path, size or None, resize=resize)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image {path}: {_reason(exc)}") from exc
+        raise InputError(f"cannot read image {path}: {first_line(exc)}") from exc
 
 
 def image_names(paths: list[str]) -> list[str]:
@@ -184,7 +185,7 @@ class ImportedFactory:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
                 raise InputError(f"--model {self.spec}: cannot import {module_name}: "
-                                 f"{_reason(exc)}") from exc
+                                 f"{first_line(exc)}") from exc
         try:
             factory = getattr(module, attribute)
         except AttributeError:
@@ -207,7 +208,7 @@ class ImportedFactory:
             built = factory()
         except Exception as exc:  # noqa: BLE001 - any failure of user code, in one line
             name = self.spec.rpartition(":")[2]
-            raise InputError(f"--model {self.spec}: {name}() failed: {_reason(exc)}") from exc
+            raise InputError(f"--model {self.spec}: {name}() failed: {first_line(exc)}") from exc
         if not callable(built):
             raise InputError(f"--model {self.spec}: the factory returned "
                              f"{type(built).__name__}, not a torch module or a classifier "
@@ -244,7 +245,7 @@ def _torchvision_model(name: str, weights: str | None):
             state = enum.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # noqa: BLE001 - network, disk and hash failures alike
         raise InputError(f"cannot get torchvision's pretrained weights {enum} for {name}: "
-                         f"{_reason(exc)} (download them where the network allows it, or give "
+                         f"{first_line(exc)} (download them where the network allows it, or give "
                          "--weights FILE)") from exc
     finally:
         socket.setdefaulttimeout(previous)
@@ -261,9 +262,9 @@ def load_state_dict_file(module, path: str, spec: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read weights file {path}: {_reason(exc)}") from exc
+        raise InputError(f"cannot read weights file {path}: {first_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise InputError(f"cannot read weights file {path}: {_reason(exc)}") from exc
+        raise InputError(f"cannot read weights file {path}: {first_line(exc)}") from exc
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -296,7 +297,8 @@ def _torch_classifier(module, mean, std, device, precision, batch_size, spec, co
     try:
         from limefast.device.classifier import TorchClassifier
     except ImportError as exc:
-        raise InputError(f"--model {spec} needs limefast.TorchClassifier: {_reason(exc)}") from exc
+        raise InputError(f"--model {spec} needs limefast.TorchClassifier: "
+                         f"{first_line(exc)}") from exc
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -304,7 +306,7 @@ def _torch_classifier(module, mean, std, device, precision, batch_size, spec, co
         return TorchClassifier(module, mean=mean, std=std, device=device, precision=precision,
                                batch_size=batch_size, compile=compile)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise InputError(f"--model {spec} on --device {device}: {_reason(exc)}") from exc
+        raise InputError(f"--model {spec} on --device {device}: {first_line(exc)}") from exc
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -326,7 +328,7 @@ class Staging:
             self.root = Path(tempfile.mkdtemp(prefix=".limefast-", dir=self.out))
         except OSError as exc:
             self._remove_out()
-            raise InputError(f"cannot write to output folder {out}: {_reason(exc)}") from exc
+            raise InputError(f"cannot write to output folder {out}: {first_line(exc)}") from exc
 
     def path(self, *parts: str) -> Path:
         """Where to write ``out/parts...`` for now (parent folders created)."""
@@ -355,9 +357,3 @@ class Staging:
                 self.out.rmdir()
             except OSError:
                 pass
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type when it has none)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

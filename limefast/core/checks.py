@@ -61,6 +61,12 @@ def open_unit(name: str, value):
     return float(value)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def non_negative(name: str, value):
     """None, or ``value`` as a finite float of at least 0."""
     if value is None:

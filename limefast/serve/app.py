@@ -28,6 +28,7 @@ import json
 import time
 
 from limefast import config
+from limefast.core.checks import first_line
 from limefast.core.record import explanation_record, number
 from limefast.optional import require
 from limefast.serve.batching import Cancelled
@@ -165,10 +166,10 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
             return error(500, str(exc))
         except (ValueError, TypeError) as exc:  # explain_instance's checks of the options
             _cancel(jobs)
-            return error(400, f"bad request: {_reason(exc)}")
+            return error(400, f"bad request: {first_line(exc)}")
         except Exception as exc:  # noqa: BLE001 - one line, and the server keeps serving
             _cancel(jobs)
-            return error(500, f"{type(exc).__name__}: {_reason(exc)}")
+            return error(500, f"{type(exc).__name__}: {first_line(exc)}")
         return Response(body, media_type="application/json")
 
     return app
@@ -250,7 +251,7 @@ async def _read(request, limits: Limits, decode: bool = True):
     try:
         payload = await asyncio.to_thread(json.loads, body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"the body is not valid JSON ({_reason(exc)}); send "
+        raise RequestError(400, f"the body is not valid JSON ({first_line(exc)}); send "
                                 '{"instances": [...]} or an image with Content-Type '
                                 "image/*") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
@@ -323,8 +324,3 @@ def _png(image) -> str:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from limefast import images
+from limefast.core.checks import first_line
 
 _WARNINGS_LOCK = threading.Lock()
 
@@ -65,7 +66,7 @@ def decode_file(data: bytes, limits: Limits) -> np.ndarray:
             width, height = img.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise RequestError(400, f"the data is not an image file Pillow can read: "
-                                f"{_reason(exc)}") from None
+                                f"{first_line(exc)}") from None
     if width * height > limits.max_pixels:
         raise RequestError(413, f"the image is {width}x{height} = {width * height} pixels, over "
                                 f"the server's limit of {limits.max_pixels} (--max-image-pixels)")
@@ -80,7 +81,7 @@ def decode_file(data: bytes, limits: Limits) -> np.ndarray:
             return images.load_image(io.BytesIO(data), limits.size or None,
                                      resize=limits.resize)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise RequestError(400, f"cannot decode the image: {_reason(exc)}") from None
+        raise RequestError(400, f"cannot decode the image: {first_line(exc)}") from None
 
 
 def decode_instance(instance, limits: Limits, where: str) -> np.ndarray:
@@ -94,7 +95,8 @@ def decode_instance(instance, limits: Limits, where: str) -> np.ndarray:
         try:
             data = base64.b64decode(instance["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise RequestError(400, f"{where}: b64 is not valid base64: {_reason(exc)}") from None
+            raise RequestError(400, f"{where}: b64 is not valid base64: "
+                                    f"{first_line(exc)}") from None
         try:
             return decode_file(data, limits)
         except RequestError as exc:
@@ -135,8 +137,3 @@ def pixels(values: list, limits: Limits, where: str) -> np.ndarray:
         raise RequestError(400, f"{where}: pixels must be integers 0..255; got values "
                                 f"{array.min()}..{array.max()}")
     return np.ascontiguousarray(array, dtype=np.uint8)
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
