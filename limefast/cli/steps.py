@@ -22,21 +22,31 @@ def prepare(args, check_models=None):
     """
     from limefast.viz import panel
 
+    check_model_arguments(args)
+    images = [load_image(path, args.size, args.resize) for path in args.images]
+    models = load_models(args)
+    if check_models is not None:
+        check_models(models)
+    warn_notes(models)
+    panel.font()  # fail now, not after the work, if Pillow cannot draw text
+    staging = Staging(args.out)
+    return images, image_names(args.images), models, staging
+
+
+def check_model_arguments(args) -> None:
+    """``model_arguments``' flags that argparse cannot check alone (explain, compare, serve)."""
     if not 0 <= args.coverage <= 1:
         raise InputError(f"--coverage must be in [0, 1]; got {args.coverage}")
     if args.size < 0:
         raise InputError(f"--size must be >= 0; got {args.size}")
     check_sampling(args)
-    images = [load_image(path, args.size, args.resize) for path in args.images]
-    models = load_models(args)
-    if check_models is not None:
-        check_models(models)
+
+
+def warn_notes(models) -> None:
+    """What loading the models noticed (random weights, say), one warning line each."""
     for m in models:
         for note in m.notes:
             print(f"limefast: warning: {note}", file=sys.stderr)
-    panel.font()  # fail now, not after the work, if Pillow cannot draw text
-    staging = Staging(args.out)
-    return images, image_names(args.images), models, staging
 
 
 def load_models(args) -> list:

@@ -76,15 +76,12 @@ def add_parser(subparsers) -> None:
 
 def build(args):
     """The app of the command line's models: (app, served models)."""
-    from limefast.cli.steps import load_models
+    from limefast.cli.steps import check_model_arguments, load_models, warn_notes
     from limefast.serve.app import ServedModel, create_app
     from limefast.serve.inputs import Limits
     from limefast.serve.scheduler import Scheduler
 
-    if args.size < 0:
-        raise InputError(f"--size must be >= 0; got {args.size}")
-    if not 0 <= args.coverage <= 1:
-        raise InputError(f"--coverage must be in [0, 1]; got {args.coverage}")
+    check_model_arguments(args)
     if not args.max_wait_ms >= 0:
         raise InputError(f"--max-wait-ms must be >= 0; got {args.max_wait_ms}")
     names = args.name or []
@@ -95,9 +92,7 @@ def build(args):
     names = names or [m.tag for m in models]
     if len(set(names)) != len(names):
         raise InputError(f"model names must differ; got {names}")
-    for m in models:
-        for note in m.notes:
-            print(f"limefast: warning: {note}", file=sys.stderr)
+    warn_notes(models)
     defaults = {"method": args.method, "num_samples": args.num_samples,
                 "time_budget": args.time_budget, "max_samples": args.max_samples,
                 "seed": args.seed, "segmentation": args.segmentation,
