@@ -88,10 +88,13 @@ def naive_quickshift(image, kernel_size, max_dist, noise):
     return labels, parent, dist_parent
 
 
-def naive_robust_stderr(x, y, w, alpha=1.0):
+def naive_robust_stderr(x, y, w, alpha=1.0, clusters=None):
     """Standard errors of ``Ridge(alpha).fit(x, y, sample_weight=w)``: the textbook HC1
     sandwich on explicitly weighted, centred data, and the ridge's shrinkage bias
-    ``alpha (Xc' W Xc + alpha I)^-1 coef`` in quadrature; one formula, no shared code."""
+    ``alpha (Xc' W Xc + alpha I)^-1 coef`` in quadrature; one formula, no shared code.
+    With ``clusters`` (N,) ids, the cluster-robust CR1 sandwich: a loop over the clusters,
+    each one's summed score ``sum_i w_i e_i xc_i`` an outer product, times
+    ``G / (G - 1) * (n - 1) / (n - p - 1)``."""
     from sklearn.linear_model import Ridge
 
     x = np.asarray(x, dtype=np.float64)
@@ -100,7 +103,16 @@ def naive_robust_stderr(x, y, w, alpha=1.0):
     resid = y - model.predict(x)
     xc = x - np.average(x, axis=0, weights=w)
     bread = np.linalg.inv(xc.T @ np.diag(w) @ xc + alpha * np.eye(p))
-    meat = xc.T @ np.diag((w * resid) ** 2) @ xc
-    cov = bread @ meat @ bread * n / (n - p - 1)
+    if clusters is None:
+        meat = xc.T @ np.diag((w * resid) ** 2) @ xc
+        cov = bread @ meat @ bread * n / (n - p - 1)
+    else:
+        ids = np.unique(clusters)
+        meat = np.zeros((p, p))
+        for c in ids:
+            score = (xc[clusters == c] * (w * resid)[clusters == c, None]).sum(0)
+            meat += np.outer(score, score)
+        g = len(ids)
+        cov = bread @ meat @ bread * g / (g - 1) * (n - 1) / (n - p - 1)
     bias = alpha * bread @ model.coef_
     return model.coef_, np.sqrt(np.diag(cov) + bias ** 2)

@@ -127,14 +127,16 @@ def test_min_gain_must_be_a_finite_non_negative_number(bad):
 
 
 @pytest.mark.filterwarnings("ignore::limefast.lime_image.SamplingWarning")
-@pytest.mark.parametrize("seed", [3, 11])
-def test_the_studys_replay_stops_where_the_explainer_stops(seed):
+@pytest.mark.parametrize("seed,sampler", [(3, "lime"), (11, "lime"), (5, "paired")])
+def test_the_studys_replay_stops_where_the_explainer_stops(seed, sampler):
     """The tuning of the defaults replays the rule on scored prefixes; it is only worth
-    anything if the replay and the explainer agree, row for row, on fresh random models."""
+    anything if the replay and the explainer agree, row for row, on fresh random models, for
+    every row design."""
     rng = np.random.RandomState(seed)
     image = _image(seed)
     model = Wobbly(image, seed, wobble=rng.uniform(0.5, 2.0))
-    rows = trajectory.capture(image, model, SEGMENTS, seed, top_labels=3, hide_color=0)
+    rows = trajectory.capture(image, model, SEGMENTS, seed, top_labels=3, hide_color=0,
+                              sampler=sampler)
     reference = {label: {"w": {f: float(v) for f, v in enumerate(rng.normal(size=F))},
                          "flat": False} for label in rows.labels}
     scored = trajectory.score(rows, reference)
@@ -146,7 +148,7 @@ def test_the_studys_replay_stops_where_the_explainer_stops(seed):
             e = LimeImageExplainer(random_state=seed).explain_instance(
                 image, model, top_labels=top, hide_color=0, num_samples="auto",
                 target_overlap=target, min_gain=gain, segmentation_fn=lambda _: SEGMENTS,
-                progress_bar=False, batch_size=64)
+                progress_bar=False, batch_size=64, sampler=sampler)
             assert (e.num_evaluated, e.stop_reason) == (scored["n"][i], reason)
             assert e.converged == (reason == "settled")
             for label in labels[:top]:

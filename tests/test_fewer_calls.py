@@ -165,8 +165,10 @@ def test_auto_is_the_fixed_explanation_of_its_row_count_and_batch_independent():
     for other in runs[1:]:
         assert other.num_samples == first.num_samples
         assert_same_explanation(first, other, rtol=0)
-    # The rounds take lime's rows as prefixes: the same as a fixed count of that many rows.
-    fixed = explain(MeanColourModel(), seed=3, num_samples=first.num_samples)
+    # The rounds take their design's rows as prefixes (complement pairs by default): the
+    # same as a fixed count of that many rows of that design.
+    fixed = explain(MeanColourModel(), seed=3, num_samples=first.num_samples,
+                    sampler=config.AUTO_SAMPLER)
     assert_same_explanation(fixed, first)
     assert first.num_evaluated == first.num_samples
 
@@ -230,9 +232,11 @@ class NearTies(MeanColourModel):
         return np.stack([p, 1 - p], 1)
 
 
-def test_near_ties_stop_when_more_rows_stop_paying_and_state_a_low_figure():
+@pytest.mark.parametrize("sampler,seed", [("lime", 5), ("paired", 1)])
+def test_near_ties_stop_when_more_rows_stop_paying_and_state_a_low_figure(sampler, seed):
     model = NearTies(range(6), SEGMENTS)
-    e = explain(model, seed=5, num_samples="auto", top_labels=1, batch_size=7)
+    e = explain(model, seed=seed, num_samples="auto", top_labels=1, batch_size=7,
+                sampler=sampler)
     label = e.top_labels[0]
     assert e.num_evaluated == sum(model.calls) <= config.AUTO_MAX_SAMPLES
     assert (e.converged, e.stop_reason) == (False, "diminishing")
@@ -244,7 +248,8 @@ def test_auto_never_evaluates_more_than_limes_default_and_at_the_cap_is_lime():
     model = NearTies(range(6), SEGMENTS)
     with pytest.warns(SamplingWarning, match="short of target_overlap=0.99"):
         ours = explain(model, seed=5, num_samples="auto", top_labels=1, batch_size=7,
-                       target_overlap=0.99, min_gain=0)  # no stop for small gains
+                       target_overlap=0.99, min_gain=0,  # no stop for small gains
+                       sampler="lime")  # lime's rows: at the cap, lime's explanation
     assert config.AUTO_MAX_SAMPLES == 1000
     assert (ours.num_samples, ours.num_evaluated, sum(model.calls)) == (1000, 1000, 1000)
     assert (ours.converged, ours.stop_reason) == (False, "max_samples")
@@ -258,7 +263,7 @@ def test_auto_never_evaluates_more_than_limes_default_and_at_the_cap_is_lime():
     model.rng = np.random.RandomState(0)
     with pytest.warns(SamplingWarning):
         more = explain(model, seed=5, num_samples="auto", top_labels=1, max_samples=1500,
-                       target_overlap=0.99, min_gain=0)
+                       target_overlap=0.99, min_gain=0, sampler="lime")
     assert 1000 < more.num_evaluated <= 1500
 
 

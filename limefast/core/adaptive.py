@@ -89,7 +89,7 @@ import functools
 import numpy as np
 
 from limefast import config
-from limefast.core.surrogate import robust_scale
+from limefast.core.surrogate import robust_scale, unit_sums
 
 
 def shown_count(stable_features, num_features: int, n_features: int) -> int:
@@ -107,13 +107,15 @@ def is_flat(targets: np.ndarray) -> np.ndarray:
 
 
 def sandwich(x: np.ndarray, resid: np.ndarray, weights: np.ndarray, x_offset: np.ndarray,
-             inv: np.ndarray, joint: bool = True) -> np.ndarray:
+             inv: np.ndarray, joint: bool = True, unit: int = 1) -> np.ndarray:
     """The (F, F) HC1 sandwich covariance of a weighted ridge's coefficients,
     ``M^-1 (sum_i w_i^2 e_i^2 xc_i xc_i') M^-1 * n / (n - p - 1)``, with ``inv = M^-1``, the
     rows ``x`` (N, F), their residuals (N,), weights (N,) and weighted column means; with
-    ``joint=False`` its diagonal alone, (F,), without the F^3 product."""
-    u = (x - x_offset) * (weights * resid)[:, None]
-    scale = robust_scale(x.shape[0], x.shape[1])
+    ``joint=False`` its diagonal alone, (F,), without the F^3 product. Rows drawn in units of
+    ``unit`` (complement pairs) give the cluster-robust sandwich (the scores summed within a
+    unit, ``surrogate.robust_scale``'s CR1 factor)."""
+    u = unit_sums((x - x_offset) * (weights * resid)[:, None], unit)
+    scale = robust_scale(x.shape[0], x.shape[1], unit)
     if not joint:
         return ((u @ inv) ** 2).sum(axis=0) * scale
     return inv @ (u.T @ u) @ inv * scale
@@ -292,7 +294,7 @@ def top_set(weights: np.ndarray, k: int) -> frozenset:
 
 
 def stated_overlaps(data: np.ndarray, targets: np.ndarray, weights: np.ndarray, shown: list,
-                    alpha: float = 1.0) -> list[float]:
+                    alpha: float = 1.0, unit: int = 1) -> list[float]:
     """Every label's ``expected_overlap`` of its shown set, from the rows of an explanation.
 
     Args:
@@ -301,11 +303,12 @@ def stated_overlaps(data: np.ndarray, targets: np.ndarray, weights: np.ndarray, 
         weights: (N,) kernel weights.
         shown: per label, the features the explanation shows (its first k).
         alpha: the ridge's penalty.
+        unit: rows drawn together (``sampling.design_unit``).
 
     Returns:
         L numbers in [0, 1] (chance, ``k / F``, for a label whose outputs never moved).
     """
-    fit = RunningFit(data.shape[1], targets.shape[1])
+    fit = RunningFit(data.shape[1], targets.shape[1], unit)
     fit.add(data, targets, weights)
     return fit.overlaps([len(s) for s in shown], shown, alpha)
 
@@ -316,9 +319,11 @@ class RunningFit:
     Args:
         n_features: superpixels F.
         n_labels: explained labels L.
+        unit: rows drawn together (``sampling.design_unit``); rounds add whole units.
     """
 
-    def __init__(self, n_features: int, n_labels: int):
+    def __init__(self, n_features: int, n_labels: int, unit: int = 1):
+        self.unit = unit
         self.sw = 0.0
         self.sx = np.zeros(n_features)
         self.sxx = np.zeros((n_features, n_features))
@@ -388,7 +393,8 @@ class RunningFit:
                 resid = y[:, label] - (x @ beta + intercept[label])
                 # past AUTO_JOINT_MAX_FEATURES the variances alone, as the explanation states
                 cov = sandwich(x, resid, w, x_offset, inv,
-                               joint=n_features <= config.AUTO_JOINT_MAX_FEATURES)
+                               joint=n_features <= config.AUTO_JOINT_MAX_FEATURES,
+                               unit=self.unit)
                 if cap is not None:
                     out.append(Figures(beta, cov, k, x.shape[0], cap))
                 else:
@@ -397,13 +403,14 @@ class RunningFit:
         return out
 
 
-def round_sizes(first: int, cap: int, growth: float, minimum: int):
-    """The rows of each round: ``first``, then ``max(minimum, growth * rows so far)``, up to
-    ``cap`` rows in all (deterministic: a function of the settings alone)."""
+def round_sizes(first: int, cap: int, growth: float, minimum: int, unit: int = 1):
+    """The rows of each round: ``first``, then ``max(minimum, growth * rows so far)``, each
+    rounded up to whole units of ``unit`` rows, up to ``cap`` rows in all (deterministic: a
+    function of the settings alone)."""
     done = 0
     size = min(first, cap)
     while done < cap:
-        size = min(size, cap - done)
+        size = min(-(-size // unit) * unit, cap - done)
         yield size
         done += size
         size = max(minimum, int(growth * done))

@@ -90,7 +90,7 @@ class CpuExecutor:
         columns = list(dict.fromkeys(int(label) for label in labels))
         targets = predictions[:, columns].astype(np.float64)
         with one_blas_thread():
-            problem = WeightedProblem(instance.data, targets, weights)
+            problem = WeightedProblem(instance.data, targets, weights, instance.unit)
             fits: dict[object, LabelFit] = {}
             for label in labels:
                 fits[label] = problem.fit_label(columns.index(int(label)), num_features,

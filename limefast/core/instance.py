@@ -22,6 +22,7 @@ class Instance:
     data: np.ndarray  # (num_samples, n_features) 0/1 rows, row 0 all ones
     distances: np.ndarray  # (num_samples,)
     timings: dict = field(default_factory=dict)
+    unit: int = 1  # rows drawn together (sampling.design_unit): 2 for complement pairs
 
 
 def fudged_image(image: np.ndarray, segments: np.ndarray, n_segments: int, hide_color):

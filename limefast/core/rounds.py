@@ -51,13 +51,21 @@ class Rounds:
     dedupe: bool
     target: float = 0.0  # the expected overlap "auto" stops at
     min_gain: float = 0.0  # the least projected gain per 1000 rows worth going on for
+    sampler: str = "lime"  # the row design (sampling.SAMPLERS)
+
+    @property
+    def unit(self) -> int:
+        """Rows the design draws together: every round takes whole units."""
+        return sampling.design_unit(self.sampler)
 
     @classmethod
     def from_arguments(cls, num_samples, max_samples, min_samples, time_budget,
                        stable_features, dedupe, minimum: int = 1, target_overlap=None,
-                       cap: int | None = None, min_gain=None) -> Rounds:
+                       cap: int | None = None, min_gain=None, sampler=None) -> Rounds:
         """The parsed switches; ``minimum`` is the fewest rows an explanation can have,
-        ``cap`` the default ``max_samples`` (``config.AUTO_MAX_SAMPLES``)."""
+        ``cap`` the default ``max_samples`` (``config.AUTO_MAX_SAMPLES``). ``sampler`` None
+        is lime's rows for a fixed count and ``config.AUTO_SAMPLER`` for ``"auto"``; a design
+        that draws rows in units (pairs) rounds every count up to whole units."""
         num_samples = checks.int_or_auto("num_samples", num_samples, minimum)
         max_samples = checks.optional_int("max_samples", max_samples, minimum)
         min_samples = checks.optional_int("min_samples", min_samples, minimum)
@@ -67,6 +75,8 @@ class Rounds:
         min_gain = checks.non_negative("min_gain", min_gain)
         if not isinstance(dedupe, (bool, np.bool_)):
             raise TypeError(f"dedupe must be True or False; got {dedupe!r}")
+        if sampler is not None:
+            sampler = sampling.check_sampler(sampler)
         if num_samples != "auto":
             if max_samples is not None or min_samples is not None or target is not None \
                     or min_gain is not None:
@@ -75,8 +85,10 @@ class Rounds:
                     f"num_samples='auto'; got num_samples={num_samples} with max_samples="
                     f"{max_samples}, min_samples={min_samples}, target_overlap={target}, "
                     f"min_gain={min_gain} (drop them, or pass num_samples='auto')")
-            return cls(False, num_samples, num_samples, time_budget, stable_features,
-                       bool(dedupe))
+            sampler = sampler or "lime"
+            rows = sampling.rows_for(num_samples, sampler)
+            return cls(False, rows, rows, time_budget, stable_features, bool(dedupe),
+                       sampler=sampler)
         if max_samples is not None and min_samples is not None and max_samples < min_samples:
             raise ValueError(f"max_samples ({max_samples}) must be at least min_samples "
                              f"({min_samples}) with num_samples='auto'")
@@ -91,8 +103,9 @@ class Rounds:
         low = min_samples if min_samples is not None else min(config.AUTO_MIN_SAMPLES, high)
         target = config.AUTO_TARGET_OVERLAP if target is None else target
         min_gain = config.AUTO_MIN_GAIN if min_gain is None else min_gain
-        return cls(True, high, low, time_budget, stable_features, bool(dedupe), target,
-                   min_gain)
+        sampler = sampler or config.AUTO_SAMPLER
+        return cls(True, sampling.rows_for(high, sampler), sampling.rows_for(low, sampler),
+                   time_budget, stable_features, bool(dedupe), target, min_gain, sampler)
 
     @property
     def per_image(self) -> bool:
@@ -106,7 +119,7 @@ class Rounds:
         if self.time_budget is not None:  # the model's speed is not known yet
             first = min(first, config.BUDGET_FIRST_ROUND)
         yield from adaptive.round_sizes(first, n_total, config.AUTO_GROWTH,
-                                        config.AUTO_ROUND_MIN)
+                                        config.AUTO_ROUND_MIN, self.unit)
 
 
 class RowCache:
@@ -187,8 +200,8 @@ class BudgetClock:
     ``BUDGET_SHARE`` of the budget.
     """
 
-    def __init__(self, time_budget: float, start: float):
-        self.budget, self.start = time_budget, start
+    def __init__(self, time_budget: float, start: float, unit: int = 1):
+        self.budget, self.start, self.unit = time_budget, start, unit
         self.per_row = float("inf")
         self.wait = self.other = 0.0
         self._rounds: list[tuple[int, float]] = []
@@ -212,12 +225,13 @@ class BudgetClock:
     def rows(self, size: int) -> int:
         """The most of the next round's ``size`` rows that fit; 0: stop. A round cut to less
         than a quarter of its size is not taken: it would buy few rows at the risk of a whole
-        wait."""
+        wait. Whole units of the row design (pairs) only."""
         if not self._rounds:
             return size
         left = (self.budget * config.BUDGET_SHARE - (time.perf_counter() - self.start)
                 - 2 * self.other - self.wait)
         fit = min(size, int(left / max(self.per_row, 1e-12)))
+        fit -= fit % self.unit
         return fit if 4 * fit >= size else 0
 
 
@@ -256,7 +270,8 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
     n = 0
     sizes = rounds.sizes(n_total)
     size = next(sizes)
-    clock = BudgetClock(rounds.time_budget, start) if rounds.time_budget is not None else None
+    clock = (BudgetClock(rounds.time_budget, start, instance.unit)
+             if rounds.time_budget is not None else None)
     with tqdm(total=n_total, disable=not progress_bar, desc="limefast") as bar:
         while True:
             t_round = time.perf_counter()
@@ -283,7 +298,7 @@ def explain_in_rounds(instance, classifier_fn, executor, rounds: Rounds, batches
             if columns is None:  # the labels: known from row 0's answer
                 columns = explained_columns(executor.first_row(evaluated[0]), labels,
                                             top_labels)
-                fit = adaptive.RunningFit(n_features, len(columns))
+                fit = adaptive.RunningFit(n_features, len(columns), instance.unit)
             if rounds.auto:
                 targets = executor.to_numpy(
                     executor.take(executor.concat(evaluated), index[rows]), columns)

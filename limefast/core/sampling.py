@@ -17,22 +17,70 @@ from tqdm.auto import tqdm
 from limefast import _preload, config
 from limefast.kernels.perturb import PerturbPlan
 
+# The row designs ``explain_instance(sampler=...)`` takes, and the rows each draws together.
+SAMPLERS = {"lime": 1, "paired": 2}
 
-def draw_rows(random_state: np.random.RandomState, num_samples: int, n_features: int) -> np.ndarray:
+
+def check_sampler(sampler) -> str:
+    """``sampler`` checked against ``SAMPLERS``."""
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}; "
+                         f"got {sampler!r}")
+    return sampler
+
+
+def design_unit(sampler: str) -> int:
+    """Rows a design draws together: an explanation takes whole units (``num_samples`` is
+    rounded up to a multiple), and its standard errors treat a unit as one draw."""
+    return SAMPLERS[check_sampler(sampler)]
+
+
+def rows_for(num_samples: int, sampler: str) -> int:
+    """``num_samples`` rounded up to whole units of ``sampler``."""
+    unit = design_unit(sampler)
+    return -(-int(num_samples) // unit) * unit
+
+
+def draw_rows(random_state: np.random.RandomState, num_samples: int, n_features: int,
+              sampler: str = "lime") -> np.ndarray:
     """lime's RNG draw 2: (num_samples, n_features) 0/1 rows, row 0 all ones, stored as int8.
 
-    lime draws ``randint(0, 2, num_samples * n_features)`` as int64 in one call. Each value takes
-    exactly one 32-bit draw from the generator, so drawing it in pieces gives the same values and
-    leaves the same state, while only int8 rows are kept (8x less memory).
+    ``sampler="lime"``: lime's rows, draw for draw. lime draws ``randint(0, 2, num_samples *
+    n_features)`` as int64 in one call. Each value takes exactly one 32-bit draw from the
+    generator, so drawing it in pieces gives the same values and leaves the same state, while
+    only int8 rows are kept (8x less memory).
+
+    ``sampler="paired"``: complement pairs. Rows 2j and 2j + 1 are ``z`` and ``1 - z``, with
+    ``z`` drawn as lime draws a row (half as many draws); row 0 is all ones, so row 1 is all
+    zeros. Every row still has each superpixel on with probability 1/2, lime's distribution,
+    so the surrogate converges to lime's; but in a pair the terms of the model's answer that
+    a complement leaves unchanged (the pairwise interactions first) cancel from the slopes,
+    up to the kernel weighing the two rows differently. ``num_samples`` is rounded up to an
+    even count (``rows_for``).
     """
-    total = num_samples * n_features
+    unit = design_unit(sampler)
+    rows = rows_for(num_samples, sampler)
+    drawn = _draw_bits(random_state, rows // unit, n_features)
+    if unit == 1:
+        data = drawn
+    else:
+        data = np.empty((rows, n_features), dtype=np.int8)
+        data[0::2] = drawn
+        np.subtract(1, drawn, out=data[1::2])
+    return data
+
+
+def _draw_bits(random_state, num_rows: int, n_features: int) -> np.ndarray:
+    """(num_rows, n_features) bits as lime draws them, row 0 set to all ones."""
+    total = num_rows * n_features
     data = np.empty(total, dtype=np.int8)
     step = max(1, config.ROW_DRAW_ELEMENTS)
     for start in range(0, total, step):
         stop = min(total, start + step)
         data[start:stop] = random_state.randint(0, 2, stop - start)
-    data = data.reshape((num_samples, n_features))
-    data[0, :] = 1
+    data = data.reshape((num_rows, n_features))
+    if num_rows:
+        data[0, :] = 1
     return data
 
 

@@ -44,11 +44,39 @@ class LabelFit:
     stderr: dict = field(default_factory=dict)  # feature -> standard error of its weight
 
 
-def robust_scale(n_samples: int, n_coef: int) -> float:
-    """HC1's small-sample factor n / (n - p - 1) (p coefficients and the intercept), 1 when the
-    fit has no degrees of freedom left."""
+def robust_scale(n_samples: int, n_coef: int, unit: int = 1) -> float:
+    """The sandwich's small-sample factor: HC1's n / (n - p - 1) for independent rows (p
+    coefficients and the intercept), and for rows drawn in units of ``unit`` (the complement
+    pairs of ``sampler="paired"``) the cluster-robust CR1, ``G / (G - 1) * (n - 1) /
+    (n - p - 1)`` with G units (HC1 again when ``unit`` is 1). 1 when the fit has no degrees
+    of freedom left."""
     dof = n_samples - n_coef - 1
-    return n_samples / dof if dof > 0 else 1.0
+    if dof <= 0:
+        return 1.0
+    units = -(-n_samples // unit)
+    if unit == 1:
+        return n_samples / dof
+    return units / (units - 1) * (n_samples - 1) / dof if units > 1 else 1.0
+
+
+def unit_sums(u, unit: int):
+    """(G, ...) sums of the rows of ``u`` (N, ...) in consecutive units of ``unit`` rows (a
+    last unit cut short counts as it is): the scores a cluster-robust sandwich multiplies out.
+    ``u`` is a NumPy array or a torch tensor; with ``unit`` 1 it is returned as it is."""
+    if unit == 1:
+        return u
+    short = -u.shape[0] % unit
+    if short:
+        tail = (short,) + tuple(u.shape[1:])
+        u = (np.concatenate([u, np.zeros(tail, u.dtype)]) if isinstance(u, np.ndarray)
+             else _cat([u, u.new_zeros(tail)]))
+    return u.reshape((u.shape[0] // unit, unit) + tuple(u.shape[1:])).sum(1)
+
+
+def _cat(tensors):
+    import torch
+
+    return torch.cat(tensors)
 
 
 class WeightedProblem:
@@ -58,12 +86,16 @@ class WeightedProblem:
         data: (N, F) 0/1 rows (any integer dtype); row 0 is the explained instance.
         targets: (N, L) classifier outputs of the explained labels, float64.
         weights: (N,) kernel weights.
+        unit: rows drawn together (``sampling.design_unit``): 1 for lime's independent rows,
+            2 for complement pairs, whose standard errors treat a pair as one draw.
     """
 
-    def __init__(self, data: np.ndarray, targets: np.ndarray, weights: np.ndarray):
+    def __init__(self, data: np.ndarray, targets: np.ndarray, weights: np.ndarray,
+                 unit: int = 1):
         self.data = data
         self.y = targets
         self.w = weights
+        self.unit = unit
         # Offsets as scikit-learn's _preprocess_data computes them (weighted means), then the
         # Gram matrix and X'y summed over row blocks: memory stays at one block of float64 rows
         # whatever num_samples is.
@@ -81,6 +113,7 @@ class WeightedProblem:
     def _row_blocks(self):
         n, f = self.data.shape
         step = max(1, config.ROW_DRAW_ELEMENTS // max(1, f))
+        step = -(-step // self.unit) * self.unit  # whole units: the sandwich sums within them
         return [slice(a, min(n, a + step)) for a in range(0, n, step)]
 
     def _blocks(self, fn):
@@ -133,8 +166,10 @@ class WeightedProblem:
         fit used). Over redraws of the rows its covariance is the heteroscedasticity-robust
         (HC1) sandwich ``M^-1 (sum_i w_i^2 e_i^2 xc_i xc_i') M^-1 * n / (n - p - 1)``, with
         ``e_i`` the fit's residuals: no assumption that the model's answers are linear in the
-        superpixels or equally noisy everywhere. The penalty also shrinks the coefficients,
-        by about ``alpha M^-1 coef``, a bias that fades as rows are added; it is added in
+        superpixels or equally noisy everywhere. Rows drawn in units (complement pairs) are
+        not independent: their scores ``w_i e_i xc_i`` are summed within each unit before the
+        outer product (the cluster-robust sandwich, ``robust_scale``'s CR1 factor). The
+        penalty also shrinks the coefficients, by about ``alpha M^-1 coef``, a bias that fades as rows are added; it is added in
         quadrature, so the error is a root-mean-square error and intervals ``w +- z * se``
         cover the many-row weights (without it, nominal 90% intervals at 300 rows covered
         them less than 80% of the time). The centring offsets are treated as fixed.
@@ -147,11 +182,12 @@ class WeightedProblem:
         for rows in self._row_blocks():
             x = self.data[rows][:, features].astype(np.float64)
             resid = self.y[rows, label] - (x @ coef + intercept)
-            u = (x - self.x_offset[features]) * (self.w[rows] * resid)[:, None]
+            u = unit_sums((x - self.x_offset[features]) * (self.w[rows] * resid)[:, None],
+                          self.unit)
             meat += u.T @ u
         bread = np.linalg.pinv(self.gram[np.ix_(features, features)] + alpha * np.eye(k),
                                hermitian=True)
-        cov = bread @ meat @ bread * robust_scale(self.data.shape[0], k)
+        cov = bread @ meat @ bread * robust_scale(self.data.shape[0], k, self.unit)
         shrinkage = alpha * (bread @ coef)
         return np.sqrt(np.clip(np.diag(cov), 0.0, None) + shrinkage ** 2)
 

@@ -154,7 +154,8 @@ class TorchExecutor:
         index = torch.as_tensor(columns, device=predictions.probs.device)
         targets = predictions.probs.index_select(1, index)
         if model_regressor is not None or resolved not in DEVICE_METHODS:
-            problem = WeightedProblem(instance.data, targets.double().cpu().numpy(), weights)
+            problem = WeightedProblem(instance.data, targets.double().cpu().numpy(), weights,
+                                      instance.unit)
             return {label: problem.fit_label(columns.index(int(label)), num_features, method,
                                              model_regressor)
                     for label in labels}
@@ -162,7 +163,8 @@ class TorchExecutor:
         # torch's parallel regions would cost more in synchronisation than they save (on a
         # loaded machine a region waits for a descheduled thread: ~100 ms a fit, not ~1 ms).
         with torch_threads(1) if self.device.type == "cpu" else contextlib.nullcontext():
-            fits = fit_labels(predictions.rows, targets, weights, resolved, num_features)
+            fits = fit_labels(predictions.rows, targets, weights, resolved, num_features,
+                              instance.unit)
         return {label: fits[columns.index(int(label))] for label in labels}
 
     # -- latency -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from limefast.core.surrogate import LabelFit, ranked, resolve_method, robust_scale
+from limefast.core.surrogate import LabelFit, ranked, resolve_method, robust_scale, unit_sums
 
 DEVICE_METHODS = ("none", "forward_selection", "highest_weights")
 
@@ -31,10 +31,12 @@ class DeviceProblem:
         rows: (N, F) 0/1 rows on the device (any integer dtype); row 0 is the instance.
         targets: (N, L) classifier outputs of the explained labels, on the same device.
         weights: (N,) kernel weights (host or device).
+        unit: rows drawn together (complement pairs: 2), as ``WeightedProblem`` takes it.
     """
 
-    def __init__(self, rows: torch.Tensor, targets: torch.Tensor, weights):
+    def __init__(self, rows: torch.Tensor, targets: torch.Tensor, weights, unit: int = 1):
         device = rows.device
+        self.unit = unit
         weights = np.asarray(weights, dtype=np.float64) if not torch.is_tensor(weights) else weights
         if not torch.is_tensor(weights) and weights.sum() == 0:
             raise ZeroDivisionError("Weights sum to zero, can't be normalized")
@@ -135,9 +137,10 @@ class DeviceProblem:
             return torch.zeros_like(idx, dtype=torch.float64)
         xs = (self.x[:, idx] - self.x_offset[idx]).permute(1, 0, 2)  # (L, N, k)
         u = xs * (self.w[:, None] * resid).T[:, :, None]
+        u = unit_sums(u.transpose(0, 1), self.unit).transpose(0, 1)  # (L, units, k)
         meat = u.transpose(1, 2) @ u
         inv = torch.linalg.pinv(bread, hermitian=True)
-        cov = inv @ meat @ inv * robust_scale(n, k)
+        cov = inv @ meat @ inv * robust_scale(n, k, self.unit)
         shrinkage = alpha * (inv @ coef[:, :, None])[..., 0]
         return (torch.diagonal(cov, dim1=1, dim2=2).clamp_min(0) + shrinkage ** 2).sqrt()
 
@@ -157,9 +160,9 @@ def unpack(packed: np.ndarray) -> list[LabelFit]:
 
 
 def fit_labels(rows: torch.Tensor, targets: torch.Tensor, weights, method: str,
-               num_features: int) -> list[LabelFit]:
+               num_features: int, unit: int = 1) -> list[LabelFit]:
     """One ``LabelFit`` per column of ``targets``, solved on their device; one transfer back."""
-    packed = DeviceProblem(rows, targets, weights).fit(method, num_features)
+    packed = DeviceProblem(rows, targets, weights, unit).fit(method, num_features)
     return unpack(packed.cpu().numpy())
 
 

@@ -24,12 +24,26 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     p.add_argument("--tune", action="store_true", help="choose the defaults on the tuning half")
+    p.add_argument("--per-cell", type=int, help="images per (model, segmenter, fill) and half "
+                   "(default 3)")
+    p.add_argument("--seeds", type=int, help="seeds per case (default 2; --tune: 3)")
+    p.add_argument("--targets", type=float, nargs="*",
+                   help='"auto" targets measured besides the default (default 0.85 0.9 0.97)')
     args = p.parse_args(argv)
+
+    import dataclasses
 
     from . import measure, run
 
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = run.StudyConfig.quick() if args.quick else run.StudyConfig()
+    sizes = {k: v for k, v in (("per_cell", args.per_cell), ("targets", args.targets))
+             if v is not None}
+    if args.seeds is not None:  # --tune replays its own seeds (measure.TUNE_SEEDS)
+        sizes.update({"extra": {**cfg.extra, "tune_seeds": args.seeds}} if args.tune
+                     else {"seeds": args.seeds})
+    cfg = dataclasses.replace(cfg, **{k: tuple(v) if k == "targets" else v
+                                      for k, v in sizes.items()})
     t0 = time.perf_counter()
 
     def log(msg):
@@ -38,7 +52,8 @@ def main(argv=None) -> int:
     if args.tune:
         out, _ = measure.tune(cfg, args.out, args.quick, log)
         (args.out / "tuning.json").write_text(json.dumps(out, indent=1, default=str))
-        print(json.dumps({k: out[k] for k in ("target", "min_gain", "spread")}, indent=1))
+        chosen = ("sampler", "target", "min_gain", "spread")
+        print(json.dumps({k: out[k] for k in chosen}, indent=1))
         return 0
     result, records = measure.evaluate(cfg, args.out, log)
     measure.write(result, records, args.out)

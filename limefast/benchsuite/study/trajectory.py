@@ -19,29 +19,35 @@ import numpy as np
 
 from limefast import config
 from limefast.benchsuite.agreement import top_k_overlap
-from limefast.core import adaptive
+from limefast.core import adaptive, sampling
 
 from .cases import FILLS, Case
 
-GRID_FIRST = 100  # the first prefix scored
-GRID_STEP = 25  # then every this many rows up to the cap
+FIXED_COUNTS = (150, 300, 500, 1000)  # fixed counts scored besides the rounds' ends
 
 
 @dataclass
 class Rows:
     """The cap's rows of one (case, seed): 0/1 data (N, F), the explained labels' outputs
-    (N, L) in lime's fitting order (the top label last) and the kernel weights (N,)."""
+    (N, L) in lime's fitting order (the top label last), the kernel weights (N,), and the row
+    design that drew them."""
 
     data: np.ndarray
     targets: np.ndarray
     weights: np.ndarray
     labels: list[int]
+    sampler: str = "lime"
+
+    @property
+    def unit(self) -> int:
+        return sampling.design_unit(self.sampler)
 
 
 def capture(image, classifier, segments, seed: int, top_labels: int = 3, hide_color=0,
-            cap: int | None = None, batch_size: int = 250) -> Rows:
-    """lime's ``cap`` rows of ``image`` at ``seed``, run once through ``classifier``, kept:
-    "auto" with one round of the cap's rows, so that the rule never runs."""
+            cap: int | None = None, batch_size: int = 250, sampler: str = "lime") -> Rows:
+    """The ``cap`` rows of ``image`` at ``seed`` in the design ``sampler``, run once through
+    ``classifier``, kept: "auto" with one round of the cap's rows, so that the rule never
+    runs."""
     from limefast import lime_image
 
     cap = cap or config.AUTO_MAX_SAMPLES
@@ -60,25 +66,29 @@ def capture(image, classifier, segments, seed: int, top_labels: int = 3, hide_co
             e = lime_image.LimeImageExplainer(random_state=seed).explain_instance(
                 image, classifier, top_labels=top_labels, num_samples="auto",
                 hide_color=hide_color, segmentation_fn=lambda _: segments,
-                batch_size=batch_size, progress_bar=False, min_samples=cap, max_samples=cap)
+                batch_size=batch_size, progress_bar=False, min_samples=cap, max_samples=cap,
+                sampler=sampler)
     finally:
         adaptive.RunningFit.add = original
     labels = [int(x) for x in e.top_labels][::-1]  # lime's fitting order: the top label last
-    return Rows(kept["data"], kept["targets"], kept["weights"], labels)
+    return Rows(kept["data"], kept["targets"], kept["weights"], labels, sampler)
 
 
-def capture_case(study, case: Case, seed: int, top_labels: int = 3) -> Rows:
+def capture_case(study, case: Case, seed: int, top_labels: int = 3,
+                 sampler: str = "lime") -> Rows:
     """``capture`` of a study case, through the study's memoised model."""
     model, image, segments = study._inputs(case)
     return capture(image, study._memo(case, seed), segments, seed,
                    min(top_labels, model.n_classes), FILLS[case.fill],
-                   batch_size=study.cfg.batch_size)
+                   batch_size=study.cfg.batch_size, sampler=sampler)
 
 
-def grid(cap: int, n_features: int) -> list[int]:
-    """The prefixes scored: every ``GRID_STEP`` rows from ``GRID_FIRST`` to the cap, those
-    with more than 2 (F + 1) rows (the rule needs them)."""
-    return [n for n in range(GRID_FIRST, cap + 1, GRID_STEP) if n > 2 * (n_features + 1)]
+def grid(cap: int, n_features: int, unit: int = 1) -> list[int]:
+    """The prefixes scored: where each round of ``"auto"`` ends (``schedule``) and the fixed
+    counts ``FIXED_COUNTS`` (in whole units), those with more than 2 (F + 1) rows (the rule
+    needs them)."""
+    fixed = {-(-n // unit) * unit for n in FIXED_COUNTS if n <= cap}
+    return sorted(n for n in set(schedule(cap, unit)) | fixed if n > 2 * (n_features + 1))
 
 
 def score(rows: Rows, references: dict, k: int = 5, cap: int | None = None,
@@ -92,15 +102,15 @@ def score(rows: Rows, references: dict, k: int = 5, cap: int | None = None,
     """
     f = rows.data.shape[1]
     cap = min(cap or config.AUTO_MAX_SAMPLES, rows.data.shape[0])
-    ns = grid(cap, f)
-    out = {"n": ns, "labels": {}}
+    ns = grid(cap, f, rows.unit)
+    out = {"n": ns, "unit": rows.unit, "labels": {}}
     for col in reversed(range(len(rows.labels))):  # the top label first
         label = rows.labels[col]
         ref = references.get(label)
         rec = {"stated": [], "gains": [], "overlap": [], "flat": [],
                "flat_reference": ref is None or ref["flat"]}
         for n in ns:
-            fit = adaptive.RunningFit(f, 1)
+            fit = adaptive.RunningFit(f, 1, rows.unit)
             fit.add(rows.data[:n], rows.targets[:n, col:col + 1], rows.weights[:n])
             figures, = fit.figures(k, cap, alpha)
             stated, gains = figures.stated, figures.gains()
@@ -114,11 +124,11 @@ def score(rows: Rows, references: dict, k: int = 5, cap: int | None = None,
     return out
 
 
-def schedule(cap: int) -> list[int]:
+def schedule(cap: int, unit: int = 1) -> list[int]:
     """The row counts after each round of ``"auto"`` with the configured rounds."""
     done, out = 0, []
     for size in adaptive.round_sizes(config.AUTO_MIN_SAMPLES, cap, config.AUTO_GROWTH,
-                                     config.AUTO_ROUND_MIN):
+                                     config.AUTO_ROUND_MIN, unit):
         done += size
         out.append(done)
     return out
@@ -128,7 +138,7 @@ def stop_index(s: dict, labels, target: float, min_gain: float) -> tuple[int, st
     """Where ``"auto"`` explaining ``labels`` (top first) of a scored run stops, and why: the
     rule of ``explain_in_rounds`` (``adaptive.decide`` on the live labels after each round)."""
     ns = s["n"]
-    for n in schedule(ns[-1]):
+    for n in schedule(ns[-1], s.get("unit", 1)):
         if n not in ns:
             continue
         i = ns.index(n)
