@@ -169,8 +169,8 @@ class WeightedProblem:
         superpixels or equally noisy everywhere. Rows drawn in units (complement pairs) are
         not independent: their scores ``w_i e_i xc_i`` are summed within each unit before the
         outer product (the cluster-robust sandwich, ``robust_scale``'s CR1 factor). The
-        penalty also shrinks the coefficients, by about ``alpha M^-1 coef``, a bias that fades as rows are added; it is added in
-        quadrature, so the error is a root-mean-square error and intervals ``w +- z * se``
+        penalty also shrinks the coefficients, by about ``alpha M^-1 coef``, a bias that fades
+        as rows are added; it is added in quadrature, so the error is a root-mean-square error and intervals ``w +- z * se``
         cover the many-row weights (without it, nominal 90% intervals at 300 rows covered
         them less than 80% of the time). The centring offsets are treated as fixed.
         """
