@@ -162,17 +162,17 @@ class WeightedProblem:
         """Standard errors of a weighted ridge's coefficients on ``features``, against the
         coefficients more rows of the same explanation would give.
 
-        ``coef = M^-1 Xc' W yc`` with ``M = Xc' W Xc + alpha I`` (the centred Gram matrix the
-        fit used). Over redraws of the rows its covariance is the heteroscedasticity-robust
-        (HC1) sandwich ``M^-1 (sum_i w_i^2 e_i^2 xc_i xc_i') M^-1 * n / (n - p - 1)``, with
-        ``e_i`` the fit's residuals: no assumption that the model's answers are linear in the
-        superpixels or equally noisy everywhere. Rows drawn in units (complement pairs) are
-        not independent: their scores ``w_i e_i xc_i`` are summed within each unit before the
-        outer product (the cluster-robust sandwich, ``robust_scale``'s CR1 factor). The
-        penalty also shrinks the coefficients, by about ``alpha M^-1 coef``, a bias that fades
-        as rows are added; it is added in quadrature, so the error is a root-mean-square error and intervals ``w +- z * se``
-        cover the many-row weights (without it, nominal 90% intervals at 300 rows covered
-        them less than 80% of the time). The centring offsets are treated as fixed.
+        ``coef = M^-1 Xc' W yc`` with ``M = Xc' W Xc + alpha I`` (the centred Gram matrix the fit
+        used). Over redraws of the rows its covariance is the heteroscedasticity-robust (HC1)
+        sandwich ``M^-1 (sum_i w_i^2 e_i^2 xc_i xc_i') M^-1 * n / (n - p - 1)``, with ``e_i`` the
+        fit's residuals: no assumption that the model's answers are linear in the superpixels or
+        equally noisy everywhere. Rows drawn in units (complement pairs) are not independent: their
+        scores ``w_i e_i xc_i`` are summed within each unit before the outer product (the
+        cluster-robust sandwich, ``robust_scale``'s CR1 factor). The penalty also shrinks the
+        coefficients, by about ``alpha M^-1 coef``, a bias that fades as rows are added; it is added
+        in quadrature, so the error is a root-mean-square error and intervals ``w +- z * se`` cover
+        the many-row weights (without it, nominal 90% intervals at 300 rows covered them less than
+        80% of the time). The centring offsets are treated as fixed.
         """
         features = np.asarray(features, dtype=np.intp)
         k = features.size
