@@ -245,6 +245,107 @@ def test_answers_have_no_nan():
     assert "NaN" not in text
 
 
+# -- the routes, in-process ---------------------------------------------------------------------
+
+def _app_client(api_key: str | None = KEY):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from limefast.serve.app import ServedModel, create_app
+
+    scheduler = Scheduler(serve_models.grid())
+    app = create_app([ServedModel("grid", scheduler)], api_key=api_key)
+    return TestClient(app, headers={"Authorization": f"Bearer {KEY}"}), scheduler
+
+
+ROUTING = [  # method, path, status, Allow, what the error says
+    ("GET", "/nope", 404, None, "no route GET /nope; the routes are GET /, "),
+    ("POST", "/v2/models/grid/infer", 404, None, "POST /v1/models/{name}:explain"),
+    ("POST", "/", 405, "GET", "POST / is not allowed; this path answers GET"),
+    ("DELETE", "/v1/models", 405, "GET", "DELETE /v1/models is not allowed"),
+    ("POST", "/v1/models/grid", 405, "GET", "POST /v1/models/grid is not allowed"),
+    ("GET", "/v1/models/grid:explain", 405, "POST", ":explain wants POST"),
+    ("GET", "/v1/models/other:predict", 405, "POST", ":predict wants POST"),
+    ("PUT", "/v1/models/grid:predict", 405, "POST", ":predict wants POST"),
+    ("POST", "/v1/models/grid:explane", 405, "GET", "unknown verb :explane"),
+    ("GET", "/v1/models/nope", 404, None, "unknown model 'nope'; served: ['grid']"),
+    ("POST", "/metrics", 405, "GET", "POST /metrics is not allowed"),
+]
+
+
+@pytest.mark.parametrize("method, path, status, allow, message", ROUTING,
+                         ids=[f"{r[0]} {r[1]}" for r in ROUTING])
+def test_routing_errors_are_the_error_shape(method, path, status, allow, message):
+    client, scheduler = _app_client()
+    try:
+        response = client.request(method, path)
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert list(response.json()) == ["error"] and message in response.json()["error"]
+        assert "\n" not in response.json()["error"]
+        assert response.headers.get("allow") == allow
+    finally:
+        scheduler.close()
+
+
+def test_health_routes_are_open_and_readiness_follows_the_scheduler():
+    client, scheduler = _app_client()
+    bare = {"Authorization": ""}
+    try:
+        assert client.get("/", headers=bare).json() == {"status": "alive"}
+        assert client.get("/v2/health/live", headers=bare).json() == {"live": True}
+        assert client.get("/v2/health/ready", headers=bare).json() == {"ready": True}
+        for path in ("/v1/models", "/v1/models/grid", "/nope"):  # the rest wants the key
+            assert client.get(path, headers=bare).status_code == 401
+        assert client.get("/v1/models/grid").json() == {"name": "grid", "ready": True}
+        scheduler.close()
+        response = client.get("/v1/models/grid")  # KServe's ModelNotReady: 503
+        assert response.status_code == 503 and "not ready" in response.json()["error"]
+        response = client.get("/v2/health/ready")
+        assert response.status_code == 503 and "['grid']" in response.json()["error"]
+        assert client.get("/").json() == {"status": "alive"}  # alive, not ready
+    finally:
+        scheduler.close()
+
+
+def _serve_imports(module: Path) -> set[str]:
+    """The ``limefast.serve`` modules ``module`` imports, at its top or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    package = ROOT / "limefast" / "serve"
+    return {name.rsplit(".", 1)[1] for name in found if name.startswith("limefast.serve.")
+            and (package / f"{name.rsplit('.', 1)[1]}.py").exists()}
+
+
+def test_serve_modules_import_one_another_without_a_cycle():
+    graph = {path.stem: _serve_imports(path) - {path.stem}
+             for path in (ROOT / "limefast" / "serve").glob("*.py") if path.stem != "__init__"}
+    assert "command" not in graph["on_ray"] and "builder" in graph["on_ray"]
+    done, visiting = set(), []
+
+    def visit(module):
+        if module in visiting:
+            pytest.fail(f"import cycle in limefast/serve: {' -> '.join(visiting + [module])}")
+        if module in done:
+            return
+        visiting.append(module)
+        for imported in sorted(graph[module]):
+            visit(imported)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+
+
 # -- the real server ----------------------------------------------------------------------------
 
 MODELS = ("grid", "picky", "slow", "tiny")
@@ -479,6 +580,74 @@ def test_unknown_model_and_api_key(server):
         url = str(client.base_url).rstrip("/") + "/v1/models/grid:explain"
         response = httpx.post(url, headers=headers, json={"instances": [_b64(_image())]})
         assert response.status_code == 401 and "API key" in response.json()["error"]
+
+
+def test_kserve_v1_client_requests_by_hand(server):
+    """What KServe's V1 ``InferenceRESTClient`` sends and reads, with plain HTTP (the SDK itself
+    drives the server in ``test_kserve_sdk_client``)."""
+    client, _, _ = server
+    base = str(client.base_url).rstrip("/")
+    live = httpx.get(base + "/")  # is_server_live: GET {base_url}, no key
+    assert live.status_code == 200 and live.json()["status"].lower() == "alive"
+    assert httpx.get(base + "/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v1/models/grid").json()["ready"] is True  # is_model_ready
+    instances = [np.asarray(_image(4)[:24, :24]).tolist()]
+    predicted = client.post("/v1/models/grid:predict", json={"instances": instances})
+    assert predicted.status_code == 200
+    np.testing.assert_allclose(predicted.json()["predictions"][0],
+                               serve_models.grid()(_image(4)[None, :24, :24])[0], rtol=1e-12)
+    unknown = client.get("/v1/model")
+    assert unknown.status_code == 404 and unknown.json()["error"].startswith("no route GET")
+    wrong = client.get("/v1/models/grid:explain")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+
+
+def test_kserve_sdk_client(server):
+    """KServe's own Python SDK (``kserve.InferenceRESTClient``, protocol v1) against the real
+    server: liveness, model readiness, infer (``:predict``), explain, and the errors it raises.
+    ``kserve`` pins pandas<3, protobuf<7 and psutil<6, so it is not in the ``test`` extra: run
+    this in an environment that has it (docs/serve.md says how)."""
+    kserve = pytest.importorskip("kserve")
+    import asyncio
+
+    client, _, _ = server
+    base = str(client.base_url).rstrip("/")
+    headers = {"Authorization": f"Bearer {KEY}"}
+    image = _image(6)
+    expected = _explain(client, "grid", [_b64(image)], num_samples=80, seed=5).json()
+    instances = [np.asarray(image[:32, :32]).tolist()]
+
+    async def drive():
+        v1 = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v1", timeout=60))
+        v2 = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", timeout=60))
+        try:
+            assert await v1.is_server_live(base) is True
+            assert await v2.is_server_live(base) is True  # GET /v2/health/live
+            assert await v2.is_server_ready(base) is True  # GET /v2/health/ready
+            assert await v1.is_model_ready(base, "grid", headers=headers) is True
+            with pytest.raises(httpx.HTTPStatusError, match="unknown model 'nope'"):
+                await v1.is_model_ready(base, "nope", headers=headers)
+            predicted = await v1.infer(base, {"instances": instances}, model_name="grid",
+                                       headers=headers)
+            explained = await v1.explain(base, "grid", {
+                "instances": [_b64(image)], "parameters": {"num_samples": 80, "seed": 5}},
+                headers=headers)
+            with pytest.raises(httpx.HTTPStatusError, match="bad parameter"):
+                await v1.explain(base, "grid", {"instances": [_b64(image)],
+                                                "parameters": {"num_samples": "lots"}},
+                                 headers=headers)
+            with pytest.raises(httpx.HTTPStatusError, match="API key"):
+                await v1.explain(base, "grid", {"instances": [_b64(image)]})
+            return predicted, explained
+        finally:
+            await v1.close()
+            await v2.close()
+
+    predicted, explained = asyncio.run(drive())
+    np.testing.assert_allclose(predicted["predictions"][0],
+                               serve_models.grid()(image[None, :32, :32])[0], rtol=1e-12)
+    assert explained["predictions"] == expected["predictions"]
+    assert _strip(explained["explanations"][0]) == _strip(expected["explanations"][0])
 
 
 def test_model_error_is_500_and_the_server_keeps_serving(server):

@@ -1,6 +1,8 @@
 """The HTTP layer of ``limefast serve``: KServe's V1 data plane as a FastAPI app.
 
-Routes (``python/kserve/kserve/protocol/rest/v1_endpoints.py`` registers the same paths):
+Routes (KServe's model server registers the same paths: ``GET /`` and ``/metrics`` in
+``python/kserve/kserve/protocol/rest/server.py``, the ``/v1`` routes in
+``protocol/rest/v1_endpoints.py``, the server health of ``protocol/rest/v2_endpoints.py``):
 
 - ``POST /v1/models/{name}:explain``: ``{"instances": [...], "parameters": {...}}`` ->
   ``{"predictions": [...], "explanations": [...]}``; an instance is ``{"b64": ...}`` (TF
@@ -8,13 +10,19 @@ Routes (``python/kserve/kserve/protocol/rest/v1_endpoints.py`` registers the sam
   image/png``, ...) is one instance, with the parameters in the query string.
 - ``POST /v1/models/{name}:predict``: ``{"instances": [...]}`` -> ``{"predictions": [...]}``.
 - ``GET /v1/models`` -> ``{"models": [...]}``; ``GET /v1/models/{name}`` -> ``{"name": ...,
-  "ready": true}``.
+  "ready": true}`` (503 once its scheduler is closed).
+- ``GET /`` -> ``{"status": "alive"}`` (liveness: what KServe's V1 client
+  ``is_server_live`` asks); ``GET /v2/health/live`` -> ``{"live": true}`` and
+  ``GET /v2/health/ready`` -> ``{"ready": true}`` (the server health KServe's model server
+  answers beside V1; no V2 inference). These three want no API key.
 - ``GET /metrics``: Prometheus text.
 
 The routes parse and check; the work is the ``Scheduler``'s. Errors are ``{"error": "..."}``
 with 400 (bad input), 401 (``api_key`` and no matching ``Authorization: Bearer``), 404 (unknown
-model), 413 (over the limits), 500 (the classifier raised; the server keeps serving) and 503 with
-``Retry-After`` (the queue cannot meet the request's deadline, or too many in flight).
+model or path), 405 (a path asked with the wrong method; ``Allow`` names the right one), 413
+(over the limits), 500 (the classifier raised; the server keeps serving) and 503 (with
+``Retry-After``: the queue cannot meet the request's deadline, or too many in flight; or a
+model not ready).
 """
 
 
@@ -39,6 +47,8 @@ from limefast.serve.scheduler import ModelError, Overloaded, Scheduler
 
 # Seconds between two looks at whether a waiting client is still connected.
 DISCONNECT_POLL = 0.05
+# What may follow ``/v1/models/{name}:`` (KServe's V1 data plane).
+VERBS = ("predict", "explain")
 
 
 @dataclasses.dataclass
@@ -69,6 +79,7 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
     fastapi = require("fastapi", "limefast serve")
     limits = limits or Limits()
     from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException
 
     by_name = {m.name: m for m in models}
     metrics = Metrics(by_name)
@@ -81,14 +92,43 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
     def error(status: int, message: str, headers=None):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
+    @app.exception_handler(HTTPException)
+    async def routing_error(request, exc: HTTPException):
+        """Starlette's own 404 (no route) and 405 (wrong method), in the server's shape."""
+        return error(exc.status_code, *_routing_error(app, request, exc))
+
+    @app.get("/")
+    async def live():
+        """Liveness: KServe's V1 ``is_server_live`` wants ``{"status": "alive"}``."""
+        return {"status": "alive"}
+
+    @app.get("/v2/health/live")
+    async def live_v2():
+        """Liveness as KServe's model server also answers it (``{"live": true}``)."""
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready_v2():
+        """Readiness of the server: every model ready (``{"ready": true}``), else 503."""
+        closed = [name for name, m in by_name.items() if m.scheduler.closed]
+        if closed:
+            return error(503, f"not ready: model(s) {closed} are shutting down")
+        return {"ready": True}
+
     @app.get("/v1/models")
     async def list_models():
         return {"models": list(by_name)}
 
     @app.get("/v1/models/{name}")
     async def model_ready(name: str):
+        """Readiness of a model: ``{"name", "ready": true}``, 503 when it is not (KServe's
+        ``ModelNotReady``; its V1 client's ``is_model_ready`` reads a 503 as not ready)."""
+        if name not in by_name and ":" in name and name.rpartition(":")[2] in VERBS:
+            raise HTTPException(405)  # GET /v1/models/{name}:explain: the verbs want POST
         if name not in by_name:
             return error(404, f"unknown model {name!r}; served: {sorted(by_name)}")
+        if by_name[name].scheduler.closed:
+            return error(503, f"model {name!r} is not ready: the server is shutting down")
         return {"name": name, "ready": True}
 
     @app.get("/metrics")
@@ -182,7 +222,10 @@ class _Guard:
     from the route, which needs it to cancel the explanation.)
     """
 
-    OPEN = ("/docs", "/openapi.json", "/docs/oauth2-redirect")
+    # The OpenAPI docs and the server's health, which say nothing about the models (probes
+    # rarely carry credentials).
+    OPEN = ("/docs", "/openapi.json", "/docs/oauth2-redirect", "/", "/v2/health/live",
+            "/v2/health/ready")
 
     def __init__(self, app, api_key, metrics: Metrics, models: dict):
         self.app, self.metrics, self.models = app, metrics, models
@@ -215,9 +258,32 @@ class _Guard:
         self.metrics.responses.labels(str(status[0])).inc()
         if path.startswith("/v1/models/") and scope["method"] == "POST":
             name, _, verb = path[len("/v1/models/"):].rpartition(":")
-            if name in self.models:
+            if name in self.models and verb in VERBS:  # labels a client cannot multiply
                 self.metrics.latency.labels(name, verb, str(status[0])).observe(
                     time.perf_counter() - t0)
+
+
+def _routing_error(app, request, exc) -> tuple[str, dict | None]:
+    """One line and the headers for a 404 or 405 of the router: what came in and what the
+    server answers."""
+    from fastapi.routing import APIRoute
+
+    asked, path = f"{request.method} {request.url.path}", request.url.path
+    if exc.status_code == 404:
+        routes = ", ".join(f"{'/'.join(sorted(r.methods))} {r.path}" for r in app.routes
+                           if isinstance(r, APIRoute))
+        return f"no route {asked}; the routes are {routes}", exc.headers
+    if exc.status_code == 405 and path.startswith("/v1/models/") and ":" in path[11:]:
+        # the router matched GET /v1/models/{name} first, whatever came after the colon
+        verb = path.rpartition(":")[2]
+        if verb in VERBS:
+            return f"{asked} is not allowed: :{verb} wants POST", {"Allow": "POST"}
+        return (f"unknown verb :{verb} in {asked}; POST /v1/models/{{name}}:predict or "
+                ":explain", exc.headers)
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"{asked} is not allowed; this path answers {allowed}", exc.headers
+    return f"{asked}: {exc.detail}", exc.headers
 
 
 def _model(by_name: dict, name: str) -> ServedModel:

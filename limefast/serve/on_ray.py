@@ -1,9 +1,9 @@
 """``limefast serve --ray``: the same FastAPI app on Ray Serve, one per replica.
 
 The app is not sent to the replicas: Ray Serve's ``@serve.ingress`` takes a builder that runs on
-each replica (``app_builder``), which loads the command line's models and builds the app exactly
-as ``limefast serve`` does. Ray spreads the requests over the replicas (and machines); each
-replica's scheduler batches its own. ``pip install 'limefast[ray-serve]'``.
+each replica (``app_builder``), which loads the command line's models and builds the app with
+``limefast serve``'s own ``builder.build``. Ray spreads the requests over the replicas (and
+machines); each replica's scheduler batches its own. ``pip install 'limefast[ray-serve]'``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ APP_NAME = "limefast"
 
 def app_builder(arguments: dict):
     """The FastAPI app of one replica, from the command line's arguments (a plain dict)."""
-    from limefast.serve.command import build
+    from limefast.serve.builder import build
 
     arguments = dict(arguments)
     cwd = arguments.pop("cwd")

@@ -323,6 +323,11 @@ class Scheduler:
         return [np.asarray(clf(checks.image_array(image)[None]), dtype=np.float64)[0]
                 for image in images]
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` was called: new work is refused (the model is not ready)."""
+        return self._closed
+
     def close(self) -> None:
         """Refuse new work, let what runs finish, stop the queue."""
         with self._lock:
