@@ -250,8 +250,7 @@ class LimeImageExplainer(SeededExplainer):
                                   sampler)  # RNG draw 2
         distances = sampling.row_distances(data, distance_metric)
         timings = {"segmentation": seconds, "sampling": time.perf_counter() - t1}
-        return Instance(image, segments, n_features, fudged, data, distances, timings,
-                        sampling.design_unit(sampler))
+        return Instance(image, segments, n_features, fudged, data, distances, timings, sampler)
 
     def _kernel_weights(self, distances) -> np.ndarray:
         weights = np.asarray(self.kernel_fn(distances), dtype=np.float64)
@@ -289,6 +288,7 @@ class LimeImageExplainer(SeededExplainer):
                 print('Prediction_local', fit.local_pred,)
                 print('Right:', first[label])
         explanation.num_samples = instance.data.shape[0]
+        explanation.sampler = instance.sampler
         self._state_overlap(explanation, instance, predictions, executor, weights, top,
                             num_features, stable_features)
         instance.timings["surrogate"] = time.perf_counter() - t0

@@ -188,3 +188,38 @@ def test_pairs_under_dedupe_budget_and_batches():
         [IMAGE, IMAGE], model, segmentation_fn=lambda _: SEGMENTS, progress_bar=False,
         num_samples=200, sampler="paired", top_labels=1)
     assert_same_explanation(plain, batch[0])
+
+
+def test_the_apps_take_the_design():
+    """The command line (--sampler), serve's requests (sampler=) and the dataset runner pass
+    the design through, refuse it for KernelSHAP, and record it."""
+    from limefast.cli.commands import build_parser
+    from limefast.cli.inputs import InputError
+    from limefast.cli.steps import check_sampling, sampling_options
+    from limefast.core.record import explanation_record
+    from limefast.dataset.driver import _sampler
+    from limefast.serve.options import ExplainOptions
+
+    parser = build_parser()
+    common = ["x.png", "--out", "o", "--model", "resnet18"]
+    args = parser.parse_args(["explain", *common, "--sampler", "paired", "--num-samples", "301"])
+    assert sampling_options(args)["sampler"] == "paired"
+    check_sampling(args)
+    assert "sampler" not in sampling_options(parser.parse_args(["explain", *common]))
+    with pytest.raises(InputError, match="--sampler is LIME's"):
+        check_sampling(parser.parse_args(["explain", *common, "--sampler", "lime",
+                                          "--method", "kernelshap"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["explain", *common, "--sampler", "sobol"])
+    assert ExplainOptions.parse({"sampler": "paired"}).sampler == "paired"
+    assert ExplainOptions.parse({}).sampler is None
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        ExplainOptions.parse({"sampler": "iid"})
+    with pytest.raises(ValueError, match="draws its own coalitions"):
+        ExplainOptions.parse({"sampler": "paired", "method": "kernelshap"})
+    assert (_sampler(None, 1000), _sampler(None, "auto"), _sampler("paired", 10)) == (
+        "lime", config.AUTO_SAMPLER, "paired")
+    e = explain(Interacting(1), num_samples=60, sampler="paired")
+    record = explanation_record(e, e.prediction, method="lime", image="x", model="m",
+                                weights=None, segmentation="slic", seed=0, seconds=0.0)
+    assert record["sampler"] == e.sampler == "paired"

@@ -70,3 +70,7 @@ def auto_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-gain", type=non_negative, default=None, metavar="G",
                    help="--num-samples auto also stops once 1000 more rows are projected to "
                         "raise that figure by less than G (default 0.05; 0: never)")
+    p.add_argument("--sampler", choices=("lime", "paired"), default=None,
+                   help="LIME's row design: lime's independent rows, or complement pairs "
+                        "(the same converged explanation, less noise per image; an odd count "
+                        "rounds up); default lime for a fixed --num-samples, paired for auto")

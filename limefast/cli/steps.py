@@ -105,11 +105,14 @@ def check_sampling(args) -> None:
     from limefast.core.rounds import Rounds
 
     options = sampling_options(args)
+    if options.get("sampler") is not None and getattr(args, "method", "lime") != "lime":
+        raise InputError(f"--sampler is LIME's row design; --method {args.method} draws its "
+                         "own coalitions (complement pairs by size): drop --sampler")
     try:
         Rounds.from_arguments(args.num_samples, options.get("max_samples"), None,
                               options["time_budget"], None, options["dedupe"],
                               target_overlap=options.get("target_overlap"),
-                              min_gain=options.get("min_gain"))
+                              min_gain=options.get("min_gain"), sampler=options.get("sampler"))
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
@@ -121,7 +124,7 @@ def sampling_options(args) -> dict:
         options["max_samples"] = args.max_samples
     elif args.num_samples == "auto":  # KernelSHAP's own cap is 2048: the CLI's stays 1000
         options["max_samples"] = config.AUTO_MAX_SAMPLES
-    for name in ("target_overlap", "min_gain"):  # explain's flags (compare has none)
+    for name in ("target_overlap", "min_gain", "sampler"):  # explain's flags (compare: none)
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     return options

@@ -40,6 +40,8 @@ class ImageExplanation:
             fixed count.
         min_gain: ``num_samples="auto"``'s least projected gain per 1000 rows worth the rows
             (None for a fixed count).
+        sampler: the design of the rows, ``"lime"`` or ``"paired"`` (``explain_instance``'s
+            ``sampler``).
         prediction: (n_classes,) float64, the model's outputs on the image itself (row 0 of
             the samples, the unperturbed image), as the explanation used them.
         timings: seconds spent in each stage of the explanation.
@@ -61,6 +63,7 @@ class ImageExplanation:
         self.top_k = None
         self.target_overlap = None
         self.min_gain = None
+        self.sampler = "lime"
         self.prediction = None
         self.timings = {}
 

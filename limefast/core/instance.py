@@ -22,7 +22,15 @@ class Instance:
     data: np.ndarray  # (num_samples, n_features) 0/1 rows, row 0 all ones
     distances: np.ndarray  # (num_samples,)
     timings: dict = field(default_factory=dict)
-    unit: int = 1  # rows drawn together (sampling.design_unit): 2 for complement pairs
+    sampler: str = "lime"  # the rows' design (sampling.SAMPLERS)
+
+    @property
+    def unit(self) -> int:
+        """Rows the design draws together (``sampling.design_unit``): 2 for complement
+        pairs."""
+        from limefast.core.sampling import design_unit
+
+        return design_unit(self.sampler)
 
 
 def fudged_image(image: np.ndarray, segments: np.ndarray, n_segments: int, hide_color):

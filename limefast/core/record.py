@@ -64,6 +64,7 @@ def explanation_record(exp, probabilities, *, method: str, image, model: str, we
         "stop_reason": exp.stop_reason,
         "target_overlap": exp.target_overlap,
         "min_gain": exp.min_gain,
+        "sampler": getattr(exp, "sampler", None) if method == "lime" else None,
         "exact": method == "kernelshap" and bool(exp.exact),
         "seed": seed,
         "top_labels": None if top_labels is None else [int(label) for label in top_labels],

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=args.cpus_per_worker,
             max_retries=args.max_retries, overlays=args.overlays, address=args.address,
             progress=not args.no_progress, time_budget=args.time_budget, dedupe=args.dedupe,
-            target_overlap=args.target_overlap, min_gain=args.min_gain,
+            target_overlap=args.target_overlap, min_gain=args.min_gain, sampler=args.sampler,
         )
     except ImportError as exc:
         if INSTALL_HINT in str(exc):

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from limefast.core import checks, rounds
+from limefast import config
+from limefast.core import checks, rounds, sampling
 from limefast.dataset.worker import (
     ExplainWorker,
     Settings,
@@ -65,7 +66,7 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
                     image_column: str = "image", id_column: str | None = None,
                     time_budget: float | None = None, dedupe: bool = False,
                     resize: str = "stretch", target_overlap: float | None = None,
-                    min_gain: float | None = None) -> DatasetRun:
+                    min_gain: float | None = None, sampler: str | None = None) -> DatasetRun:
     """Explain every image of ``source`` with ``model_factory()``'s classifier, on Ray Data.
 
     Args:
@@ -78,8 +79,8 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
             once per worker (and again if Ray restarts the worker).
         output: folder, or pyarrow filesystem URI (``s3://bucket/run``), for the Parquet part
             files, ``_limefast.json`` and ``overlays/``; every worker must reach it.
-        num_samples, top_labels, hide_color, time_budget, dedupe, target_overlap, min_gain:
-            as for ``explain_instance`` (``num_samples`` may be ``"auto"``, which
+        num_samples, top_labels, hide_color, time_budget, dedupe, target_overlap, min_gain,
+            sampler: as for ``explain_instance`` (``num_samples`` may be ``"auto"``, which
             ``target_overlap`` and ``min_gain`` tune; a run with a time budget depends on the
             machine's speed, so it is not deterministic).
         seed: run seed; an image is explained with ``random_state=image_seed(seed, its id)``.
@@ -125,11 +126,12 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
         time_budget=checks.time_budget(time_budget), dedupe=bool(dedupe),
         target_overlap=checks.open_unit("target_overlap", target_overlap),
         min_gain=checks.non_negative("min_gain", min_gain),
+        sampler=_sampler(sampler, num_samples),
     )
     # the rest of explain_instance's checks of these, here rather than once per image
     rounds.Rounds.from_arguments(settings.num_samples, None, None, settings.time_budget, None,
                                  settings.dedupe, target_overlap=settings.target_overlap,
-                                 min_gain=settings.min_gain)
+                                 min_gain=settings.min_gain, sampler=settings.sampler)
     batch_images = checks.positive_int("batch_images", batch_images)
     if concurrency is not None:
         concurrency = checks.positive_int("concurrency", concurrency)
@@ -283,6 +285,13 @@ def _absolute(output) -> str:
     return output if "://" in output else os.path.abspath(output)
 
 
+def _sampler(sampler, num_samples) -> str:
+    """The row design the run draws, recorded (the default depends on ``num_samples``)."""
+    if sampler is not None:
+        return sampling.check_sampler(sampler)
+    return config.AUTO_SAMPLER if num_samples == "auto" else "lime"
+
+
 def _check_metadata(fs, root: str, meta: dict) -> None:
     path = f"{root}/{METADATA_FILE}"
     if fs.get_file_info(path).type.name == "NotFound":
@@ -291,6 +300,7 @@ def _check_metadata(fs, root: str, meta: dict) -> None:
         return
     with fs.open_input_stream(path) as stream:
         old = json.loads(stream.read())
+    old.setdefault("sampler", "lime")  # runs written before the row designs drew lime's rows
     if old != meta:
         changed = {k: (old.get(k), meta.get(k)) for k in sorted(set(old) | set(meta))
                    if old.get(k) != meta.get(k)}

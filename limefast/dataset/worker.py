@@ -84,6 +84,7 @@ class Settings:
     dedupe: bool = False
     target_overlap: float | None = None  # num_samples="auto"'s rule (None: the defaults)
     min_gain: float | None = None
+    sampler: str = "lime"  # the row design (sampling.SAMPLERS), resolved by the driver
 
     def metadata(self) -> dict:
         """The settings that decide the rows, as JSON values: a resumed run must match them."""
@@ -161,7 +162,7 @@ class ExplainWorker:
                 batch_size=s.model_batch_size, segmentation_fn=self.segmentation,
                 hide_color=s.hide_color, progress_bar=False, dedupe=s.dedupe,
                 time_budget=s.time_budget, target_overlap=s.target_overlap,
-                min_gain=s.min_gain)
+                min_gain=s.min_gain, sampler=s.sampler)
         except Exception as exc:  # noqa: BLE001
             # An unreadable or invalid image is this image's problem: record it and go on.
             # Anything else (the model failing, memory) is the run's, and fails the task.

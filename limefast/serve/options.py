@@ -26,6 +26,7 @@ class ExplainOptions:
     seed: int = 0
     max_samples: int | None = None
     num_features: int = 100000
+    sampler: str | None = None  # LIME's row design (None: explain_instance's default)
 
     @classmethod
     def parse(cls, values: dict, defaults: dict | None = None) -> ExplainOptions:
@@ -92,7 +93,14 @@ class ExplainOptions:
         for name in ("max_samples", "num_features"):
             if name in v:
                 out[name] = checks.positive_int(name, _int_text(v[name]))
+        if "sampler" in v:
+            from limefast.core.sampling import check_sampler
+
+            out["sampler"] = check_sampler(v["sampler"])
         options = cls(**out)
+        if options.sampler is not None and options.method != "lime":
+            raise ValueError(f"sampler is LIME's row design; method {options.method!r} draws "
+                             "its own coalitions (complement pairs by size): drop sampler")
         if options.max_samples is not None and options.num_samples != "auto":
             raise ValueError("max_samples bounds num_samples='auto'; got num_samples="
                              f"{options.num_samples} (drop max_samples or pass 'auto')")

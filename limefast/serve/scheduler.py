@@ -373,6 +373,8 @@ class Scheduler:
                           labels=options.labels if options.labels is not None else (1,))
             if options.max_samples is not None:
                 kwargs["max_samples"] = options.max_samples
+            if options.sampler is not None:
+                kwargs["sampler"] = options.sampler
             if options.method == "kernelshap":
                 from limefast.kernelshap import KernelShapImageExplainer
 
