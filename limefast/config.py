@@ -55,6 +55,11 @@ AUTO_SPREAD: float = 1.0
 # The row design of num_samples="auto" when sampler= does not say (``sampling.SAMPLERS``); a
 # fixed num_samples keeps lime's rows. Chosen on the tuning half of the sampling study.
 AUTO_SAMPLER: str = "paired"
+# AUTO_SAMPLER, AUTO_TARGET_OVERLAP and AUTO_MIN_GAIN are the defaults with lime's default fill
+# (hide_color=None: each hidden superpixel takes its mean colour). With a constant hide_color
+# the model's answer is far less linear in the superpixels, and the tuning half chose these
+# instead (``rounds.auto_defaults``):
+AUTO_CONSTANT_FILL: dict = {"sampler": "paired", "target_overlap": 0.95, "min_gain": 0.05}
 # The stated overlap's normal draws: how many, and their seed (fixed, so that an explanation's
 # figure depends on its rows alone).
 AUTO_DRAWS: int = 256

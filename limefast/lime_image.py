@@ -182,7 +182,8 @@ class LimeImageExplainer(SeededExplainer):
         plan = rounds.Rounds.from_arguments(num_samples, max_samples, min_samples, time_budget,
                                             stable_features, dedupe,
                                             target_overlap=target_overlap,
-                                            min_gain=min_gain, sampler=sampler)
+                                            min_gain=min_gain, sampler=sampler,
+                                            hide_color=hide_color)
         num_features = checks.positive_int("num_features", num_features)
         executor = executor_for(classifier_fn)
 

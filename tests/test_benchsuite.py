@@ -17,7 +17,6 @@ from limefast.benchsuite import (
     cold_start,
     models,
     report,
-    sampling,
     shapley,
     suite,
     targets,
@@ -28,13 +27,12 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path, trained_models_cac
     cfg = suite.Config.quick()
     from limefast.benchsuite.study.run import StudyConfig
 
-    results = benchsuite.run_suite(cfg, log=lambda m: None, study=sampling.StudyConfig.quick(),
-                                   shap=shapley.ShapleyConfig.quick(), auto=StudyConfig.quick(),
-                                   cold=cold_start.ColdConfig.quick())
+    results = benchsuite.run_suite(cfg, log=lambda m: None, shap=shapley.ShapleyConfig.quick(),
+                                   auto=StudyConfig.quick(), cold=cold_start.ColdConfig.quick())
     path = benchsuite.write(results, tmp_path)
     data = json.loads(path.read_text())
     assert {"machine", "end_to_end", "scaling", "slopes", "models", "latency",
-            "sampling", "kernelshap", "cold_start"} <= set(data)
+            "kernelshap", "cold_start"} <= set(data)
     if "auto" in data:  # torch installed: the study of "auto" in two halves
         assert [h["half"] for h in data["auto"]["halves"]] == ["tuning", "held-out"]
         assert (tmp_path / "auto-fidelity-vs-images.png").stat().st_size > 1000
@@ -108,42 +106,30 @@ def test_an_output_folder_under_a_file_is_a_one_line_error(main, tmp_path, capsy
     assert err == f"limefast {main}: cannot write to output folder {out}: Not a directory"
 
 
-# -- the sampling study -----------------------------------------------------------------------
+# -- agreement measures --------------------------------------------------------------------------
 def test_top_k_overlap_on_hand_made_cases():
     ref = {0: 5.0, 1: -4.0, 2: 3.0, 3: -2.0, 4: 1.0, 5: 0.5, 6: 0.1}
-    assert sampling.top_k_overlap(ref, ref) == 1.0
+    assert agreement.top_k_overlap(ref, ref) == 1.0
     # Signs do not matter, only |w|: the same top 5 in another order and sign.
-    assert sampling.top_k_overlap({f: -w * (7 - f) for f, w in ref.items()}, ref) == 1.0
+    assert agreement.top_k_overlap({f: -w * (7 - f) for f, w in ref.items()}, ref) == 1.0
     # Three of the reference's top 5 (0, 1, 2) among the run's top 5 (0, 1, 2, 5, 6).
     run = {0: 9.0, 1: 8.0, 2: 7.0, 3: 0.0, 4: 0.0, 5: -6.0, 6: 5.0}
-    assert sampling.top_k_overlap(run, ref) == pytest.approx(3 / 5)
+    assert agreement.top_k_overlap(run, ref) == pytest.approx(3 / 5)
     disjoint = {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 1.0, 6: 1.0, 7: 1.0, 8: 1.0, 9: 1.0}
-    assert sampling.top_k_overlap(disjoint, ref) == 0.0
-    assert sampling.top_k_overlap({}, ref) == 0.0  # a run that did not explain the label
-    assert sampling.top_k_overlap(run, ref, k=2) == 1.0
-    assert sampling.top_k_overlap({0: 1.0, 1: 1.0}, {1: 2.0, 2: 1.0}) == 0.5  # fewer than k
+    assert agreement.top_k_overlap(disjoint, ref) == 0.0
+    assert agreement.top_k_overlap({}, ref) == 0.0  # a run that did not explain the label
+    assert agreement.top_k_overlap(run, ref, k=2) == 1.0
+    assert agreement.top_k_overlap({0: 1.0, 1: 1.0}, {1: 2.0, 2: 1.0}) == 0.5  # fewer than k
     # Ties go to the lower feature number.
-    assert sampling.top_features({3: 1.0, 1: -1.0, 2: 1.0, 0: 0.5}, 2) == [1, 2]
+    assert agreement.top_features({3: 1.0, 1: -1.0, 2: 1.0, 0: 0.5}, 2) == [1, 2]
 
 
 def test_interval_coverage_on_hand_made_cases():
     w, se = {0: 1.0, 1: 2.0, 2: 0.0}, {0: 0.1, 1: 0.1, 2: 1.0}
     ref = {0: 1.16, 1: 2.5, 2: -1.7, 3: 0.0}  # in, out, out (1.645 * 1.0 < 1.7), missing
-    assert sampling.interval_coverage(w, se, ref) == (1, 4)
+    assert agreement.interval_coverage(w, se, ref) == (1, 4)
     # The reference's own error widens the interval: sqrt(0.1^2 + 0.3^2) * 1.645 = 0.52 > 0.5.
-    assert sampling.interval_coverage(w, se, ref, reference_stderr={1: 0.3}) == (2, 4)
-
-
-def test_hard_images_are_picked_first_then_the_test_order():
-    labels = np.array([0, 1, 1, 0, 1, 0])
-    p_true = np.array([0.9, 0.2, 0.99, 0.6, 0.95, 0.7])  # 1 is misclassified, 3 is unsure
-    probs = np.zeros((6, 2))
-    probs[np.arange(6), labels] = p_true
-    probs[np.arange(6), 1 - labels] = 1 - p_true
-    assert sampling.pick_images(probs, labels, 4, 0.5) == [0, 1, 2, 3]
-    assert sampling.pick_images(probs, labels, 3, 0.34) == [0, 1, 2]
-    assert sampling.pick_images(probs, labels, 2, 1.0) == [1, 3]
-    assert sampling.pick_images(probs, labels, 10, 0.0) == list(range(6))
+    assert agreement.interval_coverage(w, se, ref, reference_stderr={1: 0.3}) == (2, 4)
 
 
 @pytest.fixture
@@ -167,88 +153,6 @@ def test_faces_model_is_small_accurate_and_cached(model_cache, tmp_path, monkeyp
     np.testing.assert_allclose(probs.sum(1), 1.0)
     np.testing.assert_allclose(probs, faces.FacesClassifier(trained.model)(images), rtol=1e-6)
     assert set(trained.data.test_labels) == {0, 1} and trained.data.test_images.dtype == np.uint8
-
-
-TINY = sampling.StudyConfig(images=2, seeds=1, reference_samples=600, samples=(100, 300),
-                            coverage_at=(300,), auto_max_samples=500)
-
-
-def test_sampling_section_writes_json_markdown_and_plot(model_cache, tmp_path):
-    results = benchsuite.run_suite(suite.Config.quick(), ["sampling"], log=lambda m: None,
-                                   study=TINY)
-    path = benchsuite.write(results, tmp_path)
-    data = json.loads(path.read_text())["sampling"]
-    assert [m["model"] for m in data["models"]] == ["digits-cnn", "faces-mlp"]
-    for m in data["models"]:
-        assert len(m["images"]) == 2 and all(20 <= i["superpixels"] <= 50 for i in m["images"])
-        settings = {s["setting"]: s for s in m["settings"]}
-        auto = m["auto_unavailable"] is None
-        assert set(settings) == {"100", "300"} | ({"auto"} if auto else set())
-        for name in ("100", "300"):
-            assert settings[name]["images_seen"] == int(name)
-        for s in settings.values():
-            assert 0.0 <= s["overlap"] <= 1.0 and s["runs"] == 2
-        if auto:  # the explainer has num_samples="auto" and standard errors
-            assert 100 <= settings["auto"]["images_seen"] <= 500
-            for name in ("300", "auto"):
-                assert 0.0 <= settings[name]["coverage"] <= 1.0
-                assert settings[name]["coverage_features"] == sum(
-                    i["superpixels"] for i in m["images"])
-            assert "coverage" not in settings["100"]
-    assert (tmp_path / "sampling-convergence.png").stat().st_size > 1000
-    md = path.with_suffix(".md").read_text()
-    assert "## Sampling study (top-5 overlap with a 600-sample reference)" in md
-    assert "### faces-mlp" in md and "| 300 | 300 | 300-300 |" in md
-
-
-def test_a_study_record_is_what_the_explainer_gives(model_cache):
-    """One record recomputed by hand: the reference's own seed, the top label, the metric."""
-    from limefast.lime_image import LimeImageExplainer
-
-    cfg = sampling.StudyConfig(images=1, seeds=1, reference_samples=500, samples=(200,),
-                               auto=False)
-    model = sampling.faces_model()
-    record = sampling.study_model(model, cfg)
-    run = record["runs"][0]
-    image = model.test_images[run["image"]]
-    kw = dict(top_labels=1, segmentation_fn=model.segment, progress_bar=False,
-              batch_size=cfg.batch_size)
-    ref = LimeImageExplainer(random_state=sampling.REFERENCE_SEED_OFFSET).explain_instance(
-        image, model.classifier, num_samples=500, **kw)
-    ours = LimeImageExplainer(random_state=0).explain_instance(
-        image, model.classifier, num_samples=200, **kw)
-    label = ref.top_labels[0]
-    assert ours.top_labels[0] == label
-    expected = sampling.top_k_overlap(dict(ours.local_exp[label]), dict(ref.local_exp[label]))
-    assert run == {"image": run["image"], "seed": 0, "setting": "200", "images_seen": 200,
-                   "overlap": expected}
-    assert record["auto_unavailable"] == "disabled in the configuration"
-
-
-def test_bad_sampling_sizes_are_a_one_line_error(tmp_path, capsys):
-    assert benchsuite.main(["--sections", "sampling", "--sampling-seeds", "0",
-                            "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "limefast bench: --sampling-seeds must be >= 1; got 0")
-
-
-def test_summary_pools_coverage_and_leaves_flat_references_out():
-    runs = [{"setting": "1000", "images_seen": 1000, "overlap": 1.0, "covered": 9,
-             "features": 10, "covered_with_reference_se": 10},
-            {"setting": "1000", "images_seen": 1000, "overlap": 0.6, "covered": 21,
-             "features": 30, "covered_with_reference_se": 24},
-            {"setting": "1000", "images_seen": 1000, "overlap": 0.0, "covered": 0,
-             "features": 40, "flat_reference": True},
-            {"setting": "auto", "images_seen": 150, "overlap": 0.8},
-            {"setting": "auto", "images_seen": 450, "overlap": 0.8}]
-    fixed, auto = sampling.summarise(runs, ["1000", "auto", "2000"])
-    assert fixed["runs"] == 2 and fixed["overlap"] == pytest.approx(0.8)
-    assert fixed["overlap_se"] == pytest.approx(0.2)  # sd 0.283 over sqrt(2)
-    assert fixed["coverage"] == pytest.approx(30 / 40)
-    assert fixed["coverage_with_reference_se"] == pytest.approx(34 / 40)
-    assert (auto["images_seen"], auto["images_seen_min"], auto["images_seen_max"]) == (300, 150,
-                                                                                        450)
-    assert "coverage" not in auto
 
 
 # -- the engine's parts -----------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """``limefast bench``: the benchmark suite, on whatever this machine has.
 
 Writes ``<out>/<machine>-<date>.json``, a Markdown table beside it and PNG plots of the scaling
-sweeps and of the sampling study; the ``kernelshap`` section sets KernelSHAP against shap, and
+sweeps; the ``kernelshap`` section sets KernelSHAP against shap, and
 ``cold_start`` times a user's first second in fresh processes.
-The ``auto`` section is the study of ``num_samples="auto"`` in two halves
-(``limefast.benchsuite.study``). ``--quick`` shrinks every size so the whole run takes a few
-minutes on a 2-core machine (the
-tests run it to keep the suite working; it asserts nothing about time).
+The ``auto`` section is the sampling study in two halves (``limefast.benchsuite.study``): the
+row designs and ``num_samples="auto"`` against lime's fixed counts. ``--quick`` shrinks every
+size so the whole run takes a few minutes on a 2-core machine (the tests run it to keep the
+suite working; it asserts nothing about time).
 The results are checked against the targets of ``benchmarks/targets.json`` (``--targets``).
 
 The engine's parts serve the pytest-benchmark cases of ``benchmarks/`` too: ``inputs`` (photos,
@@ -30,11 +30,10 @@ from limefast import config
 from limefast.core.checks import output_folder
 from limefast.optional import available
 
-from . import cold_start, report, sampling, shapley, suite
+from . import cold_start, report, shapley, suite
 from . import targets as target_file
 
-SECTIONS = ("end_to_end", "scaling", "models", "latency", "sampling", "auto", "kernelshap",
-            "cold_start")
+SECTIONS = ("end_to_end", "scaling", "models", "latency", "auto", "kernelshap", "cold_start")
 # Sections run only when named (--sections serve): they start servers and take minutes.
 OPT_IN_SECTIONS = ("serve",)
 
@@ -86,13 +85,12 @@ def _cpu_name() -> str:
 
 
 def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
-              study: sampling.StudyConfig | None = None, targets=None,
+              targets=None,
               shap: shapley.ShapleyConfig | None = None, auto=None,
               cold: cold_start.ColdConfig | None = None, serve=None) -> dict:
     """Run the chosen sections and return the results dict (JSON-ready).
 
-    ``study`` sizes the sampling study (default ``sampling.StudyConfig()``), ``auto`` the
-    study of ``num_samples="auto"`` in two halves (``limefast.benchsuite.study``; default its
+    ``auto`` sizes the sampling study in two halves (``limefast.benchsuite.study``; default its
     full size), ``shap`` the KernelSHAP comparison (default ``shapley.ShapleyConfig()``),
     ``cold`` the cold-start section (default ``cold_start.ColdConfig()``), ``serve`` the server
     under load (default ``serving.ServeConfig()``); ``targets`` are
@@ -118,8 +116,6 @@ def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
             results[name] = suite.models(cfg, progress=lambda m: log(f"  {m}"))
         elif name == "latency":
             results[name] = suite.latency(cfg)
-        elif name == "sampling":
-            results[name] = sampling.sampling_study(study, progress=lambda m: log(f"  {m}"))
         elif name == "auto":
             if available("torch"):
                 from .study import measure
@@ -144,10 +140,6 @@ def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
             else:
                 results["not_measured"].append("serve: pip install 'limefast[serve,torch]'")
         log(f"[limefast bench] {name} done in {time.perf_counter() - t0:.1f} s")
-    for m in results.get("sampling", {}).get("models", []):
-        if m.get("auto_unavailable"):
-            results["not_measured"].append(
-                f"sampling study, {m['model']}: num_samples='auto' ({m['auto_unavailable']})")
     if not results["machine"].get("gpu"):
         results["not_measured"].append(
             "GPU: no CUDA device on this machine, so the device path ran on the CPU only "
@@ -181,11 +173,6 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         f"{','.join(OPT_IN_SECTIONS)}, run only when named)")
     p.add_argument("--targets", metavar="FILE", default=None,
                    help="the targets to check (default: the checkout's benchmarks/targets.json)")
-    g = p.add_argument_group("sampling study (overrides of the --quick or full sizes)")
-    g.add_argument("--sampling-images", type=int, metavar="N", help="test images per model")
-    g.add_argument("--sampling-seeds", type=int, metavar="N", help="seeds per image")
-    g.add_argument("--sampling-reference", type=int, metavar="N",
-                   help="samples of the reference explanation")
 
 
 def run(args) -> int:
@@ -196,12 +183,6 @@ def run(args) -> int:
               f"{SECTIONS + OPT_IN_SECTIONS}",
               file=sys.stderr)
         return 2
-    for flag in ("sampling_images", "sampling_seeds", "sampling_reference"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            print(f"limefast bench: --{flag.replace('_', '-')} must be >= 1; got {value}",
-                  file=sys.stderr)
-            return 2
     out = output_folder(args.out, "limefast bench")
     if out is None:
         return 2
@@ -212,7 +193,7 @@ def run(args) -> int:
         print(f"limefast bench: --targets {args.targets}: {exc}", file=sys.stderr)
         return 2
     results = run_suite(cfg, sections, log=lambda m: print(m, file=sys.stderr),
-                        study=_study_config(args), targets=spec,
+                        targets=spec,
                         shap=shapley.ShapleyConfig.quick() if args.quick else None,
                         auto=_auto_config(args),
                         cold=cold_start.ColdConfig.quick() if args.quick else None,
@@ -227,15 +208,6 @@ def _serve_config(quick: bool):
     from . import serving
 
     return serving.ServeConfig.quick() if quick else serving.ServeConfig()
-
-
-def _study_config(args) -> sampling.StudyConfig:
-    study = sampling.StudyConfig.quick() if args.quick else sampling.StudyConfig()
-    for name, value in (("images", args.sampling_images), ("seeds", args.sampling_seeds),
-                        ("reference_samples", args.sampling_reference)):
-        if value is not None:
-            setattr(study, name, value)
-    return study
 
 
 def _auto_config(args):

@@ -95,3 +95,23 @@ def agreement(reference, other) -> dict:
             "max_scaled_weight_diff": pooled("max_scaled_weight_diff", max),
             "top5_overlap": pooled("top5_overlap", np.mean),
             "spearman": pooled("spearman", np.mean), "labels": labels}
+
+
+Z90 = 1.645  # two-sided 90% normal quantile
+
+
+def interval_coverage(weights: Mapping[int, float], stderr: Mapping[int, float],
+                      reference: Mapping[int, float], z: float = Z90,
+                      reference_stderr: Mapping[int, float] | None = None) -> tuple[int, int]:
+    """(covered, total): reference features whose weight lies in ``w +- z * se`` of the run.
+
+    A feature the run has no weight for counts as not covered. With ``reference_stderr`` the
+    interval is widened to ``z * sqrt(se**2 + se_ref**2)``: the reference's own sampling noise.
+    """
+    covered = 0
+    for f, w_ref in reference.items():
+        if f not in weights or f not in stderr:
+            continue
+        se2 = stderr[f] ** 2 + (reference_stderr.get(f, 0.0) ** 2 if reference_stderr else 0.0)
+        covered += abs(weights[f] - w_ref) <= z * np.sqrt(se2)
+    return int(covered), len(reference)

@@ -1,5 +1,5 @@
 """Turning suite results into a report: JSON, a Markdown table, log-log plots with slopes, and
-the sampling study's table and convergence plot."""
+the sampling study's table and plot (limefast.benchsuite.study)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,6 @@ def markdown(results: dict) -> str:
                   f"{lat['repeats']} explanations ({lat['side']}x{lat['side']}, "
                   f"{lat['num_samples']} samples)", ""]
     lines += cold_start_markdown(results.get("cold_start"))
-    lines += sampling_markdown(results.get("sampling"))
     if results.get("auto"):
         from .study import measure
 
@@ -243,88 +242,6 @@ def kernelshap_markdown(section: dict | None) -> list[str]:
     return lines
 
 
-def sampling_markdown(study: dict | None) -> list[str]:
-    """The sampling study: per model, overlap and images seen per setting, and coverage."""
-    if not study:
-        return []
-    cfg = study["config"]
-    lines = [f"## Sampling study (top-{cfg['top_k']} overlap with a "
-             f"{cfg['reference_samples']}-sample reference)", ""]
-    if "skipped" in study:
-        return lines + [f"skipped: {study['skipped']}", ""]
-    hard = int(round(cfg["images"] * cfg["hard_share"]))
-    lines += [f"{cfg['images']} held-out test images per model ({hard} of them those the model "
-              f"is least sure of, misclassified first), {cfg['seeds']} seed(s) each; the "
-              "reference has a seed of its own. Images seen: what the model evaluated. "
-              "Coverage: share of the top label's features whose reference weight lies in the "
-              "run's `w +- 1.645 se` (nominal 90%); in brackets with the reference's own "
-              "standard error added.", ""]
-    for m in study["models"]:
-        sp = [i["superpixels"] for i in m["images"]]
-        lines += [f"### {m['model']}: {m['description']}", "",
-                  f"test accuracy {m['test_accuracy']:.1%}; {len(m['images'])} images, "
-                  f"{m['misclassified']} misclassified; {min(sp)}-{max(sp)} superpixels "
-                  f"(SLIC {m.get('slic', {})})", "",
-                  "| num_samples | images seen (mean) | min-max | top-5 overlap | "
-                  "90% coverage |", "|---|---|---|---|---|"]
-        for s in m["settings"]:
-            cov = ""
-            if "coverage" in s:
-                cov = f"{s['coverage']:.1%}"
-                if "coverage_with_reference_se" in s:
-                    cov += f" ({s['coverage_with_reference_se']:.1%})"
-            se = f" +- {s['overlap_se']:.3f}" if np.isfinite(s["overlap_se"]) else ""
-            lines.append(f"| {s['setting']} | {s['images_seen']:.0f} | {s['images_seen_min']}-"
-                         f"{s['images_seen_max']} | {s['overlap']:.3f}{se} | {cov} |")
-        if m.get("flat_references"):
-            flat = m["flat_references"]
-            lines.append(f"\nleft out of the table: {len(flat)} image/seed pair(s) whose "
-                         "reference weights are all 0 (the model's output never moved: nothing "
-                         f"to rank), (image, seed) {', '.join(map(str, map(tuple, flat)))}"
-                         + "".join(f"; auto there: {r['images_seen']} images, "
-                                   f"{r['stop_reason']}"
-                                   for r in m.get("auto", {}).get("on_flat_references", [])))
-        if m.get("auto_unavailable"):
-            lines.append(f"\nauto: not measured ({m['auto_unavailable']})")
-        elif m.get("auto"):
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(m["auto"]["stop_reasons"].items()))
-            conv = m["auto"]["converged"]
-            lines.append(f"\nauto: converged in {conv:.0%} of runs; stop reasons: {reasons}"
-                         if conv is not None else f"\nauto: stop reasons: {reasons}")
-        lines.append("")
-    return lines
-
-
-def sampling_plot(study: dict, folder: Path, plt) -> Path | None:
-    """Top-5 overlap against images seen: fixed sampling as a line, auto as a point, per model."""
-    if not study or not study.get("models"):
-        return None
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
-    lowest = 1.0
-    for m, color in zip(study["models"], ("tab:blue", "tab:orange", "tab:green", "tab:red")):
-        fixed = [s for s in m["settings"] if s["setting"] != "auto"]
-        ax.errorbar([s["images_seen"] for s in fixed], [s["overlap"] for s in fixed],
-                    yerr=[np.nan_to_num(s["overlap_se"]) for s in fixed], fmt="o-", capsize=2,
-                    color=color, label=f"{m['model']} fixed num_samples (+- 1 se)")
-        for s in m["settings"]:
-            lowest = min(lowest, s["overlap"])
-            if s["setting"] == "auto":
-                ax.plot([s["images_seen"]], [s["overlap"]], "*", color=color, markersize=14,
-                        markeredgecolor="black", label=f"{m['model']} num_samples='auto'")
-    ax.set_xscale("log")
-    ax.set_ylim(max(0.0, np.floor(lowest * 10) / 10 - 0.1), 1.01)
-    ax.set_xlabel("images the model saw (mean per explanation)")
-    ax.set_ylabel(f"top-5 overlap with the {study['config']['reference_samples']}-sample ref.")
-    ax.set_title("convergence of the explanation")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = folder / "sampling-convergence.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def plots(results: dict, folder: Path) -> list[Path]:
     """One log-log PNG per sweep (lime and limefast totals and perturbation stages), and the
     sampling study's convergence plot."""
@@ -363,10 +280,9 @@ def plots(results: dict, folder: Path) -> list[Path]:
         fig.savefig(path)
         plt.close(fig)
         paths.append(path)
-    path = sampling_plot(results.get("sampling"), folder, plt)
     if results.get("auto", {}).get("halves"):
         from .study import summary as auto_summary
 
         auto_summary.plot(results["auto"]["halves"], folder / "auto-fidelity-vs-images.png")
         paths.append(folder / "auto-fidelity-vs-images.png")
-    return paths + ([path] if path else [])
+    return paths

@@ -2,12 +2,15 @@
 are likely to be the ones many more rows would show.
 
 *The cost promise.* ``"auto"`` never evaluates more images than ``max_samples``, and by default
-that is lime's own default, ``num_samples=1000`` (``config.AUTO_MAX_SAMPLES``). The rows are
-lime's rows: the explainer draws ``max_samples`` of them in lime's order and the rounds take
-them as prefixes, so an explanation that stopped at n rows is exactly the fixed
-``num_samples=n`` explanation of the same seed, and one that reaches the cap is lime's
-explanation at ``max_samples`` rows: by default lime's default explanation, draw for draw (the
-random state then has advanced exactly as lime's). Nothing depends on ``batch_size``.
+that is lime's own default, ``num_samples=1000`` (``config.AUTO_MAX_SAMPLES``). The explainer
+draws ``max_samples`` rows of the row design (``sampler``, by default ``config.AUTO_SAMPLER``,
+complement pairs) and the rounds take them as prefixes of whole units, so an explanation that
+stopped at n rows is exactly the fixed ``num_samples=n`` explanation of the same seed and
+design. *The contract with lime:* by default ``"auto"`` does not take lime's rows; its rows
+keep lime's distribution (each superpixel on with probability 1/2), so it converges to lime's
+explanation, the estimand, with less noise per image. With ``sampler="lime"`` the rows are
+lime's, and an explanation that reaches the cap is lime's explanation at ``max_samples`` rows,
+draw for draw. Nothing depends on ``batch_size``.
 
 *What every explanation states.* For each explained label, ``expected_overlap`` is the expected
 share of the shown top k superpixels (k = ``stable_features``, else ``num_features`` when it is

@@ -61,11 +61,13 @@ class Rounds:
     @classmethod
     def from_arguments(cls, num_samples, max_samples, min_samples, time_budget,
                        stable_features, dedupe, minimum: int = 1, target_overlap=None,
-                       cap: int | None = None, min_gain=None, sampler=None) -> Rounds:
+                       cap: int | None = None, min_gain=None, sampler=None,
+                       hide_color=None) -> Rounds:
         """The parsed switches; ``minimum`` is the fewest rows an explanation can have,
         ``cap`` the default ``max_samples`` (``config.AUTO_MAX_SAMPLES``). ``sampler`` None
         is lime's rows for a fixed count and ``config.AUTO_SAMPLER`` for ``"auto"``; a design
-        that draws rows in units (pairs) rounds every count up to whole units."""
+        that draws rows in units (pairs) rounds every count up to whole units. The defaults of
+        ``"auto"`` depend on the fill (``auto_defaults(hide_color)``)."""
         num_samples = checks.int_or_auto("num_samples", num_samples, minimum)
         max_samples = checks.optional_int("max_samples", max_samples, minimum)
         min_samples = checks.optional_int("min_samples", min_samples, minimum)
@@ -101,9 +103,10 @@ class Rounds:
         cap = config.AUTO_MAX_SAMPLES if cap is None else cap
         high = max_samples if max_samples is not None else max(cap, min_samples or 0)
         low = min_samples if min_samples is not None else min(config.AUTO_MIN_SAMPLES, high)
-        target = config.AUTO_TARGET_OVERLAP if target is None else target
-        min_gain = config.AUTO_MIN_GAIN if min_gain is None else min_gain
-        sampler = sampler or config.AUTO_SAMPLER
+        defaults = auto_defaults(hide_color)
+        target = defaults["target_overlap"] if target is None else target
+        min_gain = defaults["min_gain"] if min_gain is None else min_gain
+        sampler = sampler or defaults["sampler"]
         return cls(True, sampling.rows_for(high, sampler), sampling.rows_for(low, sampler),
                    time_budget, stable_features, bool(dedupe), target, min_gain, sampler)
 
@@ -120,6 +123,16 @@ class Rounds:
             first = min(first, config.BUDGET_FIRST_ROUND)
         yield from adaptive.round_sizes(first, n_total, config.AUTO_GROWTH,
                                         config.AUTO_ROUND_MIN, self.unit)
+
+
+def auto_defaults(hide_color=None) -> dict:
+    """``num_samples="auto"``'s defaults (``sampler``, ``target_overlap``, ``min_gain``) for
+    a fill: ``config.AUTO_SAMPLER``, ``AUTO_TARGET_OVERLAP`` and ``AUTO_MIN_GAIN`` with the
+    mean fill (``hide_color=None``), ``config.AUTO_CONSTANT_FILL`` with any other."""
+    if hide_color is None:
+        return {"sampler": config.AUTO_SAMPLER, "target_overlap": config.AUTO_TARGET_OVERLAP,
+                "min_gain": config.AUTO_MIN_GAIN}
+    return dict(config.AUTO_CONSTANT_FILL)
 
 
 class RowCache:

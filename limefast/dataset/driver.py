@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from limefast import config
 from limefast.core import checks, rounds, sampling
 from limefast.dataset.worker import (
     ExplainWorker,
@@ -126,12 +125,13 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
         time_budget=checks.time_budget(time_budget), dedupe=bool(dedupe),
         target_overlap=checks.open_unit("target_overlap", target_overlap),
         min_gain=checks.non_negative("min_gain", min_gain),
-        sampler=_sampler(sampler, num_samples),
+        sampler=_sampler(sampler, num_samples, hide_color),
     )
     # the rest of explain_instance's checks of these, here rather than once per image
     rounds.Rounds.from_arguments(settings.num_samples, None, None, settings.time_budget, None,
                                  settings.dedupe, target_overlap=settings.target_overlap,
-                                 min_gain=settings.min_gain, sampler=settings.sampler)
+                                 min_gain=settings.min_gain, sampler=settings.sampler,
+                                 hide_color=hide_color)
     batch_images = checks.positive_int("batch_images", batch_images)
     if concurrency is not None:
         concurrency = checks.positive_int("concurrency", concurrency)
@@ -285,11 +285,11 @@ def _absolute(output) -> str:
     return output if "://" in output else os.path.abspath(output)
 
 
-def _sampler(sampler, num_samples) -> str:
+def _sampler(sampler, num_samples, hide_color=None) -> str:
     """The row design the run draws, recorded (the default depends on ``num_samples``)."""
     if sampler is not None:
         return sampling.check_sampler(sampler)
-    return config.AUTO_SAMPLER if num_samples == "auto" else "lime"
+    return rounds.auto_defaults(hide_color)["sampler"] if num_samples == "auto" else "lime"
 
 
 def _check_metadata(fs, root: str, meta: dict) -> None:

@@ -27,13 +27,16 @@ def main(argv=None) -> int:
     p.add_argument("--per-cell", type=int, help="images per (model, segmenter, fill) and half "
                    "(default 3)")
     p.add_argument("--seeds", type=int, help="seeds per case (default 2; --tune: 3)")
+    p.add_argument("--held-out-only", action="store_true",
+                   help="measure the held-out half alone (the tuning half's figures come from "
+                        "--tune)")
     p.add_argument("--targets", type=float, nargs="*",
                    help='"auto" targets measured besides the default (default 0.85 0.9 0.97)')
     args = p.parse_args(argv)
 
     import dataclasses
 
-    from . import measure, run
+    from . import cases, measure, run
 
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = run.StudyConfig.quick() if args.quick else run.StudyConfig()
@@ -52,10 +55,12 @@ def main(argv=None) -> int:
     if args.tune:
         out, _ = measure.tune(cfg, args.out, args.quick, log)
         (args.out / "tuning.json").write_text(json.dumps(out, indent=1, default=str))
-        chosen = ("sampler", "target", "min_gain", "spread")
-        print(json.dumps({k: out[k] for k in chosen}, indent=1))
+        keys = ("sampler", "target", "min_gain", "met", "gap", "saving")
+        print(json.dumps({fill: {k: c[k] for k in keys} for fill, c in out["chosen"].items()},
+                         indent=1))
         return 0
-    result, records = measure.evaluate(cfg, args.out, log)
+    halves = ("held-out",) if args.held_out_only else None
+    result, records = measure.evaluate(cfg, args.out, log, halves or cases.HALVES)
     measure.write(result, records, args.out)
     print("\n".join(measure.markdown(result)))
     return 0

@@ -19,7 +19,8 @@ import numpy as np
 
 HALVES = ("tuning", "held-out")
 TUNING_SEED, HELD_OUT_SEED = 0, 1  # the seeds of the halves' image orders
-HELD_OUT_ONLY = ("blobs-cnn",)  # models no tuning run sees
+TUNING_PER_CELL = 3  # the tuning half's full size: the held-out half never uses its images
+HELD_OUT_ONLY = ("blobs-cnn", "faces-cnn")  # models no tuning run sees
 FILLS = {"zero": 0, "mean": None}  # hide_color
 SUPERPIXELS = (15, 60)  # the study's range of superpixel counts
 # Parameter ladders tried in order until the count falls in SUPERPIXELS.
@@ -63,7 +64,8 @@ class Case:
         return f"{self.model}-{self.test_index}-{self.segmenter}-{self.fill}"
 
 
-# name -> (module of limefast.models, its classifier_fn's class, description, classes)
+# name -> (module of limefast.models, its classifier_fn's class, description, classes[, the
+# module's loader, default load_model])
 MODELS = {
     "digits-cnn": ("digits", "DigitsClassifier",
                    "4-conv CNN, pooled head, 32x32 digits, 10 classes", 10),
@@ -75,6 +77,9 @@ MODELS = {
                       "4 classes", 4),
     "blobs-cnn": ("blobs", "BlobsClassifier",
                   "residual CNN with batch norm, 40x40 generated blobs, counts 1-4", 4),
+    "faces-cnn": ("faces", "FacesClassifier",
+                  "2-conv CNN, max pooling, pooled head, 50x50 lfw_subset, face/non-face", 2,
+                  "load_cnn"),
 }
 
 
@@ -84,12 +89,18 @@ def load_models(names) -> dict[str, StudyModel]:
     for name in names:
         if name not in MODELS:
             raise ValueError(f"unknown study model {name!r}")
-        module_name, classifier, description, n_classes = MODELS[name]
+        module_name, classifier, description, n_classes, *loader = MODELS[name]
         m = importlib.import_module(f"limefast.models.{module_name}")
-        t = m.load_model()
+        t = getattr(m, loader[0] if loader else "load_model")()
         out[name] = StudyModel(name, description, getattr(m, classifier)(t.model),
                                t.data.test_images, t.data.test_labels, t.accuracy, n_classes)
     return out
+
+
+def data_set(name: str) -> str:
+    """The data a study model was trained on (its ``limefast.models`` module): models of one
+    data set share test images, so the held-out half skips those any tuning case used."""
+    return MODELS[name][0]
 
 
 def segment(image: np.ndarray, method: str, params: dict) -> np.ndarray:
@@ -113,11 +124,11 @@ def build_cases(models: dict[str, StudyModel], per_cell: int, seed: int = TUNING
                 half: str = "tuning", skip=frozenset(), start: int = 0) -> list[Case]:
     """``per_cell`` images per (model, segmenter, fill), each a different test image, taken in
     a seeded random order (skipping images the segmenter cannot cut into 15-60 superpixels and
-    the (model, test index) pairs in ``skip``), numbered from ``start``."""
+    the (data set, test index) pairs in ``skip``), numbered from ``start``."""
     cases = []
     for name, model in models.items():
         order = [int(i) for i in np.random.RandomState(seed).permutation(len(model.test_images))
-                 if (name, int(i)) not in skip]
+                 if (data_set(name), int(i)) not in skip]
         for method in LADDERS:
             for fill in FILLS:
                 taken = 0
@@ -136,9 +147,12 @@ def build_cases(models: dict[str, StudyModel], per_cell: int, seed: int = TUNING
 def study_cases(models: dict[str, StudyModel], per_cell: int, halves=HALVES) -> list[Case]:
     """The cases of ``halves``: the tuning half on the models not in ``HELD_OUT_ONLY``, the
     held-out half on every model in ``models``, on test images the tuning half does not use."""
-    tuning = build_cases({k: m for k, m in models.items() if k not in HELD_OUT_ONLY}, per_cell)
+    tuned = {k: m for k, m in models.items() if k not in HELD_OUT_ONLY}
+    tuning = build_cases(tuned, per_cell)
     if "held-out" not in halves:
         return tuning
-    used = {(c.model, c.test_index) for c in tuning}
+    # every image a tuning run of any size has seen (smaller runs take a prefix of these)
+    seen = tuning if per_cell >= TUNING_PER_CELL else build_cases(tuned, TUNING_PER_CELL)
+    used = {(data_set(c.model), c.test_index) for c in seen}
     held = build_cases(models, per_cell, HELD_OUT_SEED, "held-out", used, len(tuning))
     return (tuning if "tuning" in halves else []) + held

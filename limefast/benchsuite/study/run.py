@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from limefast import config
-from limefast.benchsuite.agreement import top_k_overlap
-from limefast.benchsuite.sampling import interval_coverage
+from limefast.benchsuite.agreement import interval_coverage, top_k_overlap
 
 from .cases import FILLS, Case, StudyModel, segment
 
 REFERENCE_SEED_OFFSET = 10_000
+DEFAULT = "default"  # the "auto" setting of the explainer's defaults (rounds.auto_defaults)
 # A reference label whose every |weight| is at most this explains nothing: its outputs moved by
 # float rounding only (a saturated softmax), and its top 5 is a tie broken by feature number,
 # which a run of the same flat model shares for that reason alone.
@@ -28,9 +28,10 @@ FLAT_WEIGHT = 1e-6
 class StudyConfig:
     """Sizes of the study; ``quick()`` is a smoke run of a few seconds."""
 
-    models: tuple = ("digits-cnn", "faces-mlp", "shapes-cnn", "stripes-keras", "blobs-cnn")
-    # images per (model, segmenter, fill) and half: 4 x 3 x 2 x 3 = 72 tuning cases, and 5 x 3
-    # x 2 x 3 = 90 held-out ones (blobs-cnn is held-out only)
+    models: tuple = ("digits-cnn", "faces-mlp", "shapes-cnn", "stripes-keras", "blobs-cnn",
+                     "faces-cnn")
+    # images per (model, segmenter, fill) and half: 4 x 3 x 2 x 3 = 72 tuning cases, and 6 x 3
+    # x 2 x 3 = 108 held-out ones (blobs-cnn and faces-cnn are held-out only)
     per_cell: int = 3
     seeds: int = 2
     reference_samples: int = 16000
@@ -131,7 +132,7 @@ class Study:
                    "top_labels": top_labels, "label": label, "spread": spread,
                    "target": target, "images": int(e.num_evaluated),
                    "stated": float(e.expected_overlap[label]),
-                   "stop_reason": e.stop_reason,
+                   "sampler": e.sampler, "stop_reason": e.stop_reason,
                    "flat_reference": r is None or r["flat"],
                    "overlap": top_k_overlap(w, r["w"], self.cfg.top_k) if r else 0.0}
             if coverage and r:
@@ -140,26 +141,30 @@ class Study:
             rows.append(row)
         return rows
 
-    def fixed(self, case: Case, spreads) -> list[dict]:
-        """lime's fixed counts (top 3 labels; a top-1 run is the first label's part), each
-        with its stated overlap at every spread."""
+    def fixed(self, case: Case, spreads, samplers=("lime",)) -> list[dict]:
+        """Fixed counts of each row design (top 3 labels; a top-1 run is the first label's
+        part), each with its stated overlap at every spread: setting ``"1000"`` for lime's
+        rows, ``"paired 1000"`` for another design's."""
         model, image, segments = self._inputs(case)
         ref = self.reference(case)
         top = min(3, model.n_classes)
         out = []
         for seed in range(self.cfg.seeds):
             memo = self._memo(case, seed)
-            for n in self.cfg.samples:
-                for i, spread in enumerate(spreads):
-                    with _spread(spread):
-                        e = explain(image, memo, segments, seed, n, top, FILLS[case.fill],
-                                    self.cfg)
-                    out += self._records(case, ref, e, seed, str(n), top, spread,
-                                         coverage=i == 0 and n == max(self.cfg.samples))
+            for sampler in samplers:
+                for n in self.cfg.samples:
+                    setting = str(n) if sampler == "lime" else f"{sampler} {n}"
+                    for i, spread in enumerate(spreads):
+                        with _spread(spread):
+                            e = explain(image, memo, segments, seed, n, top,
+                                        FILLS[case.fill], self.cfg, sampler=sampler)
+                        out += self._records(case, ref, e, seed, setting, top, spread,
+                                             coverage=i == 0 and n == max(self.cfg.samples))
         return out
 
     def auto(self, case: Case, spread: float, targets) -> list[dict]:
-        """``"auto"`` with top_labels 1 and 3 at every target."""
+        """``"auto"`` with top_labels 1 and 3 at every target; the target ``"default"`` is
+        the explainer's defaults for the case's fill (nothing passed)."""
         model, image, segments = self._inputs(case)
         ref = self.reference(case)
         out = []
@@ -167,9 +172,10 @@ class Study:
             memo = self._memo(case, seed)
             for top in sorted({1, min(3, model.n_classes)}):
                 for target in targets:
+                    given = {} if target == DEFAULT else {"target_overlap": target}
                     with _spread(spread):
                         e = explain(image, memo, segments, seed, "auto", top,
-                                    FILLS[case.fill], self.cfg, target_overlap=target)
+                                    FILLS[case.fill], self.cfg, **given)
                     out += self._records(case, ref, e, seed, "auto", top, spread, target,
                                          coverage=True)
         return out

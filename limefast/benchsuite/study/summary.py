@@ -103,6 +103,25 @@ def half_summary(records, half, samples, spread, target, targets=()) -> dict:
         "calibration_all": calibration(fixed_all + auto_rows(records, half, spread, target)),
         "calibration_fixed": calibration(fixed_all),
         "calibration_auto": calibration(auto_rows(records, half, spread, target)),
+        # every design's stated figure, its fixed counts and its "auto" runs together
+        "calibration_by_design": {
+            s: calibration([r for r in fixed_all + auto_rows(records, half, spread, target)
+                            if r.get("sampler", "lime") == s])
+            for s in sorted({r.get("sampler", "lime") for r in fixed_all})},
+        "coverage_by_design": {
+            s: coverage([r for r in fixed_all + auto_rows(records, half, spread, target)
+                         if r.get("sampler", "lime") == s])
+            for s in sorted({r.get("sampler", "lime") for r in fixed_all})},
+        "by_fill": {fill: {"lime": fidelity([r for r in lime_rows(records, half, top, spread)
+                                             if r["fill"] == fill]),
+                           "auto": fidelity([r for r in auto_rows(records, half, spread, target)
+                                             if r["fill"] == fill])}
+                    for fill in sorted({r["fill"] for r in fixed_all})},
+        "by_model": {m: {"lime": fidelity([r for r in lime_rows(records, half, top, spread)
+                                           if r["model"] == m]),
+                         "auto": fidelity([r for r in auto_rows(records, half, spread, target)
+                                           if r["model"] == m])}
+                     for m in sorted({r["model"] for r in fixed_all})},
         "coverage_lime_1000": coverage([r for r in fixed_all if r["setting"] == str(top)]),
         "coverage_auto": coverage(auto_rows(records, half, spread, target)),
         "stop_reasons": dict(_count(r["stop_reason"] for r in auto_rows(records, half, spread,
@@ -136,7 +155,7 @@ def plot(summaries, path) -> None:
         for t, v in pts:
             ax.annotate(f"{t:g}", (v["images"], v["overlap"]), fontsize=7)
         ax.plot([s["auto"]["images"]], [s["auto"]["overlap"]], "*", ms=14, color="tab:red",
-                label=f'"auto" default (target {s["target"]:g})')
+                label='"auto" at its defaults')
         ax.set_title(f'{s["half"]} half')
         ax.set_xlabel("images through the model (mean)")
         ax.grid(alpha=0.3)
