@@ -47,8 +47,8 @@ AUTO_MIN_SAMPLES: int = 150
 AUTO_MAX_SAMPLES: int = 1000
 AUTO_ROUND_MIN: int = 25
 AUTO_GROWTH: float = 0.0
-AUTO_TARGET_OVERLAP: float = 0.95
-AUTO_MIN_GAIN: float = 0.05
+AUTO_TARGET_OVERLAP: float = 0.97
+AUTO_MIN_GAIN: float = 0.04
 AUTO_GAIN_FLOOR: float = 0.75
 AUTO_HORIZONS: tuple = (1.5, 2.0)
 AUTO_SPREAD: float = 1.0
@@ -59,7 +59,7 @@ AUTO_SAMPLER: str = "paired"
 # (hide_color=None: each hidden superpixel takes its mean colour). With a constant hide_color
 # the model's answer is far less linear in the superpixels, and the tuning half chose these
 # instead (``rounds.auto_defaults``):
-AUTO_CONSTANT_FILL: dict = {"sampler": "paired", "target_overlap": 0.95, "min_gain": 0.05}
+AUTO_CONSTANT_FILL: dict = {"sampler": "lime", "target_overlap": 0.92, "min_gain": 0.0}
 # The stated overlap's normal draws: how many, and their seed (fixed, so that an explanation's
 # figure depends on its rows alone).
 AUTO_DRAWS: int = 256

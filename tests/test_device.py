@@ -492,18 +492,21 @@ def test_image_dtype_without_default_scale():
 
 # -- the pieces: surrogate and model-ready kernels ---------------------------------------------
 
-@pytest.mark.parametrize("method,num_features", [
-    ("none", 10), ("highest_weights", 8), ("forward_selection", 4), ("auto", 5), ("auto", 1000),
+@pytest.mark.parametrize("method,num_features,unit", [
+    ("none", 10, 1), ("highest_weights", 8, 1), ("forward_selection", 4, 1), ("auto", 5, 1),
+    ("auto", 1000, 1), ("none", 10, 2), ("auto", 5, 2),
 ])
-def test_device_surrogate_matches_weighted_problem(method, num_features):
+def test_device_surrogate_matches_weighted_problem(method, num_features, unit):
     rng = np.random.RandomState(7)
     data = rng.randint(0, 2, (300, 30))
     data[0] = 1
+    if unit == 2:  # complement pairs: the cluster-robust sandwich on both
+        data[1::2] = 1 - data[0::2]
     targets = rng.rand(300, 4)
     weights = np.sqrt(np.exp(-(1 - np.sqrt(data.sum(1) / 30)) ** 2 / 0.25 ** 2))
     fits = fit_labels(torch.from_numpy(data.astype(np.uint8)), torch.from_numpy(targets), weights,
-                      method, num_features)
-    problem = WeightedProblem(data, targets, weights)
+                      method, num_features, unit)
+    problem = WeightedProblem(data, targets, weights, unit)
     for label, fit in enumerate(fits):
         ref = problem.fit_label(label, num_features, method)
         assert [f for f, _ in fit.local_exp] == [f for f, _ in ref.local_exp]
@@ -521,6 +524,8 @@ def test_device_surrogate_matches_weighted_problem(method, num_features):
     {"dedupe": True}, {"num_samples": "auto", "max_samples": 600},
     {"num_samples": "auto", "max_samples": 600, "dedupe": True},
     {"time_budget": 60.0, "num_samples": 120},
+    {"num_samples": 201, "sampler": "paired"},
+    {"num_samples": "auto", "max_samples": 600, "sampler": "paired", "dedupe": True},
 ])
 def test_device_path_in_rounds_equals_cpu_path(kwargs):
     """Rounds and dedupe on the device executor: the CPU path in the same batches gives the
