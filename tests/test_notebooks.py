@@ -61,9 +61,10 @@ def test_the_check_sees_outputs():
 
 
 def documented() -> dict[int, str]:
-    """id(object) -> name of every object docs/api.md documents with an autodoc directive."""
+    """id(object) -> name of every object docs/api.md documents (an autodoc directive, or
+    ``py:data`` for a constant)."""
     out = {}
-    for name in re.findall(r"^\.\. auto\w+:: (\S+)", API.read_text(), flags=re.M):
+    for name in re.findall(r"^\.\. (?:auto\w+|py:data):: (\S+)", API.read_text(), flags=re.M):
         out[id(resolve(name))] = name
     return out
 
