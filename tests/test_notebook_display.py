@@ -132,3 +132,23 @@ def test_label_panel_bad_labels(explanation):
         label_panel(explanation, [explanation.top_labels[0], 99])
     with pytest.raises(ValueError, match="at least one label; got an empty list"):
         label_panel(explanation, [])
+
+
+def test_progress_bars_take_the_notebook_form():
+    """Every tqdm bar of limefast comes from ``tqdm.auto``: a widget in Jupyter, text elsewhere."""
+    import ast
+    from pathlib import Path
+
+    import limefast
+
+    sources = list(Path(limefast.__file__).parent.rglob("*.py"))
+    plain = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "tqdm":
+                plain.append(f"{path.name}: from tqdm import ...")
+            elif isinstance(node, ast.Import) and any(a.name == "tqdm" for a in node.names):
+                plain.append(f"{path.name}: import tqdm")
+    assert not plain, plain
+    users = [p.name for p in sources if "from tqdm.auto import tqdm" in p.read_text()]
+    assert len(users) >= 3, users  # the rounds, KernelSHAP and the dataset driver
