@@ -1,6 +1,7 @@
 """The tutorial notebooks as committed: no outputs (the docs build and ``make notebooks`` run
 them), and every limefast name they use, with every name of ``limefast.__all__``, in the API
-reference (docs/api.md). Running them is ``make notebooks`` (nbmake) and ``make docs``."""
+reference (docs/api.md); and every ``limefast.`` name the docs pages write as code exists.
+Running the notebooks is ``make notebooks`` (nbmake) and ``make docs``."""
 
 from __future__ import annotations
 
@@ -154,3 +155,30 @@ def test_notebook_requires_says_what_to_install_and_skips(capsys):
         assert out.count(line) == 2, out
     finally:
         interactive.InteractiveShell.clear_instance()
+
+
+DOC_PAGES = sorted(p for p in [*ROOT.glob("docs/**/*.md"), ROOT / "README.md",
+                               ROOT / "benchmarks" / "README.md"]
+                   if not SKIP & set(p.relative_to(ROOT).parts))
+
+
+def named_in(text: str) -> set[str]:
+    """Dotted ``limefast.`` names written as code (between backticks) in a Markdown page."""
+    return {name for code in re.findall(r"`([^`\n]+)`", text)
+            for name in re.findall(r"(?<![\w/.])(limefast(?:\.[A-Za-z_]\w*)+)", code)}
+
+
+def test_named_in_reads_code_spans_only():
+    assert named_in("`limefast.viz.panel` and limefast.nothing, `x = limefast.faithfulness(e)`"
+                    " `limefast/viz/panel.py`") == {"limefast.viz.panel", "limefast.faithfulness"}
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[str(p.relative_to(ROOT)) for p in DOC_PAGES])
+def test_docs_name_only_what_exists(page):
+    missing = []
+    for name in sorted(named_in(page.read_text())):
+        try:
+            resolve(name)
+        except (ImportError, AttributeError):
+            missing.append(name)
+    assert not missing, f"{page.relative_to(ROOT)} names {missing}, which do not exist"
