@@ -64,7 +64,8 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml
 
 docs: $(DOCS_STAMP)
 	rm -rf docs/_build
-	$(PY) -m sphinx -j auto -b html -W --keep-going docs docs/_build/html
+	$(PY) docs/execute_notebooks.py docs/_build/.jupyter_cache docs/tutorials
+	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html
 
 # Every tutorial notebook top to bottom (nbmake; a cell over 120 s fails), the time of each.
 notebooks: $(DOCS_STAMP)

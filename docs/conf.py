@@ -31,7 +31,7 @@ extensions = [
     "sphinx.ext.mathjax",
 ]
 
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "jupyter_execute"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "jupyter_execute", "execute_notebooks.py"]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 
 # MyST: anchors for headings (links such as device.md#options), colon fences.
@@ -39,8 +39,11 @@ myst_enable_extensions = ["colon_fence", "dollarmath"]
 myst_heading_anchors = 3
 
 # The tutorials run at every build, top to bottom: a cell that raises fails the build, and a
-# notebook slower than the bound fails it too. Their outputs are never committed.
-nb_execution_mode = os.environ.get("LIMEFAST_DOCS_EXECUTE", "force")
+# notebook slower than the bound fails it too. Their outputs are never committed. `make docs`
+# empties _build, runs them all into this cache in parallel (execute_notebooks.py), then builds;
+# a notebook missing from the cache, or changed since, is run here.
+nb_execution_mode = os.environ.get("LIMEFAST_DOCS_EXECUTE", "cache")
+nb_execution_cache_path = str(Path(__file__).parent / "_build" / ".jupyter_cache")
 nb_execution_timeout = 150
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
