@@ -31,6 +31,7 @@ test: $(STAMP) install-check
 	$(PYTEST) -q -m "not cudasim" tests
 	ONEDNN_MAX_CPU_ISA=$(ONEDNN_SECOND_ISA) $(PYTEST) -q -m "not cudasim" tests/test_device.py
 	NUMBA_ENABLE_CUDASIM=1 $(PYTEST) -q -m cudasim tests
+	$(MAKE) notebooks
 
 bench: $(STAMP)
 	mkdir -p bench-results
@@ -53,8 +54,26 @@ gpu-check-dry: $(STAMP)
 gpu-wheels: $(STAMP)
 	$(PY) -m pip wheel -q --no-deps lime==0.2.0.1 -w .whl
 
+# The docs site (Sphinx, pydata-sphinx-theme, myst-nb) in docs/_build/html: the tutorials run
+# in it, and a warning (a broken link, a missing reference, a docstring) fails it.
+.PHONY: docs notebooks
+DOCS_STAMP := $(VENV)/.docs-stamp
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build
+	$(PY) docs/execute_notebooks.py docs/_build/.jupyter_cache docs/tutorials
+	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html
+
+# Every tutorial notebook top to bottom (nbmake; a cell over 120 s fails), the time of each.
+notebooks: $(DOCS_STAMP)
+	$(PYTEST) -q -p no:cacheprovider --nbmake --nbmake-timeout=120 --durations=0 docs/tutorials
+
 lint: $(STAMP)
 	$(PY) -m ruff check limefast kernels tests benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks bench-results .gpu-site gpu-check*.json
+	rm -rf docs/_build docs/jupyter_execute

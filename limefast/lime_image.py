@@ -3,7 +3,7 @@
 ``from limefast import lime_image`` in place of ``from lime import lime_image`` gives, for the same
 seed, image, segmentation and classifier, the explanation lime 0.2.0.1 gives (up to floating-point
 rounding in the surrogate), except for the reference's known defects, which are fixed on purpose
-(see the README): per-label ``score`` and ``local_pred``, segments relabelled 0..n-1, copied
+(docs/guide/lime.md): per-label ``score`` and ``local_pred``, segments relabelled 0..n-1, copied
 classifier outputs, any channel count.
 """
 

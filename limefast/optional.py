@@ -1,5 +1,5 @@
 """Optional dependencies, one way: ``require`` imports a module or says how to install it;
-``available`` says whether it imports."""
+``available`` says whether it imports; ``notebook_requires`` is a tutorial's first cell."""
 
 from __future__ import annotations
 
@@ -37,3 +37,31 @@ def available(*modules: str) -> bool:
         except ImportError:
             return False
     return True
+
+
+def notebook_requires(*modules: str) -> bool:
+    """For a notebook's first cell: True when every one of ``modules`` imports; else print the
+    command that installs each missing one and, in IPython, make every later cell print it
+    instead of running (a tutorial without its extra says what to install, not a traceback).
+
+    Args:
+        modules: module names, such as ``"torch"`` or ``"keras"``.
+
+    Returns:
+        Whether all of them import.
+    """
+    missing = [module for module in modules if not available(module)]
+    if not missing:
+        return True
+    hints = "; ".join(f"{module}: {install_hint(module)}" for module in dict.fromkeys(missing))
+    message = f"this notebook needs {', '.join(missing)} ({hints}); its cells are skipped"
+    print(message)
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is not None:
+        skip = [f"print({message!r})\n"]
+        shell.input_transformers_post.append(lambda _lines: skip)
+    return False

@@ -1,7 +1,7 @@
 """Fuzzing explain_instance: every input gives a valid explanation or a documented error.
 
 Documented errors are ValueError/TypeError raised by limefast's own checks (their messages are
-listed in the README); a Numba typing error, an IndexError or anything else is a bug.
+listed in docs/guide/errors.md); a Numba typing error, an IndexError or anything else is a bug.
 """
 
 from __future__ import annotations

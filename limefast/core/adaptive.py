@@ -59,14 +59,15 @@ own figure. Labels whose outputs never moved are left out of the rule.
 images whose mean overlap with 16000-row references stays within 0.0175 of lime's at 1000
 rows. A level rule alone (``min_gain=0``) cost about 1.85x fewer images than lime at the same
 loss, the rule with the gain about 2x. The held-out half (fresh images, and a model no tuning
-run saw) checks them; the README gives the figures.
+run saw) checks them; docs/guide/fewer-calls.md gives the figures.
 
 *What it guarantees.* The cost: at most ``max_samples`` images, and at the cap exactly lime's
 explanation. The figure is an estimate, not a bound: on the held-out half of the study, among
-explanations stating about p, the shown top k shared about p of the reference's (the README
-gives the measured calibration). An explanation that stopped early states a figure of about
-the target, or below it when more rows would not have paid; lime's 1000 rows would often have
-done a little better on that image: the saving is what those images leave out. The figure
+explanations stating about p, the shown top k shared about p of the reference's
+(docs/guide/fewer-calls.md gives the measured calibration). An explanation that stopped early
+states a figure of about the target, or below it when more rows would not have paid; lime's
+1000 rows would often have done a little better on that image: the saving is what those images
+leave out. The figure
 describes how the weights would move with other random rows of the same explanation, not the
 model's own noise, nor whether a linear surrogate suits the model. ``min_gain=0`` turns the
 second stop off (near-ties then run to the cap, stating their low figure).

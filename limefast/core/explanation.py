@@ -207,12 +207,33 @@ class ImageExplanation:
             return render.weight_map(self.segments, self.local_exp[label])
         return render.heatmap(self.segments, self.local_exp[label], as_pil=as_pil, **kwargs)
 
-    def _repr_png_(self):
-        """Notebooks show the first label: the tinted image beside its heatmap."""
+    def _repr_lines(self, label) -> list[str]:
+        """The lines a notebook shows under the picture of ``label``."""
+        rows = (f"{self.num_evaluated} images evaluated" if self.num_evaluated == self.num_samples
+                else f"{self.num_evaluated} images evaluated for {self.num_samples} rows")
+        return [f"label {label}: {self.overlap_caption(label)}", rows]
+
+    def _repr_png_(self) -> bytes:
+        """Notebooks show the first top label: its tinted superpixels beside the weights of every
+        superpixel, with ``expected_overlap`` and ``num_evaluated`` written under them."""
         from limefast.viz import panel, render
 
         label = render.explanation_label(self)
-        return panel.png_bytes(panel.panel([
-            (f"label {label}, {self.overlap_caption(label)}", self.render(label)),
+        return panel.png_bytes(panel.captioned_lines(self._repr_picture(label),
+                                                     self._repr_lines(label)))
+
+    def _repr_html_(self) -> str:
+        """The picture of ``_repr_png_`` without its text, the text as an HTML caption."""
+        from limefast.viz import panel, render
+
+        label = render.explanation_label(self)
+        return panel.html_figure(self._repr_picture(label), self._repr_lines(label))
+
+    def _repr_picture(self, label) -> np.ndarray:
+        """(H, W, 3) uint8: the label's tinted superpixels beside its weight of every one."""
+        from limefast.viz import panel
+
+        return panel.panel([
+            (f"label {label}", self.render(label)),
             ("weights", self.heatmap(label, colored=True, image=self.image)),
-        ], tile=max(160, min(320, self.segments.shape[0]))))
+        ], tile=max(160, min(320, self.segments.shape[0])), as_pil=False)

@@ -175,7 +175,7 @@ class TorchClassifier:
 
     @property
     def input_dtype(self):
-        """The dtype model-ready batches are written in: float16 for fp16 on CUDA, else float32."""
+        """The dtype model-ready batches are written in (float16 for fp16 on CUDA, else float32)."""
         torch = import_torch()
         if self.precision == "fp16" and self.device.type == "cuda":
             return torch.float16

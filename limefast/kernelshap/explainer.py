@@ -46,8 +46,10 @@ from limefast.kernelshap import estimator
 class ShapImageExplanation(ImageExplanation):
     """Shapley values of an image's superpixels, with LIME's explanation interface.
 
-    Attributes (beyond ``ImageExplanation``'s, whose ``get_image_and_mask``, ``render``,
-    ``plot``, ``heatmap`` and ``interval`` work unchanged):
+    ``ImageExplanation``'s attributes and methods (``get_image_and_mask``, ``render``, ``plot``,
+    ``heatmap``, ``interval``) work unchanged; these attributes differ or are added.
+
+    Attributes:
         local_exp: dict label -> list of ``(superpixel, Shapley value)`` by decreasing
             ``|value|``.
         base_value: dict label -> the model on the fully hidden image (every superpixel off);

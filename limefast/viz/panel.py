@@ -1,9 +1,12 @@
 """Pictures laid out for the command line, the demo and notebooks: tiles side by side with
-titles (``panel``), deletion/insertion curves (``curve_plot``), PNG bytes (``png_bytes``).
-Arrays in, (H, W, 3) uint8 arrays or PIL images out."""
+titles (``panel``), deletion/insertion curves (``curve_plot``), PNG bytes (``png_bytes``), and
+``label_panel``: several labels of one explanation, which a notebook shows as it shows an
+explanation. Arrays in, (H, W, 3) uint8 arrays or PIL images out."""
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 from collections.abc import Sequence
 
@@ -120,6 +123,96 @@ def captioned(picture: np.ndarray, text: str) -> np.ndarray:
     canvas.paste(img, (0, 0))
     ImageDraw.Draw(canvas).text((4, img.height + 2), text, fill=(30, 30, 30), font=face)
     return np.asarray(canvas).copy()
+
+
+def captioned_lines(picture: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """(H, W, 3) uint8 ``picture`` above one strip of text per line (``captioned``)."""
+    for line in lines:
+        picture = captioned(picture, line)
+    return picture
+
+
+def html_figure(picture, lines: Sequence[str]) -> str:
+    """An HTML ``<figure>``: the picture as an inline PNG, ``lines`` (escaped) under it."""
+    data = base64.b64encode(png_bytes(picture)).decode("ascii")
+    caption = "<br>".join(html.escape(line) for line in lines)
+    return (f'<figure style="margin: 0"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(lines[0]) if lines else "explanation"}">'
+            f'<figcaption style="font-family: monospace">{caption}</figcaption></figure>')
+
+
+class LabelPanel:
+    """Several labels of one explanation side by side, each label's strongest superpixels
+    tinted (``ImageExplanation.render``), with each label's ``expected_overlap`` and the
+    images the model saw written under them. A notebook shows it at the end of a cell
+    (``_repr_png_`` / ``_repr_html_``); ``image`` is the PIL picture, ``save`` writes it.
+
+    Attributes:
+        explanation: the ``ImageExplanation`` shown.
+        labels: the labels shown, in order.
+        image: the (PIL) picture, without the text under it.
+    """
+
+    def __init__(self, explanation, labels: Sequence | None = None, *, tile: int | None = None,
+                 columns: int | None = None):
+        from limefast.viz.render import explanation_label
+
+        if labels is None:
+            labels = list(explanation.top_labels or explanation.local_exp)
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+            labels = [labels]
+        if not labels:
+            raise ValueError("label_panel needs at least one label; got an empty list")
+        self.explanation = explanation
+        self.labels = [explanation_label(explanation, label) for label in labels]
+        tile = tile or max(160, min(256, explanation.segments.shape[0]))
+        self.image = panel([(self._title(label), explanation.render(label))
+                            for label in self.labels], tile=tile, columns=columns)
+
+    def _title(self, label) -> str:
+        value = self.explanation.expected_overlap.get(label, float("nan"))
+        return f"label {label}" + (f", overlap {value:.2f}" if np.isfinite(value) else "")
+
+    def lines(self) -> list[str]:
+        """The text under the picture: each label's overlap caption, then the images seen."""
+        exp = self.explanation
+        rows = (f"{exp.num_evaluated} images evaluated" if exp.num_evaluated == exp.num_samples
+                else f"{exp.num_evaluated} images evaluated for {exp.num_samples} rows")
+        return [f"label {label}: {exp.overlap_caption(label)}" for label in self.labels] + [rows]
+
+    def picture(self) -> np.ndarray:
+        """(H, W, 3) uint8: the picture with its text under it."""
+        return captioned_lines(np.asarray(self.image), self.lines())
+
+    def save(self, path) -> None:
+        """Write the picture with its text (PNG, or any format Pillow infers from ``path``)."""
+        Image.fromarray(self.picture()).save(path)
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self.picture())
+
+    def _repr_html_(self) -> str:
+        return html_figure(self.image, self.lines())
+
+    def __repr__(self) -> str:
+        return f"LabelPanel(labels={self.labels})"
+
+
+def label_panel(explanation, labels: Sequence | None = None, *, tile: int | None = None,
+                columns: int | None = None) -> LabelPanel:
+    """Several labels of one explanation side by side, shown by a notebook at the end of a cell.
+
+    Args:
+        explanation: an ``ImageExplanation`` (LIME or KernelSHAP).
+        labels: the labels to show, or one label; default ``top_labels`` (else every explained
+            label). KeyError names a label that was not explained.
+        tile: height of each picture in pixels (default the image's, within 160..256).
+        columns: pictures per row (all in one row by default).
+
+    Returns:
+        A ``LabelPanel``: ``.image`` is the PIL picture, ``.save(path)`` writes it.
+    """
+    return LabelPanel(explanation, labels, tile=tile, columns=columns)
 
 
 def _fit(text: str, face, width: int) -> str:
