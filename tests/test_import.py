@@ -122,8 +122,8 @@ def test_a_fork_during_a_warm_up_step_leaves_a_working_child():
     code = """
 import json, os, signal, sys, time
 import limefast
-from limefast import _preload
-while not _preload._READY.is_set():
+from limefast import _loading, _preload
+while not _loading._LOADED.is_set():
     time.sleep(0.001)
 lock = _preload._compiler_lock()
 t0 = time.monotonic()
@@ -171,7 +171,8 @@ def test_background_imports_wait_while_another_thread_is_importing(tmp_path, mon
             threading.Event().wait(0.01)
         assert _preload._others_importing()
         ran = []
-        assert not _preload.alone(lambda: ran.append(1), wait_seconds=0.3)
+        assert not _preload.alone(_preload.Step(lambda: ran.append(1), imports=True),
+                                  wait_seconds=0.3)
         assert ran == []
     finally:
         gate.event.set()
@@ -179,6 +180,130 @@ def test_background_imports_wait_while_another_thread_is_importing(tmp_path, mon
     assert not _preload._others_importing()
     from numba.core.compiler_lock import global_compiler_lock
 
-    assert _preload.alone(lambda: ran.append(global_compiler_lock._lock._is_owned()),
-                          wait_seconds=5)
+    step = _preload.Step(lambda: ran.append(global_compiler_lock._lock._is_owned()),
+                         imports=True, numba=True)
+    assert _preload.alone(step, wait_seconds=5)
     assert ran == [True]
+
+
+def test_the_drop_in_line_imports_no_numba_scipy_or_tqdm():
+    """``from limefast import lime_image`` and an explainer cost numpy and little more: the
+    stages behind Numba's kernels, scipy.linalg and tqdm come with the first explanation."""
+    got = fresh("""
+import json, sys
+from limefast import lime_image
+explainer = lime_image.LimeImageExplainer(random_state=0)
+before = sorted(m for m in ("numba", "scipy", "tqdm", "skimage", "limefast.kernels.perturb")
+                if m in sys.modules)
+import numpy as np
+image = (np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)
+explainer.explain_instance(image, lambda b: np.ones((len(b), 2)) / 2, num_samples=20,
+                           segmentation_fn=lambda im: np.indices(im.shape[:2]).sum(0) // 8,
+                           progress_bar=False)
+after = sorted(m for m in ("numba", "scipy", "tqdm") if m in sys.modules)
+print(json.dumps([before, after, lime_image.SamplingWarning.__module__]))
+""", LIMEFAST_PRELOAD="0")
+    assert got == [[], ["numba", "scipy", "tqdm"], "limefast.core.rounds"]
+
+
+# -- the import graph ----------------------------------------------------------------------------
+
+# A cycle that is someone else's to cut (issue 25, item 4's second): the serve command starts
+# the Ray app, and the Ray app builds the serve command's service.
+KNOWN_CYCLES = {frozenset({"limefast.serve.command", "limefast.serve.on_ray"})}
+
+
+def _package_files() -> dict[str, Path]:
+    """{module name: file} of limefast, ``kernels/`` as ``limefast.kernels`` (as installed)."""
+    files = {}
+    for base, prefix in ((ROOT / "limefast", "limefast"), (ROOT / "kernels", "limefast.kernels")):
+        for path in sorted(base.rglob("*.py")):
+            parts = path.relative_to(base).with_suffix("").parts
+            if prefix == "limefast" and parts[0] == "kernels":
+                continue  # the checkout's link to kernels/
+            name = ".".join((prefix, *parts))
+            files[name.removesuffix(".__init__")] = path
+    return files
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """{module: the limefast modules it imports}. Every import statement counts, the ones inside
+    functions too (a lazy import is a dependency all the same, only a later one), except those
+    under ``if TYPE_CHECKING:``, which never run. An edge goes to the module a statement names
+    (``from limefast import config`` -> limefast.config), not to the packages Python imports
+    on the way."""
+    import ast
+
+    files = _package_files()
+
+    def known(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(), str(path))
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and ast.unparse(node.test).endswith("TYPE_CHECKING")
+                   for n in ast.walk(node)}
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                edges |= {known(alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(parent + ([base] if base else []))
+                edges |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else known(base)
+                          for a in node.names}
+        graph[module] = edges - {None, module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> set[frozenset]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), set()
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while not component or v not in component:
+                component.add(stack.pop())
+            on_stack.difference_update(component)
+            if len(component) > 1:
+                found.add(frozenset(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    """Each module depends only downward: the background load runs what it is handed, and the
+    stages read the kernels-loading flag from a leaf (``limefast._loading``)."""
+    graph = _import_graph()
+    assert {"limefast", "limefast._preload", "limefast.lime_image",
+            "limefast.kernels.perturb"} <= graph.keys()
+    assert "limefast.core.rounds" in graph["limefast.lime_image"]  # lazy imports are seen
+    assert graph["limefast._preload"] <= {"limefast._loading", "limefast.kernels.threads"}
+    assert _cycles(graph) - KNOWN_CYCLES == set()
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_lazy_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
+    assert _cycles(graph) == {frozenset("abc")}
