@@ -55,15 +55,13 @@ class Step:
         imports: it imports modules, so it holds Python's import lock.
         numba: it touches Numba (registries, kernel caches, compiles), so it holds Numba's
             compiler lock and keeps its kernel calls on this thread. Numba must be imported by
-            an earlier step.
-        ready: once it is done, the kernels a first explanation needs are loaded
-            (``limefast._loading``).
+            an earlier step, and a step that does not hold the import lock must import nothing
+            (another thread may be importing meanwhile).
     """
 
     run: Callable[[], object]
     imports: bool = False
     numba: bool = False
-    ready: bool = False
 
 
 def enabled() -> bool:
@@ -111,12 +109,8 @@ def _run(plan: Callable[[], Sequence[Step]]) -> None:
         for step in steps:
             if _STOP.is_set() or not alone(step):
                 return
-            if step.ready:
-                _loading.done()
     except BaseException as exc:  # noqa: BLE001 - kept for error(); never raised in a thread
         _ERROR = exc
-    finally:
-        _loading.done()
 
 
 def alone(step: Step, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> bool:

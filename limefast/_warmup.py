@@ -4,14 +4,15 @@
 First the imports, each a step of its own: the drop-in's module (numpy and little else), so
 that ``from limefast import lime_image`` right after ``import limefast`` never waits for Numba;
 then what the first explanation imports (Numba and the kernels, scipy.linalg, scikit-image,
-tqdm) and what a first call on the NumPy twins imports on its way (scikit-image's quickshift,
-tqdm's lock, threadpoolctl), so that such a call needs no import while a later step runs. Then
-Numba's typing and lowering registries, which it would otherwise import at the first compile or
-cache load. Then tiny explanations of the thread's own (its own random state, one thread, no
-progress bar, no warnings) that load the kernels for the image types users pass most: uint8,
-float64 and float32 RGB, and lime's default quickshift once. They run on while the user's first
-explanation runs (on two cores they share the CPU with it, for about a second). Nothing here
-touches numpy's global random state or a user's explainer.
+tqdm) and what a first call on the NumPy twins imports on its way (scikit-image's quickshift
+and the colour conversions it loads on first use, tqdm's lock, threadpoolctl): the kernel steps
+after them must import nothing, since they do not hold the import lock. Then Numba's typing and
+lowering registries, which it would otherwise import at the first compile or cache load. Then
+tiny explanations of the thread's own (its own random state, one thread, no progress bar, no
+warnings) that load the kernels for the image types users pass most: uint8, float64 and float32
+RGB, and lime's default quickshift once. They run on while the user's first explanation runs
+(on two cores they share the CPU with it, for about a second). Last, the Shapley explainer's
+modules. Nothing here touches numpy's global random state or a user's explainer.
 """
 
 from __future__ import annotations
@@ -25,31 +26,34 @@ from limefast._preload import Step
 
 # In order; limefast's own modules pull in the rest (numba, scipy.linalg, scikit-image, tqdm).
 MODULES = ("limefast.lime_image", "limefast.core.rounds", "limefast.core.executor",
-           "limefast.core.instance", "scipy.linalg", "skimage.color",
-           "limefast.wrappers.scikit_image", "limefast.kernelshap",
+           "limefast.core.instance", "scipy.linalg", "limefast.wrappers.scikit_image",
            "multiprocessing.synchronize", "threadpoolctl")
-OPTIONAL_MODULES = ("skimage.segmentation._quickshift_cy",)  # scikit-image's private module
+# Imported after the kernels are loaded: the Shapley explainer's own modules.
+LATER_MODULES = ("limefast.kernelshap",)
 
 
 def steps() -> list[Step]:
     """The background load, in order (see the module's docstring)."""
-    imports = [Step(partial(importlib.import_module, name), imports=True) for name in MODULES]
-    uint8, float64, float32 = (partial(_explain, dtype) for dtype in ("uint8", "float64",
-                                                                        "float32"))
-    return imports + [Step(_optional_imports, imports=True),
-                      Step(_numba_registries, imports=True, numba=True),
-                      Step(uint8, numba=True, ready=True),  # the common path's kernels loaded
-                      Step(_quickshift, numba=True),
-                      Step(float64, numba=True),
-                      Step(float32, numba=True)]
+    def imports(names):
+        return [Step(partial(importlib.import_module, name), imports=True) for name in names]
+
+    return (imports(MODULES)
+            + [Step(_scikit_image, imports=True),
+               Step(_numba_registries, imports=True, numba=True)]
+            + [Step(partial(_explain, "uint8"), numba=True), Step(_quickshift, numba=True)]
+            + [Step(partial(_explain, dtype), numba=True) for dtype in ("float64", "float32")]
+            + imports(LATER_MODULES))
 
 
-def _optional_imports() -> None:
-    for name in OPTIONAL_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # another scikit-image: the first call imports what it needs
-            pass
+def _scikit_image() -> None:
+    """What scikit-image loads on first use (its lazy loader) on a first call's way: the colour
+    conversions (gray2rgb, quickshift's rgb2lab) and the private quickshift of the NumPy twin."""
+    from skimage.color import gray2rgb, rgb2lab  # noqa: F401 - loaded by asking for them
+
+    try:
+        from skimage.segmentation import _quickshift_cy  # noqa: F401
+    except ImportError:  # another scikit-image: the first call imports what it needs
+        pass
 
 
 def _numba_registries() -> None:

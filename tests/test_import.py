@@ -81,6 +81,34 @@ print(json.dumps([finished, repr(_preload.error()), untouched, heavy,
     assert weights == cold[4]
 
 
+def test_the_steps_that_do_not_hold_the_import_lock_import_nothing():
+    """The background load's kernel steps run while other threads may import, so they must find
+    every module they need already imported by the steps before them (scikit-image's lazily
+    loaded colour module once slipped through)."""
+    got = fresh("""
+import json, os, sys
+import limefast
+from limefast import _preload, _warmup
+seen = []
+def plan():
+    def watched(step):
+        def run():
+            before = set(sys.modules)
+            step.run()
+            seen.append([step.imports, step.numba, sorted(set(sys.modules) - before)])
+        return _preload.Step(run, imports=step.imports, numba=step.numba)
+    return [watched(step) for step in _warmup.steps()]
+os.environ["LIMEFAST_PRELOAD"] = "1"
+_preload.start(plan)
+print(json.dumps([_preload.wait(120), repr(_preload.error()), seen]))
+""", LIMEFAST_PRELOAD="0")
+    finished, error, seen = got
+    assert finished and error == "None"
+    assert sum(numba and not imports for imports, numba, _ in seen) == 4  # the explanations
+    assert [new for imports, _, new in seen if not imports and new] == []
+    assert any(new for imports, _, new in seen if imports)  # the import steps do import
+
+
 def test_version_written_once():
     import importlib.metadata
 
@@ -122,12 +150,13 @@ def test_a_fork_during_a_warm_up_step_leaves_a_working_child():
     code = """
 import json, os, signal, sys, time
 import limefast
-from limefast import _loading, _preload
-while not _loading._LOADED.is_set():
+from limefast import _preload
+while "numba.core.compiler_lock" not in sys.modules or not hasattr(
+        sys.modules["numba.core.compiler_lock"], "global_compiler_lock"):
     time.sleep(0.001)
 lock = _preload._compiler_lock()
 t0 = time.monotonic()
-while time.monotonic() - t0 < 20:  # until a later step holds the compiler lock
+while time.monotonic() - t0 < 20:  # until a kernel step holds the compiler lock
     if not lock.acquire(blocking=False):
         break
     lock.release()
