@@ -24,7 +24,9 @@ after an install).
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - see _before_fork
 import contextlib
+import logging  # noqa: F401 - see _before_fork
 import os
 import threading
 import time
@@ -44,6 +46,10 @@ _STEP = threading.Lock()
 _JOIN_SECONDS = 60.0
 # How long a step waits for other threads' imports to finish before the load gives up.
 _IMPORT_WAIT_SECONDS = 30.0
+# The pause after a step that held the import lock: the user's thread, if it waited on that
+# lock (``from limefast import lime_image`` during the first step), wakes and takes it before
+# the next step could, rather than waiting for that step too.
+_HANDOVER_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ def _run(plan: Callable[[], Sequence[Step]]) -> None:
         for step in steps:
             if _STOP.is_set() or not alone(step):
                 return
+            if step.imports:  # a thread that waited for the import lock takes it first
+                time.sleep(_HANDOVER_SECONDS)
     except BaseException as exc:  # noqa: BLE001 - kept for error(); never raised in a thread
         _ERROR = exc
 
@@ -188,7 +196,17 @@ def _others_importing() -> bool:
 
 
 def _before_fork() -> None:
-    _STEP.acquire()  # waits for the step under way; none starts until the fork is done
+    """Wait for the step under way; none starts until the fork is done.
+
+    ``os.register_at_fork`` runs "before" handlers in the reverse order of their registration,
+    and Python takes the import lock after all of them. A handler registered after this one
+    runs first, and if it takes a lock that the step under way needs, the fork waits for the
+    step and the step for that lock. Logging's handler takes logging's module lock, which every
+    ``logging.getLogger`` of a module the step imports needs, and the thread pools' takes their
+    shutdown lock: both modules are imported above, before this handler is registered, so that
+    theirs run after it, once the step is done.
+    """
+    _STEP.acquire()
 
 
 def _after_fork_in_parent() -> None:

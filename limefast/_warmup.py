@@ -1,12 +1,14 @@
 """What the background load warms (``limefast/__init__`` hands ``steps`` to
 ``limefast._preload``, which runs them on its thread).
 
-First the imports, each a step of its own: the drop-in's module (numpy and little else), so
-that ``from limefast import lime_image`` right after ``import limefast`` never waits for Numba;
-then what the first explanation imports (Numba and the kernels, scipy.linalg, scikit-image,
-tqdm) and what a first call on the NumPy twins imports on its way (scikit-image's quickshift
-and the colour conversions it loads on first use, tqdm's lock, threadpoolctl): the kernel steps
-after them must import nothing, since they do not hold the import lock. Then Numba's typing and
+First the drop-in's module alone (numpy and little else), so that ``from limefast import
+lime_image`` right after ``import limefast`` never waits for Numba. Then, in one step, what the
+first explanation imports (Numba and the kernels, scipy.linalg, scikit-image, tqdm) and what a
+first call on the NumPy twins imports on its way (scikit-image's quickshift and the colour
+conversions it loads on first use, tqdm's lock, threadpoolctl): the kernel steps after it must
+import nothing, since they do not hold the import lock. One step rather than one per module: a
+user's next import (a model's loader makes some) then waits for it once, and the explanation
+that follows finds them done, rather than meeting the rest of them. Then Numba's typing and
 lowering registries, which it would otherwise import at the first compile or cache load. Then
 tiny explanations of the thread's own (its own random state, one thread, no progress bar, no
 warnings) that load the kernels for the image types users pass most: uint8, float64 and float32
@@ -24,30 +26,32 @@ import numpy as np
 
 from limefast._preload import Step
 
-# In order; limefast's own modules pull in the rest (numba, scipy.linalg, scikit-image, tqdm).
-MODULES = ("limefast.lime_image", "limefast.core.rounds", "limefast.core.executor",
-           "limefast.core.instance", "scipy.linalg", "limefast.wrappers.scikit_image",
-           "multiprocessing.synchronize", "threadpoolctl")
+# The first explanation's imports: limefast's own modules pull in the rest (numba,
+# scipy.linalg, scikit-image, tqdm).
+MODULES = ("limefast.core.rounds", "limefast.core.executor", "limefast.core.instance",
+           "scipy.linalg", "limefast.wrappers.scikit_image", "multiprocessing.synchronize",
+           "threadpoolctl")
 # Imported after the kernels are loaded: the Shapley explainer's own modules.
 LATER_MODULES = ("limefast.kernelshap",)
 
 
 def steps() -> list[Step]:
     """The background load, in order (see the module's docstring)."""
-    def imports(names):
-        return [Step(partial(importlib.import_module, name), imports=True) for name in names]
-
-    return (imports(MODULES)
-            + [Step(_scikit_image, imports=True),
-               Step(_numba_registries, imports=True, numba=True)]
+    return ([Step(partial(importlib.import_module, "limefast.lime_image"), imports=True),
+             Step(_first_call_imports, imports=True),
+             Step(_numba_registries, imports=True, numba=True)]
             + [Step(partial(_explain, "uint8"), numba=True), Step(_quickshift, numba=True)]
             + [Step(partial(_explain, dtype), numba=True) for dtype in ("float64", "float32")]
-            + imports(LATER_MODULES))
+            + [Step(partial(importlib.import_module, name), imports=True)
+               for name in LATER_MODULES])
 
 
-def _scikit_image() -> None:
-    """What scikit-image loads on first use (its lazy loader) on a first call's way: the colour
-    conversions (gray2rgb, quickshift's rgb2lab) and the private quickshift of the NumPy twin."""
+def _first_call_imports() -> None:
+    """``MODULES``, and what scikit-image loads on first use (its lazy loader) on a first
+    call's way: the colour conversions (gray2rgb, quickshift's rgb2lab) and the private
+    quickshift of the NumPy twin."""
+    for name in MODULES:
+        importlib.import_module(name)
     from skimage.color import gray2rgb, rgb2lab  # noqa: F401 - loaded by asking for them
 
     try:
