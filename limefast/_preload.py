@@ -110,15 +110,23 @@ def _run(plan: Callable[[], Sequence[Step]]) -> None:
     global _ERROR
     try:
         steps: list[Step] = []
-        if not alone(Step(lambda: steps.extend(plan()), imports=True)):
+        if not _turn(Step(lambda: steps.extend(plan()), imports=True)):
             return
         for step in steps:
-            if _STOP.is_set() or not alone(step):
+            if not _turn(step):
                 return
-            if step.imports:  # a thread that waited for the import lock takes it first
-                time.sleep(_HANDOVER_SECONDS)
     except BaseException as exc:  # noqa: BLE001 - kept for error(); never raised in a thread
         _ERROR = exc
+
+
+def _turn(step: Step) -> bool:
+    """Run ``step`` alone; False when the load is to stop (the interpreter is exiting, or the
+    moment did not come)."""
+    if _STOP.is_set() or not alone(step):
+        return False
+    if step.imports:  # a thread that waited for the import lock takes it first
+        time.sleep(_HANDOVER_SECONDS)
+    return True
 
 
 def alone(step: Step, wait_seconds: float = _IMPORT_WAIT_SECONDS) -> bool:
