@@ -13,7 +13,8 @@ mirror), ``models/`` (the small models the project trains), and the apps ``cli/`
 
 ``import limefast`` is cheap: every public name is loaded on first use (SPEC 1's lazy
 loading), and a background thread loads Numba, the explainer and the cached kernels meanwhile
-(``limefast._preload``; ``LIMEFAST_PRELOAD=0`` turns it off).
+(``limefast._preload`` runs what ``limefast._warmup`` lists; ``LIMEFAST_PRELOAD=0`` turns it
+off).
 """
 
 from limefast import _moved, _preload
@@ -51,5 +52,12 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
+def _warm_up() -> list:
+    """The background load's steps, asked for on its own thread (the plan imports numpy)."""
+    from limefast._warmup import steps
+
+    return steps()
+
+
 _moved.install()
-_preload.start()
+_preload.start(_warm_up)

@@ -5,6 +5,11 @@ seed, image, segmentation and classifier, the explanation lime 0.2.0.1 gives (up
 rounding in the surrogate), except for the reference's known defects, which are fixed on purpose
 (docs/guide/lime.md): per-label ``score`` and ``local_pred``, segments relabelled 0..n-1, copied
 classifier outputs, any channel count.
+
+Importing it costs numpy and little more: the stages that need Numba's kernels, scipy and tqdm
+(``limefast.core.rounds``, ``sampling``, ``executor``, ``instance``) are imported by the first
+explanation, and meanwhile by the background load ``import limefast`` started
+(``limefast._warmup``).
 """
 
 from __future__ import annotations
@@ -13,20 +18,31 @@ import time
 import warnings
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from limefast import config
-from limefast.core import adaptive, checks, rounds, sampling
-from limefast.core.executor import executor_for, one_blas_thread
+from limefast.core import adaptive, checks
 from limefast.core.explanation import ImageExplanation
-from limefast.core.instance import Instance, fudged_image
-from limefast.core.rounds import PerformanceHint, SamplingWarning
 from limefast.core.seeded import SeededExplainer, check_arguments
 from limefast.core.surrogate import FEATURE_SELECTION_METHODS
 
+if TYPE_CHECKING:  # imported on use (``__getattr__``, the methods)
+    from limefast.core.instance import Instance
+    from limefast.core.rounds import PerformanceHint, SamplingWarning
+
 __all__ = ["ImageExplanation", "LimeImageExplainer", "PerformanceHint", "SamplingWarning",
            "exponential_kernel"]
+
+
+def __getattr__(name):
+    """The warnings' classes, from their home (``limefast.core.rounds``) when first asked for."""
+    if name in ("PerformanceHint", "SamplingWarning"):
+        from limefast.core import rounds
+
+        return getattr(rounds, name)
+    raise AttributeError(f"module 'limefast.lime_image' has no attribute {name!r}")
 
 
 def exponential_kernel(d, kernel_width):
@@ -168,6 +184,9 @@ class LimeImageExplainer(SeededExplainer):
         Returns:
             A list of ImageExplanation, one per image.
         """
+        from limefast.core import rounds, sampling
+        from limefast.core.executor import executor_for
+
         start = time.perf_counter()
         if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype != object:
             raise ValueError(
@@ -229,8 +248,10 @@ class LimeImageExplainer(SeededExplainer):
                 or stats.largest_batch > config.HINT_SMALL_BATCH):
             return
         self._hinted = True
+        from limefast.core.rounds import PerformanceHint, distinct_rows
+
         rows = sum(inst.data.shape[0] for inst in instances)
-        distinct = sum(rounds.distinct_rows(inst.data) for inst in instances)
+        distinct = sum(distinct_rows(inst.data) for inst in instances)
         warnings.warn(
             f"limefast: classifier_fn took {stats.seconds / total:.0%} of {total:.2f} s in "
             f"{stats.calls} calls of at most {stats.largest_batch} images; "
@@ -243,6 +264,9 @@ class LimeImageExplainer(SeededExplainer):
     def _prepare(self, image, hide_color, segmentation_fn, num_samples, random_seed,
                  distance_metric, sampler="lime") -> Instance:
         """Everything before the model: segments, fudged image, the 0/1 rows and distances."""
+        from limefast.core import sampling
+        from limefast.core.instance import Instance, fudged_image
+
         image, segments, n_features, seconds = self._segment(image, segmentation_fn,
                                                              random_seed)  # RNG draw 1
         t1 = time.perf_counter()
@@ -266,11 +290,13 @@ class LimeImageExplainer(SeededExplainer):
                 model_regressor, stable_features=None) -> ImageExplanation:
         """Labels to explain, kernel weights, the surrogate and its stated overlap: the
         ImageExplanation."""
+        from limefast.core.rounds import labels_to_fit
+
         t0 = time.perf_counter()
         explanation = ImageExplanation(instance.image, instance.segments)
         first = executor.first_row(predictions)
         explanation.prediction = np.array(first, dtype=np.float64)
-        top = rounds.labels_to_fit(first, labels, top_labels)
+        top = labels_to_fit(first, labels, top_labels)
         if top_labels:
             explanation.top_labels = list(top)
             explanation.top_labels.reverse()
@@ -313,6 +339,8 @@ class LimeImageExplainer(SeededExplainer):
                 label: _diagonal_overlap(explanation, label, k, instance.n_features)
                 for label in top}
             return
+        from limefast.core.executor import one_blas_thread
+
         columns = list(dict.fromkeys(int(label) for label in top))
         targets = executor.to_numpy(predictions, columns)
         shown = [[f for f, _ in explanation.local_exp[label][:k]] for label in columns]
@@ -340,6 +368,8 @@ class LimeImageExplainer(SeededExplainer):
                 explanations to come will use them.
             dtype: the images' dtype.
         """
+        from limefast.core.executor import executor_for
+
         image_shape = tuple(int(s) for s in image_shape)
         num_samples = checks.positive_int("num_samples", num_samples)
         rng = np.random.RandomState(0)

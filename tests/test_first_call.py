@@ -1,5 +1,5 @@
 """The first explanation of a process, while the kernels are still loading, runs its small
-stages in NumPy (``limefast._preload.kernels_loading``): the NumPy twins give the kernels' very
+stages in NumPy (``limefast._loading.kernels_loading``): the NumPy twins give the kernels' very
 results, on fresh random inputs."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from limefast import _preload, config
+from limefast import _loading, config
 from limefast import lime_image as lime_fast
 from limefast.kernels.perturb import PerturbPlan
 from limefast.kernels.segment_means import segment_means, segment_means_numpy
@@ -63,7 +63,7 @@ def test_quickshift_twin_is_the_kernel(monkeypatch):
         image = (np.kron(rng.random((4, 4, 3)), np.ones((6, 6, 1))) * 255
                  + rng.random((24, 24, 3)) * 30).astype(np.uint8)
         kernel = quickshift(image, kernel_size=3, max_dist=20, ratio=0.5, rng=3)
-        monkeypatch.setattr(_preload, "kernels_loading", lambda: True)
+        monkeypatch.setattr(_loading, "kernels_loading", lambda: True)
         twin = quickshift(image, kernel_size=3, max_dist=20, ratio=0.5, rng=3)
         monkeypatch.undo()
         np.testing.assert_array_equal(twin, kernel)
@@ -95,7 +95,7 @@ def test_a_first_call_on_numpy_is_the_kernels_explanation(monkeypatch, hide_colo
         used.append(len(rows))
         real(self, rows, out)
 
-    monkeypatch.setattr(_preload, "kernels_loading", lambda: True)
+    monkeypatch.setattr(_loading, "kernels_loading", lambda: True)
     monkeypatch.setattr(PerturbPlan, "write_numpy", spy)
     twin = explain()
     assert sum(used) == 300  # every perturbed image came from the twin

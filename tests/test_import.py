@@ -81,6 +81,34 @@ print(json.dumps([finished, repr(_preload.error()), untouched, heavy,
     assert weights == cold[4]
 
 
+def test_the_steps_that_do_not_hold_the_import_lock_import_nothing():
+    """The background load's kernel steps run while other threads may import, so they must find
+    every module they need already imported by the steps before them (scikit-image's lazily
+    loaded colour module once slipped through)."""
+    got = fresh("""
+import json, os, sys
+import limefast
+from limefast import _preload, _warmup
+seen = []
+def plan():
+    def watched(step):
+        def run():
+            before = set(sys.modules)
+            step.run()
+            seen.append([step.imports, step.numba, sorted(set(sys.modules) - before)])
+        return _preload.Step(run, imports=step.imports, numba=step.numba)
+    return [watched(step) for step in _warmup.steps()]
+os.environ["LIMEFAST_PRELOAD"] = "1"
+_preload.start(plan)
+print(json.dumps([_preload.wait(120), repr(_preload.error()), seen]))
+""", LIMEFAST_PRELOAD="0")
+    finished, error, seen = got
+    assert finished and error == "None"
+    assert sum(numba and not imports for imports, numba, _ in seen) == 4  # the explanations
+    assert [new for imports, _, new in seen if not imports and new] == []
+    assert any(new for imports, _, new in seen if imports)  # the import steps do import
+
+
 def test_version_written_once():
     import importlib.metadata
 
@@ -116,21 +144,37 @@ print(json.dumps([_preload.wait(120), repr(_preload.error())]))
         assert fresh(code, LIMEFAST_PRELOAD="1") == [True, "None"]
 
 
-def test_a_fork_during_a_warm_up_step_leaves_a_working_child():
-    """A fork while a warm-up step holds Numba's compiler lock waits for the step, so the
-    child (which has no preload thread) can still compile and load kernels."""
+# Where the parent forks: as soon as the background load is importing Numba (a step that holds
+# the import lock, and imports logging's users), or once a kernel step holds the compiler lock.
+FORK_MOMENTS = {
+    "importing": """
+while "numba" not in sys.modules:
+    time.sleep(0.0005)
+""",
+    "loading kernels": """
+while "numba.core.compiler_lock" not in sys.modules or not hasattr(
+        sys.modules["numba.core.compiler_lock"], "global_compiler_lock"):
+    time.sleep(0.001)
+lock = _preload._compiler_lock()
+t0 = time.monotonic()
+while time.monotonic() - t0 < 20:  # until a step holds the compiler lock
+    if not lock.acquire(blocking=False):
+        break
+    lock.release()
+""",
+}
+
+
+@pytest.mark.parametrize("moment", sorted(FORK_MOMENTS))
+def test_a_fork_during_a_warm_up_step_leaves_a_working_child(moment):
+    """A fork while a warm-up step runs waits for the step, so the child (which has no
+    preload thread) can still import, compile and load kernels; and the fork handlers of the
+    modules the step imports (logging's above all) neither deadlock with it nor complain."""
     code = """
 import json, os, signal, sys, time
 import limefast
 from limefast import _preload
-while not _preload._READY.is_set():
-    time.sleep(0.001)
-lock = _preload._compiler_lock()
-t0 = time.monotonic()
-while time.monotonic() - t0 < 20:  # until a later step holds the compiler lock
-    if not lock.acquire(blocking=False):
-        break
-    lock.release()
+""" + FORK_MOMENTS[moment] + """
 pid = os.fork()
 if pid == 0:
     signal.alarm(60)
@@ -145,7 +189,11 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 print(json.dumps([os.WIFEXITED(status), os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1]))
 """
-    assert fresh(code, LIMEFAST_PRELOAD="1") == [True, 0]
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "LIMEFAST_PRELOAD": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, 0]
+    assert "Exception ignored" not in done.stderr, done.stderr[-3000:]
 
 
 def test_background_imports_wait_while_another_thread_is_importing(tmp_path, monkeypatch):
@@ -171,7 +219,8 @@ def test_background_imports_wait_while_another_thread_is_importing(tmp_path, mon
             threading.Event().wait(0.01)
         assert _preload._others_importing()
         ran = []
-        assert not _preload.alone(lambda: ran.append(1), wait_seconds=0.3)
+        assert not _preload.alone(_preload.Step(lambda: ran.append(1), imports=True),
+                                  wait_seconds=0.3)
         assert ran == []
     finally:
         gate.event.set()
@@ -179,6 +228,130 @@ def test_background_imports_wait_while_another_thread_is_importing(tmp_path, mon
     assert not _preload._others_importing()
     from numba.core.compiler_lock import global_compiler_lock
 
-    assert _preload.alone(lambda: ran.append(global_compiler_lock._lock._is_owned()),
-                          wait_seconds=5)
+    step = _preload.Step(lambda: ran.append(global_compiler_lock._lock._is_owned()),
+                         imports=True, numba=True)
+    assert _preload.alone(step, wait_seconds=5)
     assert ran == [True]
+
+
+def test_the_drop_in_line_imports_no_numba_scipy_or_tqdm():
+    """``from limefast import lime_image`` and an explainer cost numpy and little more: the
+    stages behind Numba's kernels, scipy.linalg and tqdm come with the first explanation."""
+    got = fresh("""
+import json, sys
+from limefast import lime_image
+explainer = lime_image.LimeImageExplainer(random_state=0)
+before = sorted(m for m in ("numba", "scipy", "tqdm", "skimage", "limefast.kernels.perturb")
+                if m in sys.modules)
+import numpy as np
+image = (np.random.RandomState(0).rand(16, 16, 3) * 255).astype(np.uint8)
+explainer.explain_instance(image, lambda b: np.ones((len(b), 2)) / 2, num_samples=20,
+                           segmentation_fn=lambda im: np.indices(im.shape[:2]).sum(0) // 8,
+                           progress_bar=False)
+after = sorted(m for m in ("numba", "scipy", "tqdm") if m in sys.modules)
+print(json.dumps([before, after, lime_image.SamplingWarning.__module__]))
+""", LIMEFAST_PRELOAD="0")
+    assert got == [[], ["numba", "scipy", "tqdm"], "limefast.core.rounds"]
+
+
+# -- the import graph ----------------------------------------------------------------------------
+
+# A cycle that is someone else's to cut (issue 25, item 4's second): the serve command starts
+# the Ray app, and the Ray app builds the serve command's service.
+KNOWN_CYCLES = {frozenset({"limefast.serve.command", "limefast.serve.on_ray"})}
+
+
+def _package_files() -> dict[str, Path]:
+    """{module name: file} of limefast, ``kernels/`` as ``limefast.kernels`` (as installed)."""
+    files = {}
+    for base, prefix in ((ROOT / "limefast", "limefast"), (ROOT / "kernels", "limefast.kernels")):
+        for path in sorted(base.rglob("*.py")):
+            parts = path.relative_to(base).with_suffix("").parts
+            if prefix == "limefast" and parts[0] == "kernels":
+                continue  # the checkout's link to kernels/
+            name = ".".join((prefix, *parts))
+            files[name.removesuffix(".__init__")] = path
+    return files
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """{module: the limefast modules it imports}. Every import statement counts, the ones inside
+    functions too (a lazy import is a dependency all the same, only a later one), except those
+    under ``if TYPE_CHECKING:``, which never run. An edge goes to the module a statement names
+    (``from limefast import config`` -> limefast.config), not to the packages Python imports
+    on the way."""
+    import ast
+
+    files = _package_files()
+
+    def known(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(), str(path))
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and ast.unparse(node.test).endswith("TYPE_CHECKING")
+                   for n in ast.walk(node)}
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                edges |= {known(alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(parent + ([base] if base else []))
+                edges |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else known(base)
+                          for a in node.names}
+        graph[module] = edges - {None, module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> set[frozenset]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), set()
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while not component or v not in component:
+                component.add(stack.pop())
+            on_stack.difference_update(component)
+            if len(component) > 1:
+                found.add(frozenset(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    """Each module depends only downward: the background load runs what it is handed, and the
+    stages read the kernels-loading flag from a leaf (``limefast._loading``)."""
+    graph = _import_graph()
+    assert {"limefast", "limefast._preload", "limefast.lime_image",
+            "limefast.kernels.perturb"} <= graph.keys()
+    assert "limefast.core.rounds" in graph["limefast.lime_image"]  # lazy imports are seen
+    assert graph["limefast._preload"] <= {"limefast._loading", "limefast.kernels.threads"}
+    assert _cycles(graph) - KNOWN_CYCLES == set()
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_lazy_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
+    assert _cycles(graph) == {frozenset("abc")}

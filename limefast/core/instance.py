@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from limefast import _preload, config
+from limefast import _loading, config
 from limefast.kernels.segment_means import segment_means, segment_means_numpy
 
 
@@ -38,7 +38,7 @@ def fudged_image(image: np.ndarray, segments: np.ndarray, n_segments: int, hide_
     fudged = image.copy()
     if hide_color is None:
         small = segments.size <= config.FIRST_CALL_NUMPY_PIXELS
-        means = (segment_means_numpy if small and _preload.kernels_loading() else segment_means)(
+        means = (segment_means_numpy if small and _loading.kernels_loading() else segment_means)(
             image, segments, n_segments)
         # numpy assignment semantics: means are cast to the image dtype (truncated for ints).
         fudged[...] = means[segments]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from limefast import _preload, config
+from limefast import _loading, config
 from limefast.kernels.perturb import PerturbPlan
 
 # The row designs ``explain_instance(sampler=...)`` takes, and the rows each draws together.
@@ -246,9 +246,9 @@ def _predict_rows_sized(plans, datas, classifier_fn, sizer: BatchSizer, progress
 
 def _write(plan: PerturbPlan, rows: np.ndarray, out: np.ndarray) -> None:
     """``plan.write``, or its NumPy twin while the kernels are still loading and the images
-    are small (``limefast._preload``): the same bytes either way."""
+    are small (``limefast._loading``): the same bytes either way."""
     if (len(rows) * plan.image.nbytes <= config.FIRST_CALL_NUMPY_BYTES
-            and _preload.kernels_loading()):
+            and _loading.kernels_loading()):
         plan.write_numpy(rows, out)
     else:
         plan.write(rows, out)

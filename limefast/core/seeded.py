@@ -12,10 +12,8 @@ import threading
 import time
 
 import numpy as np
-from skimage.color import gray2rgb
 
-from limefast.core import checks, sampling
-from limefast.segmentation import LIME_QUICKSHIFT
+from limefast.core import checks
 
 # Draws from numpy's global RandomState (random_state=None) are serialised across explainers.
 _GLOBAL_RNG_LOCK = threading.RLock()
@@ -71,10 +69,13 @@ class SeededExplainer:
         given (lime's draw 1); the default segmentation is lime's quickshift."""
         t0 = time.perf_counter()
         if image.ndim == 2:
+            from skimage.color import gray2rgb  # on use: the drop-in's import stays light
+
             image = gray2rgb(image)
         if random_seed is None:
             random_seed = self.random_state.randint(0, high=1000)
         if segmentation_fn is None:
+            from limefast.segmentation import LIME_QUICKSHIFT
             from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
             segmentation_fn = SegmentationAlgorithm('quickshift', **LIME_QUICKSHIFT,
@@ -90,6 +91,8 @@ class SeededExplainer:
         key = (id(classifier_fn), image.shape, image.dtype.str)
         sizers = self.__dict__.setdefault("_sizers", {})
         if key not in sizers:
+            from limefast.core import sampling
+
             while len(sizers) >= _MAX_SIZERS:
                 sizers.pop(next(iter(sizers)))
             sizers[key] = sampling.BatchSizer(image.nbytes)

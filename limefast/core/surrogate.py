@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 
 from limefast import config
 
@@ -307,6 +306,8 @@ def _solve_pos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Cholesky first; for a singular matrix (alpha=0 with collinear columns) scikit-learn falls back
     to its SVD solver, which is the minimum-norm least-squares solution.
     """
+    import scipy.linalg  # here, not at the top: ``from limefast import lime_image`` stays light
+
     try:
         return scipy.linalg.solve(a, b, assume_a="pos", check_finite=False)
     except (np.linalg.LinAlgError, ValueError):

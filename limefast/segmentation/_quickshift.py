@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from limefast import _preload, config
+from limefast import _loading, config
 from limefast.kernels.quickshift import _quickshift_cpu
 
 # 3 * kernel_size must fit scikit-image's C int window width.
@@ -150,7 +150,7 @@ def quickshift(
         )
     if (not return_tree and isinstance(rng, numbers.Integral) and rng >= 0
             and image.shape[0] * image.shape[1] <= config.FIRST_CALL_NUMPY_PIXELS
-            and _preload.kernels_loading() and np.isfinite(image).all()):
+            and _loading.kernels_loading() and np.isfinite(image).all()):
         # The kernels are still loading: scikit-image's own quickshift, label for label (its
         # private Cython core; another scikit-image's signature falls back to the kernel).
         try:
