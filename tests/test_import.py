@@ -256,9 +256,8 @@ print(json.dumps([before, after, lime_image.SamplingWarning.__module__]))
 
 # -- the import graph ----------------------------------------------------------------------------
 
-# A cycle that is someone else's to cut (issue 25, item 4's second): the serve command starts
-# the Ray app, and the Ray app builds the serve command's service.
-KNOWN_CYCLES = {frozenset({"limefast.serve.command", "limefast.serve.on_ray"})}
+# Cycles allowed to stand (none: the serve command and the Ray app share limefast.serve.builder).
+KNOWN_CYCLES: set = set()
 
 
 def _package_files() -> dict[str, Path]:
