@@ -70,8 +70,11 @@ AUTO_JOINT_MAX_FEATURES: int = 400
 # Outputs whose spread over the first round is at most this fraction of their size (at least 1)
 # are flat: the model's answer does not depend on the superpixels.
 AUTO_FLAT_TOLERANCE: float = 1e-6
-# KernelSHAP's "auto" evaluates at most its fixed default budget unless max_samples says more.
+# KernelSHAP's "auto" evaluates at most its fixed default budget unless max_samples says more;
+# its rule's defaults are its own (its coalitions are its own design, drawn in pairs by size).
 SHAP_AUTO_MAX_SAMPLES: int = 2048
+# (rounds of single rows: "lime"'s unit).
+SHAP_AUTO_DEFAULTS: dict = {"sampler": "lime", "target_overlap": 0.95, "min_gain": 0.05}
 # The ranking a reader looks at when num_features does not say: get_image_and_mask's default.
 AUTO_STABLE_FEATURES: int = 5
 # Under a time_budget, the first round's rows (before the model's speed is known) and the

@@ -137,11 +137,12 @@ class LimeImageExplainer(SeededExplainer):
                 Every explanation states, in ``expected_overlap[label]``, the expected share
                 of these that the converged explanation shares.
             target_overlap: the ``expected_overlap`` at which ``"auto"`` stops, in (0, 1);
-                default ``config.AUTO_TARGET_OVERLAP`` (0.95).
+                default per fill (``limefast.core.rounds.auto_defaults``: 0.97 with the mean
+                fill, ``config.AUTO_CONSTANT_FILL``'s 0.92 with a ``hide_color``).
             min_gain: ``"auto"`` also stops once the ``expected_overlap`` is projected to
                 rise by less than this per 1000 more rows (and is at least
-                ``config.AUTO_GAIN_FLOOR``); default ``config.AUTO_MIN_GAIN`` (0.05); 0 turns
-                it off.
+                ``config.AUTO_GAIN_FLOOR``); default per fill (0.04 with the mean fill, 0
+                with a ``hide_color``); 0 turns it off.
             sampler: the design of the 0/1 rows: ``"lime"``, lime's independent rows, draw
                 for draw; or ``"paired"``, complement pairs (``z`` and ``1 - z``; the first
                 pair is all ones and all zeros): each row keeps lime's distribution, so the

@@ -339,7 +339,7 @@ def test_auto_stops_once_settled_and_is_exact_when_everything_fits():
     assert e.num_evaluated == e.num_samples <= 2048 == config.SHAP_AUTO_MAX_SAMPLES
     assert e.top_k == 3 and 0 <= e.expected_overlap[0] <= 1
     if e.converged:
-        assert e.expected_overlap[0] >= config.AUTO_TARGET_OVERLAP
+        assert e.expected_overlap[0] >= config.SHAP_AUTO_DEFAULTS["target_overlap"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
         capped = explain(image, segments, model, num_samples="auto", labels=(0,),

@@ -66,10 +66,11 @@ def auto_arguments(p: argparse.ArgumentParser) -> None:
     """``--target-overlap`` and ``--min-gain``: the rule of ``--num-samples auto``."""
     p.add_argument("--target-overlap", type=open_unit, default=None, metavar="P",
                    help="--num-samples auto stops once the stated expected overlap of the "
-                        "shown top superpixels reaches P (default 0.95)")
+                        "shown top superpixels reaches P (default 0.97 with the mean fill)")
     p.add_argument("--min-gain", type=non_negative, default=None, metavar="G",
                    help="--num-samples auto also stops once 1000 more rows are projected to "
-                        "raise that figure by less than G (default 0.05; 0: never)")
+                        "raise that figure by less than G (default 0.04 with the mean fill; "
+                        "0: never)")
     p.add_argument("--sampler", choices=("lime", "paired"), default=None,
                    help="LIME's row design: lime's independent rows, or complement pairs "
                         "(the same converged explanation, less noise per image; an odd count "

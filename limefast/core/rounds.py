@@ -62,12 +62,13 @@ class Rounds:
     def from_arguments(cls, num_samples, max_samples, min_samples, time_budget,
                        stable_features, dedupe, minimum: int = 1, target_overlap=None,
                        cap: int | None = None, min_gain=None, sampler=None,
-                       hide_color=None) -> Rounds:
+                       hide_color=None, defaults: dict | None = None) -> Rounds:
         """The parsed switches; ``minimum`` is the fewest rows an explanation can have,
         ``cap`` the default ``max_samples`` (``config.AUTO_MAX_SAMPLES``). ``sampler`` None
         is lime's rows for a fixed count and ``config.AUTO_SAMPLER`` for ``"auto"``; a design
         that draws rows in units (pairs) rounds every count up to whole units. The defaults of
-        ``"auto"`` depend on the fill (``auto_defaults(hide_color)``)."""
+        ``"auto"`` depend on the fill (``auto_defaults(hide_color)``), unless ``defaults``
+        gives another explainer's."""
         num_samples = checks.int_or_auto("num_samples", num_samples, minimum)
         max_samples = checks.optional_int("max_samples", max_samples, minimum)
         min_samples = checks.optional_int("min_samples", min_samples, minimum)
@@ -103,7 +104,7 @@ class Rounds:
         cap = config.AUTO_MAX_SAMPLES if cap is None else cap
         high = max_samples if max_samples is not None else max(cap, min_samples or 0)
         low = min_samples if min_samples is not None else min(config.AUTO_MIN_SAMPLES, high)
-        defaults = auto_defaults(hide_color)
+        defaults = defaults or auto_defaults(hide_color)
         target = defaults["target_overlap"] if target is None else target
         min_gain = defaults["min_gain"] if min_gain is None else min_gain
         sampler = sampler or defaults["sampler"]

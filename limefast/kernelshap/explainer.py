@@ -126,9 +126,9 @@ class KernelShapImageExplainer(SeededExplainer):
                 ``config.AUTO_STABLE_FEATURES``); every explanation states their
                 ``expected_overlap``.
             target_overlap: the ``expected_overlap`` at which ``"auto"`` stops, in (0, 1);
-                default ``config.AUTO_TARGET_OVERLAP``.
+                default ``config.SHAP_AUTO_DEFAULTS``' (0.95).
             min_gain: the least projected gain of ``expected_overlap`` per 1000 more images
-                worth them (default ``config.AUTO_MIN_GAIN``; 0 turns it off).
+                worth them (default ``config.SHAP_AUTO_DEFAULTS``' 0.05; 0 turns it off).
 
         Returns:
             A ShapImageExplanation.
@@ -144,7 +144,8 @@ class KernelShapImageExplainer(SeededExplainer):
                                             stable_features, dedupe, minimum=2,
                                             target_overlap=target_overlap,
                                             cap=config.SHAP_AUTO_MAX_SAMPLES,
-                                            min_gain=min_gain)
+                                            min_gain=min_gain,
+                                            defaults=config.SHAP_AUTO_DEFAULTS)
         executor = executor_for(classifier_fn)
         with self._draw_lock():
             instance, design = self._prepare(image, hide_color, segmentation_fn, random_seed)
