@@ -157,8 +157,25 @@ def targets(results: dict) -> list[tuple[str, str, bool]]:
     held = next((h for h in results.get("auto", {}).get("halves", [])
                  if h["half"] == "held-out"), None)
     if held:
-        add("auto_overlap", held["overlap_gap"], f"{held['overlap_gap']:+.3f}")
-        add("auto_saving", held["saving"], f"{held['saving']:.2f}x")
+        for fill in ("mean", "zero"):
+            group = held.get("by_fill", {}).get(fill)
+            if group and group["auto"]["images"]:
+                gap = group["auto"]["overlap"] - group["lime"]["overlap"]
+                saving = group["lime"]["images"] / group["auto"]["images"]
+                add(f"auto_{fill}_fill_overlap", gap, f"{gap:+.3f}")
+                add(f"auto_{fill}_fill_saving", saving, f"{saving:.2f}x")
+        models = held.get("by_model", {})
+        if models:
+            worst = min(m["auto"]["overlap"] - m["lime"]["overlap"] for m in models.values())
+            add("auto_worst_model_overlap", worst, f"{worst:+.3f}")
+        designs = held.get("calibration_by_design", {})
+        if designs:
+            v = max(c.get("worst_bin_error", float("nan")) for c in designs.values())
+            add("design_calibration_worst_bin_error", v, f"{v:.3f}")
+        coverages = list(held.get("coverage_by_design", {}).values())
+        if coverages:
+            v = max(coverages, key=lambda c: abs(c - 0.9))
+            add("design_coverage", v, f"{v:.1%}")
         v = held["auto"]["max_setting_images"]
         add("auto_max_setting_images", v, f"{v:.0f}")
         for key in ("error", "worst_bin_error"):
