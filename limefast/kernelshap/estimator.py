@@ -35,6 +35,9 @@ of which a single pair is drawn has no sample variance; its pair's own ``sum z e
 it (a heuristic, conservative for that stratum). Too few coalitions to tell every superpixel
 apart (a singular KKT matrix, or no more pairs than F - 1): the minimum-norm values that add
 up, standard errors nan, and ``identified`` False.
+
+*Regression adjustment*: ``limefast.kernelshap.adjustment`` (the explainer's default for
+sampled designs) fits boosted trees to the outputs and this fit to what they leave.
 """
 
 from __future__ import annotations
@@ -57,9 +60,21 @@ class _Stratum:
     size: int
     units: int  # pairs in the stratum (a Python int: it may exceed any float)
     mass: float  # the stratum's total Shapley kernel weight
+    share: float  # the stratum's claim on the budget (ALLOCATIONS)
     rows: list = field(default_factory=list)  # drawn canonical coalitions, (F,) int8
     seen: set = field(default_factory=set)
     pending: np.ndarray | None = None  # shuffled pairs not drawn yet, once enumerated
+
+
+# How the sampled budget is shared between the coalition sizes (per size, up to a constant):
+# "kernel" by the Shapley kernel's mass (shap's rule), "leverage" equally (the leverage scores
+# of the Shapley regression, Musco and Witter, ICLR 2025), "sqrt" in between, by
+# 1 / sqrt(s (F - s)) (Witter, Liu and Musco, NeurIPS 2025, for a non-linear proxy).
+ALLOCATIONS = {
+    "kernel": lambda f, s: (f - 1) / (s * (f - s)),
+    "leverage": lambda f, s: 1.0,
+    "sqrt": lambda f, s: 1.0 / math.sqrt(s * (f - s)),
+}
 
 
 def shapley_kernel(n_features: int, size: int) -> float:
@@ -87,13 +102,19 @@ class CoalitionDesign:
         random_state: a ``np.random.RandomState``; drawn from only when coalitions are sampled.
     """
 
-    def __init__(self, n_features: int, random_state: np.random.RandomState):
+    def __init__(self, n_features: int, random_state: np.random.RandomState,
+                 allocation: str = "kernel"):
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {sorted(ALLOCATIONS)}; got "
+                             f"{allocation!r}")
         self.f = n_features
         self.rng = random_state
         f = n_features
+        per_size = ALLOCATIONS[allocation]
         self.strata = [
             _Stratum(s, math.comb(f, s) // (2 if 2 * s == f else 1),
-                     (f - 1) / (s * (f - s)) * (1 if 2 * s == f else 2))
+                     (f - 1) / (s * (f - s)) * (1 if 2 * s == f else 2),
+                     per_size(f, s) * (1 if 2 * s == f else 2))
             for s in range(1, f // 2 + 1)
         ]
         self.counts = [0] * len(self.strata)
@@ -295,18 +316,18 @@ def _allocate(strata: list[_Stratum], pairs: int) -> list[int]:
     """Pairs per stratum for a budget of ``pairs``: strata enumerated from the outside in
     while their share covers them (shap's rule), the rest in proportion to mass."""
     counts = [0] * len(strata)
-    mass_left = sum(s.mass for s in strata)
+    mass_left = sum(s.share for s in strata)
     i = 0
     while i < len(strata) and pairs > 0 and (
-            pairs * strata[i].mass / mass_left >= strata[i].units * (1 - 1e-8)):
+            pairs * strata[i].share / mass_left >= strata[i].units * (1 - 1e-8)):
         counts[i] = strata[i].units
         pairs -= strata[i].units
-        mass_left -= strata[i].mass
+        mass_left -= strata[i].share
         i += 1
     rest = list(range(i, len(strata)))
     while rest and pairs > 0:
-        mass = sum(strata[j].mass for j in rest)
-        share = {j: pairs * strata[j].mass / mass for j in rest}
+        mass = sum(strata[j].share for j in rest)
+        share = {j: pairs * strata[j].share / mass for j in rest}
         got = {j: min(int(share[j]), strata[j].units - counts[j]) for j in rest}
         left = pairs - sum(got.values())
         for j in sorted(rest, key=lambda j: got[j] - share[j]):  # largest remainders first
@@ -347,3 +368,4 @@ def _canonical(rows: np.ndarray, f: int) -> np.ndarray:
     if len(rows) and 2 * int(rows[0].sum()) == f:
         rows = np.where(rows[:, :1] == 1, rows, 1 - rows).astype(np.int8)
     return rows
+
