@@ -135,7 +135,8 @@ def test_given_targets_and_a_missed_box_is_flat(setting):
             image, detector, num_samples=80, segmentation_fn=grid_segments, targets=targets)
     assert e.stop_reasons == {0: "num_samples", 1: "flat"}
     assert all(w == 0 for _, w in e.local_exp[1])
-    assert e.targets[1].given and e.targets[1].score == 1.0
+    assert e.targets[1].given and e.targets[1].score == 0.0
+    assert e.targets[0].score == pytest.approx(e.prediction[0])
     assert e.stop_reason == "num_samples"
     record = e.record()
     assert record["labels"]["1"]["stop_reason"] == "flat"

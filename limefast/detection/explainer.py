@@ -96,19 +96,24 @@ class DetectionExplainer(SeededExplainer):
         rgb = gray2rgb(image) if image.ndim == 2 else image
         if num_samples is None:
             num_samples = DEFAULT_SAMPLES[method]
+        # One forward of the image itself: the targets, or the given targets' scores.
         probe = TargetScores(detector_fn, [])
+        found = probe.detections(rgb[None])[0]
         if targets is None:
             score_threshold = float(score_threshold)
-            chosen = detected_targets(probe.detections(rgb[None])[0], score_threshold,
-                                      rgb.shape[:2])
+            chosen = detected_targets(found, score_threshold, rgb.shape[:2])
             if not chosen:
                 raise ValueError(
                     f"the detector found nothing scoring at least score_threshold="
-                    f"{score_threshold} on the image: lower the threshold, or pass targets= "
-                    "(boxes and labels) to explain")
+                    f"{score_threshold} on the image (its best: "
+                    f"{found.scores.max(initial=float('nan')):.3g}): lower the threshold, or "
+                    "pass targets= (boxes and labels) to explain")
         else:
             chosen = given_targets(targets, rgb.shape[:2])
         scores = TargetScores(detector_fn, chosen, affinity, probe.n_classes)
+        if targets is not None:  # a given box's score: its affinity on the image itself
+            for target, value in zip(chosen, scores.scores([found], track=False)[0]):
+                target.score = float(value)
         labels = list(range(len(chosen)))
         if method == "drise":
             from limefast.detection.drise import drise_explanation

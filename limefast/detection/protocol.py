@@ -34,7 +34,8 @@ class Target:
     Attributes:
         box: (x1, y1, x2, y2) in pixels.
         label: the class index.
-        score: the detector's score for it on the image (0 for a given box it missed).
+        score: the detector's score for a detection; for a given box, its affinity with the
+            detections on the image (0 for a box the model missed).
         class_probs: (n_classes,) class probabilities, when the detector gives them.
         given: True for a box passed in ``targets=``, False for a detection.
     """

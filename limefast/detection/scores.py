@@ -63,8 +63,9 @@ class TargetScores:
         self.images += n
         return sets
 
-    def scores(self, sets: Sequence[Detections]) -> np.ndarray:
-        """(N, K) float64 affinities of the detection sets with the targets."""
+    def scores(self, sets: Sequence[Detections], track: bool = True) -> np.ndarray:
+        """(N, K) float64 affinities of the detection sets with the targets (with ``track``,
+        counted in ``low`` and ``high``)."""
         k = len(self.targets)
         out = np.empty((len(sets), k))
         for row, found in enumerate(sets):
@@ -76,7 +77,7 @@ class TargetScores:
                     raise ValueError(f"affinity must return {k} finite scores (one per "
                                      f"target); got {values.shape} {values!r:.80}")
                 out[row] = values
-        if len(sets):
+        if track and len(sets):
             np.minimum(self.low, out.min(axis=0), out=self.low)
             np.maximum(self.high, out.max(axis=0), out=self.high)
         return out
