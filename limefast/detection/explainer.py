@@ -114,6 +114,72 @@ class DetectionExplainer(SeededExplainer):
         if targets is not None:  # a given box's score: its affinity on the image itself
             for target, value in zip(chosen, scores.scores([found], track=False)[0]):
                 target.score = float(value)
+        return self._run(image, rgb, scores, chosen, method, num_samples, probe.images,
+                         hide_color=hide_color, num_features=num_features,
+                         batch_size=batch_size, segmentation_fn=segmentation_fn,
+                         random_seed=random_seed, progress_bar=progress_bar, masks=masks,
+                         seed=seed, switches=switches)
+
+    def explain_segmentation(self, image, segmenter_fn: Callable, method: str = "lime",
+                             num_samples=None, regions=None, *, classes=None,
+                             min_pixels: int = 16, hide_color=None, num_features=100000,
+                             batch_size=10, segmentation_fn=None, random_seed=None,
+                             progress_bar=False, masks=None, seed=None,
+                             **switches) -> DetectionExplanation:
+        """Explain "why is this region labelled c" for a segmentation model's regions.
+
+        The score of (class c, region R) on an image is the mean probability of c over R's
+        pixels (``limefast.detection.segmenter.RegionScores``); everything else is as for
+        ``explain_instance``, the regions standing where the boxes stand.
+
+        Args:
+            image: (H, W, C) or (H, W) image.
+            segmenter_fn: (N, H, W, C) images -> (N, n_classes, H, W) class probabilities
+                (``TorchSegmenter`` wraps torchvision's segmentation models).
+            method, num_samples, hide_color, num_features, batch_size, segmentation_fn,
+                random_seed, progress_bar, masks, seed, switches: as for
+                ``explain_instance``.
+            regions: the regions to explain: a sequence of ``(mask, class)`` pairs, each mask
+                an (H, W) bool array; default each predicted class's connected areas
+                (``segmentation_targets``).
+            classes: with ``regions=None``, only these classes' areas.
+            min_pixels: with ``regions=None``, areas smaller than this are left out.
+
+        Returns:
+            A DetectionExplanation whose targets carry their ``region`` mask (and its
+            bounding box as ``box``).
+        """
+        from limefast.detection.segmenter import RegionScores, given_regions, segmentation_targets
+
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+        image = checks.image_array(image)
+        rgb = gray2rgb(image) if image.ndim == 2 else image
+        if num_samples is None:
+            num_samples = DEFAULT_SAMPLES[method]
+        probe = RegionScores(segmenter_fn, [])
+        probs = probe.probabilities(rgb[None])[0]
+        if regions is None:
+            chosen = segmentation_targets(probs, classes=classes, min_pixels=min_pixels)
+            if not chosen:
+                raise ValueError(f"the segmenter predicted no area of at least {min_pixels} "
+                                 f"pixels{'' if classes is None else f' of classes {classes}'}"
+                                 ": lower min_pixels, or pass regions=")
+        else:
+            chosen = given_regions(regions, rgb.shape[:2], probs.shape[0])
+        scores = RegionScores(segmenter_fn, chosen, probe.n_classes)
+        for target, value in zip(chosen, scores.scores(probs[None], track=False)[0]):
+            target.score = float(value)
+        return self._run(image, rgb, scores, chosen, method, num_samples, probe.images,
+                         hide_color=hide_color, num_features=num_features,
+                         batch_size=batch_size, segmentation_fn=segmentation_fn,
+                         random_seed=random_seed, progress_bar=progress_bar, masks=masks,
+                         seed=seed, switches=switches)
+
+    def _run(self, image, rgb, scores, chosen, method, num_samples, probe_images, *,
+             hide_color, num_features, batch_size, segmentation_fn, random_seed, progress_bar,
+             masks, seed, switches) -> DetectionExplanation:
+        """The targets' explanation by ``method``, ``scores`` the (N, K) score classifier."""
         labels = list(range(len(chosen)))
         if method == "drise":
             from limefast.detection.drise import drise_explanation
@@ -143,7 +209,7 @@ class DetectionExplainer(SeededExplainer):
                 shap._lock = self._draw_lock()
                 inner = shap.explain_instance(image, scores, **common)
             exp = DetectionExplanation.wrap(inner, chosen, method)
-        exp.num_forwards = scores.images + probe.images
+        exp.num_forwards = scores.images + probe_images
         _state_flat(exp, scores)
         return exp
 

@@ -38,6 +38,7 @@ class Target:
             detections on the image (0 for a box the model missed).
         class_probs: (n_classes,) class probabilities, when the detector gives them.
         given: True for a box passed in ``targets=``, False for a detection.
+        region: (H, W) bool, the pixels of a segmentation target (None for a box).
     """
 
     box: tuple[float, float, float, float]
@@ -45,6 +46,7 @@ class Target:
     score: float = 1.0
     class_probs: np.ndarray | None = field(default=None, repr=False)
     given: bool = False
+    region: np.ndarray | None = field(default=None, repr=False)
 
 
 def _numpy(value) -> np.ndarray:
