@@ -9,7 +9,7 @@ import pytest
 
 from limefast.core.rounds import SamplingWarning
 from limefast.detection import DetectionExplainer, Target, affinity, box_iou
-from limefast.detection.protocol import Detections, TargetSet, check_detections
+from limefast.detection.protocol import Detections, TargetSet, batch_affinity, check_detections
 from limefast.kernelshap import KernelShapImageExplainer
 from tests.detection_models import ChannelBoxDetector, grid_segments, scene
 
@@ -175,6 +175,14 @@ def test_affinity_matches_loops():
     d.pop("class_probs")
     np.testing.assert_allclose(affinity(TargetSet(no_probs), check_detections([d], 1, "x")[0]),
                                naive_affinity(no_probs, [d])[0], rtol=1e-12)
+    # a batch at once: empty sets, images with and without class_probs
+    sets = [d, {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)},
+            {"boxes": boxes[:5], "scores": rng.uniform(0, 1, 5), "labels": probs[:5].argmax(1),
+             "class_probs": probs[:5]}]
+    found = check_detections(sets, 3, "x")
+    for ts in (targets, no_probs):
+        np.testing.assert_allclose(batch_affinity(TargetSet(ts), found),
+                                   naive_affinity(ts, sets), rtol=1e-12)
     assert box_iou(boxes[:1], boxes[:1])[0, 0] == pytest.approx(1.0)
     empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
     np.testing.assert_array_equal(affinity(TargetSet(targets), empty), np.zeros(3))

@@ -195,4 +195,39 @@ def affinity(targets: TargetSet, detections: Detections) -> np.ndarray:
     return (iou * similarity * detections.scores[None, :]).max(axis=1)
 
 
+def batch_affinity(targets: TargetSet, sets: Sequence[Detections]) -> np.ndarray:
+    """``affinity`` of the targets with every image's detections: (N, K), computed on all the
+    batch's detections at once (one IoU matrix, then each image's maximum)."""
+    n, k = len(sets), len(targets)
+    out = np.zeros((n, k))
+    counts = np.array([len(d) for d in sets], dtype=np.int64)
+    if k == 0 or counts.sum() == 0:
+        return out
+    full = [d for d in sets if len(d)]
+    with_probs = [d.class_probs is not None for d in full]
+    if targets.class_probs is not None and any(with_probs) and not all(with_probs):
+        return np.stack([affinity(targets, d) for d in sets])  # mixed: one image at a time
+    found = Detections(np.concatenate([d.boxes for d in full]),
+                       np.concatenate([d.scores for d in full]),
+                       np.concatenate([d.labels for d in full]),
+                       np.concatenate([d.class_probs for d in full]) if all(with_probs)
+                       else None)
+    iou = box_iou(targets.boxes, found.boxes)
+    if targets.class_probs is not None and found.class_probs is not None:
+        a, b = targets.class_probs, found.class_probs
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"the targets' class_probs have {a.shape[1]} classes and the "
+                             f"detections' {b.shape[1]}")
+        norms = np.linalg.norm(a, axis=1)[:, None] * np.linalg.norm(b, axis=1)[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = np.where(norms > 0, (a @ b.T) / np.where(norms > 0, norms, 1), 0.0)
+    else:
+        similarity = (targets.labels[:, None] == found.labels[None, :]).astype(np.float64)
+    values = iou * similarity * found.scores[None, :]  # (K, all detections)
+    rows = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts[rows])[:-1]])
+    out[rows] = np.maximum.reduceat(values, starts, axis=1).T
+    return out
+
+
 AffinityFn = Callable[[Sequence[Target], Detections], np.ndarray]

@@ -17,7 +17,7 @@ from limefast.detection.protocol import (
     Detections,
     Target,
     TargetSet,
-    affinity,
+    batch_affinity,
     check_detections,
 )
 
@@ -68,11 +68,12 @@ class TargetScores:
         counted in ``low`` and ``high``)."""
         k = len(self.targets)
         out = np.empty((len(sets), k))
-        for row, found in enumerate(sets):
-            if self.affinity_fn is None:
-                out[row] = affinity(self._set, found)
-            else:
-                values = np.asarray(self.affinity_fn(self.targets, found), dtype=np.float64)
+        if self.affinity_fn is None:
+            out = batch_affinity(self._set, sets)
+        else:
+            for row, found in enumerate(sets):
+                values = np.asarray(self.affinity_fn(self.targets, found),
+                                    dtype=np.float64)
                 if values.shape != (k,) or not np.isfinite(values).all():
                     raise ValueError(f"affinity must return {k} finite scores (one per "
                                      f"target); got {values.shape} {values!r:.80}")
