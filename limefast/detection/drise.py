@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from limefast.core.executor import one_blas_thread
 from limefast.detection.explanation import DetectionExplanation
 from limefast.kernels.drise import _apply_masks_cpu, _grid_masks_cpu
 
@@ -184,9 +185,10 @@ def drise_maps(image: np.ndarray, score_fn, masks, batch_size: int = AUTO_BATCH,
                 weighted = np.zeros((k, h * w))
                 mask_sum = np.zeros(h * w)
                 score_sum = np.zeros(k)
-            flat = batch_masks.reshape(b, h * w).astype(np.float64)
-            weighted += scores.T @ flat  # in place: the sums, not the masks, are kept
-            mask_sum += flat.sum(axis=0)
+            flat = batch_masks.reshape(b, h * w)
+            with one_blas_thread():  # a small product: BLAS threads would only wait
+                weighted += scores.T @ flat  # in place: the sums, not the masks, are kept
+            mask_sum += flat.sum(axis=0, dtype=np.float64)
             score_sum += scores.sum(axis=0)
             t_masks += t1 - t0 + time.perf_counter() - t2
             t_model += t2 - t1
