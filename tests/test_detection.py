@@ -264,3 +264,20 @@ def test_pictures_and_masks(setting):
     with pytest.raises(KeyError, match="target 9"):
         e.render(9)
     assert e.panel(as_pil=False).shape[0] > 48
+
+
+def test_auto_samples_and_the_json_record(setting):
+    import json
+
+    image, detector = setting
+    e = DetectionExplainer(random_state=0).explain_instance(
+        image, detector, num_samples="auto", max_samples=400, segmentation_fn=grid_segments,
+        batch_size="auto")
+    assert e.num_samples <= 400 and e.stop_reason in ("settled", "diminishing", "max_samples")
+    assert sorted(e.expected_overlap) == list(range(len(e.targets)))
+    record = e.record(image="scene.png", model="channels", seed=0)
+    text = json.dumps(record, allow_nan=False)
+    back = json.loads(text)
+    assert back["task"] == "detection" and back["method"] == "lime"
+    assert len(back["labels"]) == len(e.targets)
+    assert back["labels"]["0"]["weights"][0][0] == int(e.local_exp[0][0][0])
