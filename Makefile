@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test,torch,bench,dataset,ray-serve]'
+	# D-RISE's reference for the detection tests and benchmarks. It asks for matplotlib<3.7,
+	# which has no build for NumPy 2: installed without its requirements (it imports without
+	# them), so pip keeps this environment's matplotlib.
+	$(PY) -m pip install -q --no-deps 'vision-explanation-methods>=0.1.1'
 	touch $(STAMP)
 
 setup: $(STAMP)
