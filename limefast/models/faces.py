@@ -90,8 +90,9 @@ def train_model(data: FacesData, seed: int = 0, epochs: int = EPOCHS) -> FacesML
         return _train(data, generator, epochs)
 
 
-def _train(data: FacesData, generator: torch.Generator, epochs: int) -> FacesMLP:
-    model = FacesMLP()
+def _train(data: FacesData, generator: torch.Generator, epochs: int,
+           build=FacesMLP) -> nn.Module:
+    model = build()
     x = to_tensor(data.train_images)
     y = torch.from_numpy(data.train_labels)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-3)
@@ -160,19 +161,7 @@ def train_cnn(data: FacesData, seed: int = 0, epochs: int = CNN_EPOCHS) -> Faces
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     with torch_threads(1):
-        model = FacesCNN()
-        x = to_tensor(data.train_images)
-        y = torch.from_numpy(data.train_labels)
-        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-3)
-        model.train()
-        for _ in range(epochs):
-            for idx in torch.randperm(len(x), generator=generator).split(BATCH):
-                flip = torch.rand(len(idx), generator=generator) < 0.5
-                batch = torch.where(flip[:, None, None, None], x[idx].flip(3), x[idx])
-                optimiser.zero_grad()
-                nn.functional.cross_entropy(model(batch), y[idx]).backward()
-                optimiser.step()
-    return model.eval()
+        return _train(data, generator, epochs, FacesCNN)
 
 
 def load_cnn(size: int = SIZE, *, cache: bool = True, retrain: bool = False) -> TrainedFaces:
