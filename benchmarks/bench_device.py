@@ -4,9 +4,11 @@ ResNet-18 and ResNet-50 (torchvision, random weights, seed 0) on a 224x224 photo
 5 labels, the default quickshift segmentation computed by each explainer (end to end). The
 reference is lime 0.2.0.1 with the classifier of lime's PyTorch tutorial: per-image
 torchvision transforms (ToTensor + Normalize) in a Python loop, ``batch_size=10``, fp32, NCHW,
-``torch.no_grad``. limefast runs ``TorchClassifier(precision="fp32")`` and
-``precision="bf16"`` (autocast), and the same with ``compile="trace"`` (frozen TorchScript)
-and, for ResNet-18, ``compile="inductor"``, all warmed up with ``explainer.warmup``. They are
+``torch.no_grad``. limefast runs ``TorchClassifier(precision="fp32")`` and, where the CPU
+computes it natively (``fastest_cpu_precision()``: AVX512_BF16 or AMX; emulated bf16 is slower
+than fp32), ``precision="bf16"`` (autocast), and the same with ``compile="trace"`` (frozen
+TorchScript) and, for ResNet-18, ``compile="inductor"``, all warmed up with
+``explainer.warmup``. They are
 run alternately, round after round, in this process; the ratios are of their medians.
 
 Printed: the speed-ups, the fraction of limefast's time in the model's forward, the forward's
@@ -32,6 +34,7 @@ from limefast import lime_image as lime_fast
 from limefast.benchsuite.agreement import agreement
 from limefast.benchsuite.models import TutorialClassifier, torchvision_model
 from limefast.benchsuite.runners import explain_lime, explain_limefast
+from limefast.device.features import cpu_features, fastest_cpu_precision
 from limefast.imagenet import MEAN, STD
 
 torch = pytest.importorskip("torch")
@@ -43,17 +46,19 @@ ROUNDS = int(os.environ.get("LIMEFAST_BENCH_ROUNDS", "2"))
 GROUP = "resnet18-224-end-to-end"
 
 
-# ResNet-50 runs the variants without inductor (its compilation alone takes minutes here).
-VARIANTS = {"resnet18": ("fp32", "bf16", "fp32+trace", "bf16+trace", "fp32+inductor",
-                         "bf16+inductor"),
-            "resnet50": ("fp32", "bf16", "fp32+trace", "bf16+trace")}
+def variants(model_name: str) -> tuple:
+    """fp32 and the fastest precision this CPU computes natively (if another), eager, traced
+    and, for ResNet-18, inductor (ResNet-50's compilation alone takes minutes here)."""
+    precisions = tuple(dict.fromkeys(("fp32", fastest_cpu_precision())))
+    compiles = ("", "+trace") + (("+inductor",) if model_name == "resnet18" else ())
+    return tuple(p + c for c in compiles for p in precisions)
 
 
 def make_setting(image, model_name):
     reference_model = torchvision_model(model_name)
     setting = {"image": image, "tutorial": TutorialClassifier(reference_model),
                "model": reference_model}
-    for name in VARIANTS[model_name]:
+    for name in variants(model_name):
         precision, _, compile_mode = name.partition("+")
         setting[name] = TorchClassifier(copy.deepcopy(reference_model), mean=MEAN, std=STD,
                                         precision=precision, compile=compile_mode or None,
@@ -95,7 +100,7 @@ def test_resnet50_lime_vs_torch_classifier(benchmark, photo_224):
 
 def _lime_vs_torch_classifier(benchmark, setting, model_name, group):
     image = setting["image"]
-    names = VARIANTS[model_name]
+    names = variants(model_name)
     for name in names:  # kernels, buffers, both batch shapes (and the compilations)
         lime_fast.LimeImageExplainer(random_state=0).warmup(image.shape, setting[name],
                                                             num_samples=NUM_SAMPLES)
@@ -115,7 +120,7 @@ def _lime_vs_torch_classifier(benchmark, setting, model_name, group):
 
     flop = 2 * macs_per_image(setting["model"], image.shape[:2])
     lines = [f"{model_name} 224x224, {NUM_SAMPLES} samples, {TOP_LABELS} labels, {ROUNDS} "
-             f"alternating rounds; amx_bf16 units: {_amx()}; torch threads "
+             f"alternating rounds; CPU {cpu_features().describe()}; torch threads "
              f"{torch.get_num_threads()}; {flop / 1e9:.2f} GFLOP per image (convolutions and "
              "linear layers)"]
     lime_fwd = float(np.median([r[2] for r in runs["lime"]]))
@@ -152,12 +157,14 @@ def _lime_vs_torch_classifier(benchmark, setting, model_name, group):
         + "; at those rates the forward alone would take "
         + ", ".join(f"{k} {t:.2f} s (x{medians['lime'] / t:.2f} lime)"
                     for k, t in at_peak.items()))
-    amp = agreement(runs["fp32"][0][1], runs["bf16"][0][1])["labels"]
-    lines.append("  AMP (bf16) vs fp32, per fp32 top label: top-5 overlap / Spearman: " + ", ".join(
-        f"{label}: {v['top5_overlap']} / "
-        + ("-" if v["spearman"] is None else f"{v['spearman']:.3f}") for label, v in amp.items()))
-    same_top = runs["fp32"][0][1].top_labels == runs["bf16"][0][1].top_labels
-    lines.append(f"  AMP top labels equal to fp32's: {same_top}")
+    if "bf16" in runs:  # only where the CPU has it natively
+        amp = agreement(runs["fp32"][0][1], runs["bf16"][0][1])["labels"]
+        lines.append("  AMP (bf16) vs fp32, per fp32 top label: top-5 overlap / Spearman: "
+                     + ", ".join(f"{label}: {v['top5_overlap']} / "
+                                 + ("-" if v["spearman"] is None else f"{v['spearman']:.3f}")
+                                 for label, v in amp.items()))
+        same_top = runs["fp32"][0][1].top_labels == runs["bf16"][0][1].top_labels
+        lines.append(f"  AMP top labels equal to fp32's: {same_top}")
     for name in names:
         if name.startswith("fp32+"):
             frozen = agreement(runs["fp32"][0][1], runs[name][0][1])["labels"]
@@ -244,12 +251,3 @@ def test_fp32_device_path_agrees_with_lime_on_the_same_classifier(benchmark, set
         print(line)
         note(line)
 
-
-def _amx() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return "unknown"
-    return "yes" if "amx_bf16" in flags else "no (avx512_bf16 only)" if (
-        "avx512_bf16" in flags) else "no"

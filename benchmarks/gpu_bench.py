@@ -45,7 +45,7 @@ def main(argv=None) -> int:
                         help="TorchClassifier compile mode of limefast's runs")
     parser.add_argument("--device", default="cuda",
                         help="cuda, or cpu to dry-run this script where there is no GPU "
-                             "(precisions fp32 and bf16 then)")
+                             "(fp32, and bf16 where the CPU has it natively)")
     args = parser.parse_args(argv)
 
     import torch
@@ -66,11 +66,14 @@ def main(argv=None) -> int:
         print("gpu_bench: lime is not installed; the comparison with lime is skipped "
               "(make gpu-wheels on a CPU machine, then make gpu-check)")
     from limefast import TorchClassifier
+    from limefast.device.features import fastest_cpu_precision
     from limefast.lime_image import LimeImageExplainer
 
     device = args.device
-    precisions = ("fp32", "fp16") if on_gpu else ("fp32", "bf16")
-    half = precisions[1]
+    # On a CPU, bf16 only where it is native (emulated, it is slower than fp32).
+    precisions = ("fp32", "fp16") if on_gpu else tuple(dict.fromkeys(
+        ("fp32", fastest_cpu_precision())))
+    half = precisions[1] if len(precisions) > 1 else None
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     image = photo(args.size)
     report = {"machine": machine(), "device": device, "samples": args.samples,
@@ -114,9 +117,10 @@ def main(argv=None) -> int:
         entry = {"runs": runs,
                  "median_seconds": {k: float(np.median([r["seconds"] for r in v]))
                                     for k, v in runs.items()},
-                 f"amp_agreement_{half}_vs_fp32": agreement(explanations["fp32"],
-                                                            explanations[half]),
                  "batch_size": clfs["fp32"].batch_for(image.shape)}
+        if half:
+            entry[f"amp_agreement_{half}_vs_fp32"] = agreement(explanations["fp32"],
+                                                               explanations[half])
         med = entry["median_seconds"]
         fractions = {k: float(np.median([r["forward_fraction"] for r in runs[k]]))
                      for k in precisions}

@@ -51,8 +51,12 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path, trained_models_cac
         assert (tmp_path / f"scaling-{param}.png").stat().st_size > 1000
     models = {r["impl"]: r for r in data["models"] if "seconds" in r}
     if models:  # torch installed
+        from limefast.device.features import fastest_cpu_precision
+
+        fast = fastest_cpu_precision()  # bf16 only where it is native
         assert {"lime", "limefast-cpu", "limefast-device-fp32",
-                "limefast-device-bf16-trace"} <= set(models)
+                f"limefast-device-{fast}-trace"} <= set(models)
+        assert ("limefast-device-bf16" in models) == (fast == "bf16")
         for impl in ("limefast-device-fp32", "limefast-device-fp32-trace"):
             row = models[impl]
             stages = row["stages"]
@@ -60,6 +64,8 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path, trained_models_cac
             assert sum(stages.values()) <= row["seconds"] * 1.01  # counted once
     md = path.with_suffix(".md").read_text()
     assert "| limefast-cpu |" in md and "## Scaling (log-log slopes)" in md
+    if models:  # the CPU's features are named beside every figure
+        assert f"CPU features: {data['machine']['cpu_features']['described']}" in md
     assert "## KernelSHAP against shap's KernelExplainer" in md
     assert "KernelSHAP >= 50x shap's KernelExplainer" in md  # its target, checked
     assert "## Cold start (fresh processes)" in md and "import limefast <= 0.3 s" in md

@@ -407,7 +407,7 @@ def test_channels_first_layout_gives_the_same_explanation():
 # -- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    ({"precision": "fp8"}, ValueError, "precision must be one of"),
+    ({"precision": "fp8"}, ValueError, "precision=.fp8. cannot run on the CPU"),
     ({"compile": "jit"}, ValueError, "compile must be one of"),
     ({"output": "logits"}, ValueError, "output must be one of"),
     ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),

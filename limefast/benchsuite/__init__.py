@@ -55,8 +55,12 @@ def machine() -> dict:
     if available("torch"):
         import torch
 
+        from limefast.device.features import cpu_features
+
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        # What the precision figures ran on: native bf16 (AVX512_BF16, AMX) or emulated.
+        info["cpu_features"] = cpu_features().as_dict()
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
             info["gpu_capability"] = list(torch.cuda.get_device_capability(0))
@@ -141,9 +145,17 @@ def run_suite(cfg: suite.Config, sections=SECTIONS, log=print,
                 results["not_measured"].append("serve: pip install 'limefast[serve,torch]'")
         log(f"[limefast bench] {name} done in {time.perf_counter() - t0:.1f} s")
     if not results["machine"].get("gpu"):
+        features = results["machine"].get("cpu_features") or {}
         results["not_measured"].append(
             "GPU: no CUDA device on this machine, so the device path ran on the CPU only "
-            "(fp32 and bf16); fp16 AMP and the GPU targets are unmeasured here")
+            "(fp32" + (", bf16" if (features.get("native") or {}).get("bf16") else "")
+            + f"; CPU {features.get('described', 'features unknown')}); fp16 AMP and the GPU "
+            "targets are unmeasured here")
+    if "models" in results and not (
+            (results["machine"].get("cpu_features") or {}).get("native") or {}).get("bf16"):
+        results["not_measured"].append(
+            "bf16 on the CPU: no native bfloat16 here (AVX512_BF16 or AMX-BF16); emulated it "
+            "is slower than fp32, so the device_bf16 targets are not measured")
     results["seconds"] = time.perf_counter() - started
     return results
 

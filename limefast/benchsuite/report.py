@@ -49,8 +49,11 @@ def scaling_slopes(scaling: dict) -> dict:
 
 
 def markdown(results: dict) -> str:
+    features = (results["machine"].get("cpu_features") or {}).get("described")
     lines = [f"# limefast benchmark: {results['machine'].get('processor', '?')}, "
-             f"{results['date']}", "", "```", json.dumps(results["machine"]), "```", ""]
+             f"{results['date']}", "",
+             f"CPU features: {features or 'not recorded (no torch)'}", "",
+             "```", json.dumps(results["machine"]), "```", ""]
     e2e = results.get("end_to_end", [])
     ref = next((r["seconds"] for r in e2e if r.get("impl") == "lime" and "seconds" in r), None)
     if e2e:

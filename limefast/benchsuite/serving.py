@@ -4,7 +4,8 @@ Each part starts a real server (``python -m limefast.cli serve``) on 127.0.0.1 i
 and drives it with a load generator of threads (httpx), every load bounded in count and time:
 
 - deadlines: a small CNN at 224x224, ``time_budget`` 1 s, ``num_samples="auto"``, 16 clients:
-  the latency p99 against the budget (and ResNet-18 bf16 when ``resnet`` is set);
+  the latency p99 against the budget (and ResNet-18 in ``fastest_cpu_precision()``, bf16
+  where the CPU has it natively, when ``resnet`` is set);
 - overload: requests arriving at twice the rate the server sustained in the deadlines part:
   how fast the excess is answered 503, whether the served still meet their deadlines, and that
   every request got an answer;
@@ -300,14 +301,19 @@ def serve_study(cfg: ServeConfig | None = None, progress=print) -> dict:
     out: dict = {"config": vars(cfg).copy(), "not_measured": []}
     cnn = "limefast.benchsuite.serving:small_cnn"
     out["deadlines"] = [deadlines(cfg, cnn, progress=progress)]
+    # The fastest precision this CPU computes natively: emulated bf16 is slower than fp32.
+    from limefast.device.features import fastest_cpu_precision
+
+    precision = ("--precision", fastest_cpu_precision())
+    out["precision"] = precision[1]
     if cfg.resnet:
-        out["deadlines"].append(deadlines(cfg, "resnet18", ("--precision", "bf16"), progress))
+        out["deadlines"].append(deadlines(cfg, "resnet18", precision, progress))
     out["merging"] = [merging(cfg, "limefast.benchsuite.serving:fixed_cost", cfg.merge_samples,
                               cfg.merge_requests, progress=progress,
                               env={"LIMEFAST_BENCH_CALL_SECONDS": str(cfg.call_seconds)})]
     if cfg.resnet:
         out["merging"].append(merging(cfg, "resnet18", cfg.resnet_samples,
-                                      cfg.resnet_requests, ("--precision", "bf16"), progress))
+                                      cfg.resnet_requests, precision, progress))
     if available("lime"):
         out["against_lime"] = against_lime(cfg, progress)
     else:

@@ -116,14 +116,17 @@ def scaling(cfg: Config, progress=None) -> dict:
 
 def models(cfg: Config, progress=None) -> list[dict]:
     """Real CNNs (random weights): lime with a tutorial-style classifier, limefast CPU with the
-    same classifier, limefast's device path fp32 and bf16 (eager and frozen TorchScript),
-    captum."""
+    same classifier, limefast's device path in fp32 and in the fastest precision this CPU
+    computes natively if another (``fastest_cpu_precision``: bf16 with AVX512_BF16 or AMX),
+    eager and frozen TorchScript, captum."""
     if not available("torch", "torchvision"):
         return [{"skipped": "torch/torchvision not installed (pip install limefast[torch])"}]
     from limefast import TorchClassifier
+    from limefast.device.features import fastest_cpu_precision
     from limefast.lime_image import LimeImageExplainer
 
     out = []
+    precisions = tuple(dict.fromkeys(("fp32", fastest_cpu_precision())))
     image = photo(cfg.model_side)
     seg = limefast_segments(image)
     kw = dict(num_samples=cfg.model_samples, top_labels=cfg.labels)
@@ -134,7 +137,7 @@ def models(cfg: Config, progress=None) -> list[dict]:
         rows = [_record(ref, model=name)]
         cpu = run_limefast(image, seg, tutorial, name="limefast-cpu", **kw)
         rows.append(_record(cpu, model=name, **agreement(ref, cpu)))
-        for precision, compile_mode in itertools.product(("fp32", "bf16"), (None, "trace")):
+        for precision, compile_mode in itertools.product(precisions, (None, "trace")):
             clf = TorchClassifier(net, mean=MEAN, std=STD, precision=precision, device="cpu",
                                   compile=compile_mode)
             # Every batch shape of the timed run: kernels, buffers and traces outside it.

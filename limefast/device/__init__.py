@@ -1,8 +1,8 @@
 """Explanations on a PyTorch device: ``classifier`` (``TorchClassifier``), ``executor`` (the
 stages run on the device), ``workspaces`` (its model-ready buffers), ``surrogate`` (the batched
 ridge in ``torch.linalg``), ``cuda`` (CUDA graphs, uploads, ``segment_means`` of GPU images),
-``options`` (its arguments checked) and ``_torch`` (the helpers they share). Needs the ``torch``
-extra."""
+``options`` (its arguments checked), ``features`` (what the CPU computes natively) and
+``_torch`` (the helpers they share). Needs the ``torch`` extra."""
 
 from limefast.optional import require
 

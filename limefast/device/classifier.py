@@ -57,7 +57,11 @@ class TorchClassifier:
         device: 'cpu', 'cuda' or 'cuda:i'; None picks CUDA when there is one, else the CPU.
             The model must already be on it.
         precision: 'fp32', 'fp16' or 'bf16' (autocast), or 'auto': fp16 on CUDA, fp32 on the
-            CPU.
+            CPU. One the device cannot run (bf16 on a GPU without it) is a ``ValueError``
+            naming those it can; bf16 or fp16 on a CPU that only emulates them (no
+            AVX512_BF16/AMX-BF16, resp. AVX512_FP16/AMX-FP16 units:
+            ``limefast.device.features``) runs, slower than fp32, with a ``PerformanceHint``
+            once per process.
         channels_last: feed the model NHWC memory-format tensors (faster convolutions on
             recent CPUs and on tensor cores).
         compile: None; 'trace' or 'script' (TorchScript, frozen: traced at the first forward
@@ -104,8 +108,6 @@ class TorchClassifier:
         self.scale = scale
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES}; got {compile!r}")
         if batch_size is not None:

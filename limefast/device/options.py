@@ -4,7 +4,12 @@ precision, the model's own device, and the model's output on its first forward."
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+from limefast.core.rounds import PerformanceHint
+from limefast.device import features
 
 
 def channel_stats(mean, std):
@@ -60,19 +65,61 @@ def resolve_device(torch, device):
     return torch.device("cuda", index)
 
 
-def resolve_precision(torch, precision, device):
-    """``precision`` with ``"auto"`` resolved (fp16 on CUDA, fp32 on the CPU); bf16 checked."""
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision == "bf16" and device.type == "cuda":
+HOW = {"native": "native", "emulated": "emulated: slower than fp32",
+       "unknown": "CPU flags unknown"}
+# Precisions warned about once per process (PerformanceHint): emulated on this CPU.
+_WARNED: set = set()
+
+
+def runnable_precisions(torch, device) -> dict:
+    """precision -> how ``device`` runs it: 'native', or 'emulated' (a CPU without the units:
+    slower than fp32), or 'unknown' (a CPU whose flags cannot be read). A precision left out
+    cannot run there."""
+    if device.type == "cuda":
         with torch.cuda.device(device):
-            supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = True
-    if not supported:
-        raise ValueError(f"precision='bf16' but {torch.cuda.get_device_name(device)} has no "
-                         "bfloat16 support: use precision='fp16'")
+            bf16 = torch.cuda.is_bf16_supported()
+        return {"fp32": "native", "fp16": "native", **({"bf16": "native"} if bf16 else {})}
+    cpu = features.cpu_features()
+    out = {"fp32": "native"}
+    for precision in ("bf16", "fp16"):
+        native = cpu.native(precision)
+        out[precision] = "unknown" if native is None else "native" if native else "emulated"
+    return out
+
+
+def resolve_precision(torch, precision, device):
+    """``precision`` with ``"auto"`` resolved (fp16 on CUDA, fp32 on the CPU), checked against
+    what ``device`` can run (a ``ValueError`` naming those), and a ``PerformanceHint`` once per
+    process for a half precision the CPU only emulates."""
+    auto = "fp16" if device.type == "cuda" else "fp32"
+    if precision == "auto":
+        return auto
+    runs = runnable_precisions(torch, device)
+    if not isinstance(precision, str) or precision not in runs:
+        where = (f"device '{device}' ({torch.cuda.get_device_name(device)})"
+                 if device.type == "cuda" else
+                 f"the CPU ({features.cpu_features().describe()})")
+        can = ", ".join(f"'{p}' ({HOW[how]})" for p, how in runs.items())
+        raise ValueError(f"precision={precision!r} cannot run on {where}: it runs {can}, or "
+                         f"'auto' ('{auto}' there)")
+    if device.type == "cpu" and runs[precision] == "emulated" and precision not in _WARNED:
+        _WARNED.add(precision)
+        warnings.warn(emulated_message(precision), PerformanceHint, stacklevel=3)
     return precision
+
+
+def emulated_message(precision: str) -> str:
+    """Why ``precision`` is slow on this CPU, with what was measured, and what to do."""
+    units = {"bf16": "AVX512_BF16 or AMX-BF16", "fp16": "AVX512_FP16 or AMX-FP16"}[precision]
+    flags = "|".join(features.NATIVE_FLAGS[precision][:2])
+    return (
+        f"limefast: precision='{precision}' on a CPU without {units} units "
+        f"({features.cpu_features().describe()}): oneDNN emulates it, converting every operand "
+        "to float32 and back, so the forward runs slower than in fp32, not faster (measured on "
+        f"a 2-core AVX2 AMD EPYC: {features.EMULATED_MEASURED[precision]}; "
+        "benchmarks/README.md). Pass precision='fp32' here, or run where "
+        f"{units} exists (grep -o -E '{flags}' /proc/cpuinfo)."
+    )
 
 
 def check_model_device(model, device) -> None:
