@@ -78,10 +78,11 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
             once per worker (and again if Ray restarts the worker).
         output: folder, or pyarrow filesystem URI (``s3://bucket/run``), for the Parquet part
             files, ``_limefast.json`` and ``overlays/``; every worker must reach it.
-        num_samples, top_labels, hide_color, time_budget, dedupe, target_overlap, min_gain,
-            sampler: as for ``explain_instance`` (``num_samples`` may be ``"auto"``, which
-            ``target_overlap`` and ``min_gain`` tune; a run with a time budget depends on the
-            machine's speed, so it is not deterministic).
+        num_samples, top_labels, hide_color, time_budget, dedupe: as for
+            ``explain_instance`` (``num_samples`` may be ``"auto"``; a run with a time budget
+            depends on the machine's speed, so it is not deterministic).
+        target_overlap, min_gain, sampler: as for ``explain_instance`` (the first two tune
+            ``"auto"``; the run records the row design it draws).
         seed: run seed; an image is explained with ``random_state=image_seed(seed, its id)``.
         segmentation: None (lime's quickshift), ``'quickshift'``, ``'slic'``,
             ``'felzenszwalb'`` (``SegmentationAlgorithm`` defaults), or a picklable callable

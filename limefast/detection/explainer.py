@@ -136,9 +136,9 @@ class DetectionExplainer(SeededExplainer):
             image: (H, W, C) or (H, W) image.
             segmenter_fn: (N, H, W, C) images -> (N, n_classes, H, W) class probabilities
                 (``TorchSegmenter`` wraps torchvision's segmentation models).
-            method, num_samples, hide_color, num_features, batch_size, segmentation_fn,
-                random_seed, progress_bar, masks, seed, switches: as for
-                ``explain_instance``.
+            method: as for ``explain_instance``, and so are ``num_samples``, ``hide_color``,
+                ``num_features``, ``batch_size``, ``segmentation_fn``, ``random_seed``,
+                ``progress_bar``, ``masks``, ``seed`` and the keyword switches.
             regions: the regions to explain: a sequence of ``(mask, class)`` pairs, each mask
                 an (H, W) bool array; default each predicted class's connected areas
                 (``segmentation_targets``).

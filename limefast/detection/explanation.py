@@ -14,18 +14,19 @@ from limefast.detection.protocol import Target
 class DetectionExplanation(ImageExplanation):
     """Explanations of a detector's targets on one image.
 
-    Attributes (beyond ``ImageExplanation``'s, keyed by the target's index ``i`` where a label
-    would be):
-        targets: the explained ``Target``s, in order (``.box``, ``.label``, ``.score``).
-        method: ``"lime"``, ``"kernelshap"`` or ``"drise"``.
-        local_exp[i]: target i's ``(superpixel, weight)`` pairs (LIME, KernelSHAP).
-        saliency[i]: target i's (H, W) float64 D-RISE map, min-max scaled to [0, 1] as the
-            reference scales it (``method="drise"``); ``saliency_raw[i]`` the map before.
-        prediction: (n_targets,) the targets' scores on the image itself.
-        stop_reasons[i]: target i's stop reason: the explanation's ``stop_reason``, or
-            ``'flat'`` when no perturbed image changed its score (a given box the model never
-            matches): its weights are then all 0 and say nothing.
-        num_forwards: the detector's images, every target's together.
+    Its attributes are ``ImageExplanation``'s, keyed by the target's index ``i`` where a label
+    would be, and these:
+
+    - ``targets``: the explained ``Target``s, in order (``.box``, ``.label``, ``.score``);
+    - ``method``: ``"lime"``, ``"kernelshap"`` or ``"drise"``;
+    - ``local_exp[i]``: target i's ``(superpixel, weight)`` pairs (LIME, KernelSHAP);
+    - ``saliency[i]``: target i's (H, W) float64 D-RISE map, min-max scaled to [0, 1] as the
+      reference scales it (``method="drise"``); ``saliency_raw[i]`` the map before;
+    - ``prediction``: (n_targets,) the targets' scores on the image itself;
+    - ``stop_reasons[i]``: target i's stop reason: the explanation's ``stop_reason``, or
+      ``'flat'`` when no perturbed image changed its score (a given box the model never
+      matches): its weights are then all 0 and say nothing;
+    - ``num_forwards``: the detector's images, every target's together.
     """
 
     def __init__(self, image: np.ndarray, segments: np.ndarray | None, targets: list[Target],
