@@ -36,7 +36,7 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path, trained_models_cac
     if "auto" in data:  # torch installed: the study of "auto" in two halves
         assert [h["half"] for h in data["auto"]["halves"]] == ["tuning", "held-out"]
         assert (tmp_path / "auto-fidelity-vs-images.png").stat().st_size > 1000
-        assert "num_samples='auto' in two halves" in path.with_suffix(".md").read_text()
+        assert "The sampling study in two halves" in path.with_suffix(".md").read_text()
     cold = data["cold_start"]
     assert 0 < cold["import_s"] and {(r["side"], r["pause_s"]) for r in cold["first_call"]} == {
         (28, 0.0), (28, 1.0), (224, 0.0), (224, 1.0)}

@@ -3,9 +3,12 @@ equal to lime's (or limefast's KernelSHAP) explanation of that target's score al
 
 from __future__ import annotations
 
-import lime.lime_image as lime_ref
 import numpy as np
 import pytest
+
+pytest.importorskip("lime", reason="needs lime, the reference: limefast[test]")
+
+import lime.lime_image as lime_ref  # noqa: E402
 
 from limefast.core.rounds import SamplingWarning
 from limefast.detection import DetectionExplainer, Target, affinity, box_iou

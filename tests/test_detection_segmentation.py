@@ -3,9 +3,12 @@ each region's explanation lime's, and torchvision's segmentation models through 
 
 from __future__ import annotations
 
-import lime.lime_image as lime_ref
 import numpy as np
 import pytest
+
+pytest.importorskip("lime", reason="needs lime, the reference: limefast[test]")
+
+import lime.lime_image as lime_ref  # noqa: E402
 
 from limefast.detection import DetectionExplainer, TorchSegmenter, segmentation_targets
 from limefast.detection.segmenter import RegionScores

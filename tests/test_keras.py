@@ -227,7 +227,7 @@ def test_digits_cnn_auto_batches_and_dedupe(digits_case):
 def test_digits_cnn_auto_num_samples(digits_case):
     model, x, make_prediction, ref, _ = digits_case
     ours, calls = limefast_run(x, make_prediction, num_samples="auto", batch_size="auto",
-                               dedupe=True)
+                               dedupe=True, sampler="lime")  # lime's rows, to compare
     assert isinstance(ours.num_samples, int) and 1 <= ours.num_samples <= 1000
     assert 1 <= ours.num_evaluated <= ours.num_samples
     assert sum(calls.sizes) == ours.num_evaluated

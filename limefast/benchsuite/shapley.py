@@ -6,7 +6,10 @@ that costs next to nothing (``models.GridModel``). shap runs the masking functio
 notebooks (a Python loop over samples and superpixels, ``mask_image`` below) with the
 background all zeros (every superpixel hidden) and the instance all ones; limefast's
 ``KernelShapImageExplainer`` hides superpixels with the same colour. Both without l1 feature
-selection (the same estimand; shap's default Lasso step would only add to its time).
+selection (the same estimand; shap's default Lasso step would only add to its time), and
+limefast without its regression adjustment (``regression_adjustment=False``: the constrained
+fit, shap's estimator; the adjustment's cost and gain are measured by
+``benchsuite.shapley_estimators``).
 
 *Convergence* (``shapley_convergence``): the digits CNN (``limefast.models.digits``) on held-out
 digits, each cut into exactly 14 superpixels (k-means on position and intensity), hidden
@@ -86,14 +89,17 @@ def shap_values(model, image, segments, background, seed: int, **kwargs):
     return np.asarray(values)[0], np.asarray(explainer.expected_value), seen[0]
 
 
-def limefast_values(model, image, segments, hide_color, seed: int, num_samples, label=None):
-    """(F,) values of the label (default the top one), the explanation."""
+def limefast_values(model, image, segments, hide_color, seed: int, num_samples, label=None,
+                    **kwargs):
+    """(F,) values of the label (default the top one), the explanation; ``kwargs`` go to
+    ``explain_instance``."""
     from limefast.kernelshap import KernelShapImageExplainer
 
     e = KernelShapImageExplainer(random_state=seed).explain_instance(
         image, model, segmentation_fn=lambda _: segments, hide_color=hide_color,
         num_samples=num_samples, top_labels=None if label is not None else 1,
-        labels=(label,) if label is not None else (1,), batch_size=500, progress_bar=False)
+        labels=(label,) if label is not None else (1,), batch_size=500, progress_bar=False,
+        **kwargs)
     label = e.top_labels[0] if label is None else label
     values = np.zeros(int(segments.max()) + 1)
     for feature, value in e.local_exp[label]:
@@ -122,11 +128,12 @@ def shapley_speed(cfg: ShapleyConfig | None = None, progress=None) -> dict:
     n_features = int(segments.max()) + 1
     model = GridModel()
     hide = 0  # shap's notebooks paint hidden superpixels one colour: the same one here
-    limefast_values(model, image, segments, hide, 0, cfg.num_samples)  # compile, load kernels
+    plain = {"regression_adjustment": False}  # shap's estimator, like with like
+    limefast_values(model, image, segments, hide, 0, cfg.num_samples, **plain)  # compile
     times = []
     for r in range(cfg.repeats):
         t0 = time.perf_counter()
-        ours, e = limefast_values(model, image, segments, hide, r, cfg.num_samples)
+        ours, e = limefast_values(model, image, segments, hide, r, cfg.num_samples, **plain)
         times.append(time.perf_counter() - t0)
     label = e.top_labels[0]
     if progress:
