@@ -181,6 +181,12 @@ def affinity(targets: TargetSet, detections: Detections) -> np.ndarray:
     """
     if len(detections) == 0 or len(targets) == 0:
         return np.zeros(len(targets))
+    return _pair_scores(targets, detections).max(axis=1)
+
+
+def _pair_scores(targets: TargetSet, detections: Detections) -> np.ndarray:
+    """(K, D): IoU x class similarity x detection score of every target with every
+    detection (``affinity``'s terms before the maximum)."""
     iou = box_iou(targets.boxes, detections.boxes)
     if targets.class_probs is not None and detections.class_probs is not None:
         a, b = targets.class_probs, detections.class_probs
@@ -192,7 +198,7 @@ def affinity(targets: TargetSet, detections: Detections) -> np.ndarray:
             similarity = np.where(norms > 0, (a @ b.T) / np.where(norms > 0, norms, 1), 0.0)
     else:
         similarity = (targets.labels[:, None] == detections.labels[None, :]).astype(np.float64)
-    return (iou * similarity * detections.scores[None, :]).max(axis=1)
+    return iou * similarity * detections.scores[None, :]
 
 
 def batch_affinity(targets: TargetSet, sets: Sequence[Detections]) -> np.ndarray:
@@ -212,18 +218,7 @@ def batch_affinity(targets: TargetSet, sets: Sequence[Detections]) -> np.ndarray
                        np.concatenate([d.labels for d in full]),
                        np.concatenate([d.class_probs for d in full]) if all(with_probs)
                        else None)
-    iou = box_iou(targets.boxes, found.boxes)
-    if targets.class_probs is not None and found.class_probs is not None:
-        a, b = targets.class_probs, found.class_probs
-        if a.shape[1] != b.shape[1]:
-            raise ValueError(f"the targets' class_probs have {a.shape[1]} classes and the "
-                             f"detections' {b.shape[1]}")
-        norms = np.linalg.norm(a, axis=1)[:, None] * np.linalg.norm(b, axis=1)[None, :]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            similarity = np.where(norms > 0, (a @ b.T) / np.where(norms > 0, norms, 1), 0.0)
-    else:
-        similarity = (targets.labels[:, None] == found.labels[None, :]).astype(np.float64)
-    values = iou * similarity * found.scores[None, :]  # (K, all detections)
+    values = _pair_scores(targets, found)  # (K, all detections)
     rows = np.flatnonzero(counts)
     starts = np.concatenate([[0], np.cumsum(counts[rows])[:-1]])
     out[rows] = np.maximum.reduceat(values, starts, axis=1).T
