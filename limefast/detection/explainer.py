@@ -90,12 +90,7 @@ class DetectionExplainer(SeededExplainer):
                 batch), no detection scoring ``score_threshold`` without ``targets``, or a
                 target box outside the image.
         """
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-        image = checks.image_array(image)
-        rgb = gray2rgb(image) if image.ndim == 2 else image
-        if num_samples is None:
-            num_samples = DEFAULT_SAMPLES[method]
+        image, rgb, num_samples = _checked(image, method, num_samples)
         # One forward of the image itself: the targets, or the given targets' scores.
         probe = TargetScores(detector_fn, [])
         found = probe.detections(rgb[None])[0]
@@ -151,12 +146,7 @@ class DetectionExplainer(SeededExplainer):
         """
         from limefast.detection.segmenter import RegionScores, given_regions, segmentation_targets
 
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-        image = checks.image_array(image)
-        rgb = gray2rgb(image) if image.ndim == 2 else image
-        if num_samples is None:
-            num_samples = DEFAULT_SAMPLES[method]
+        image, rgb, num_samples = _checked(image, method, num_samples)
         probe = RegionScores(segmenter_fn, [])
         probs = probe.probabilities(rgb[None])[0]
         if regions is None:
@@ -288,3 +278,13 @@ def given_targets(targets, shape: tuple[int, int]) -> list[Target]:
                 f"target {i}'s box {list(t.box)} is not inside the {w}x{h} image: boxes are "
                 f"x1, y1, x2, y2 in pixels with 0 <= x1 < x2 <= {w} and 0 <= y1 < y2 <= {h}")
     return items
+
+
+def _checked(image, method: str, num_samples):
+    """(the image, its RGB form, the number of samples): the method checked, the default
+    count of samples for it."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    image = checks.image_array(image)
+    rgb = gray2rgb(image) if image.ndim == 2 else image
+    return image, rgb, DEFAULT_SAMPLES[method] if num_samples is None else num_samples
