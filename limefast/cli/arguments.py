@@ -22,6 +22,16 @@ def count_or_auto(text: str):
     return "auto" if text == "auto" else positive_int(text)
 
 
+def class_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected class numbers like 1,15; got {text!r}")
+    return values
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)

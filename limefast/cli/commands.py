@@ -26,8 +26,11 @@ import importlib
 import os
 import sys
 
-from limefast.cli.arguments import auto_arguments, count_or_auto, positive_int, seconds, triple
+from limefast.cli.arguments import (auto_arguments, class_list, count_or_auto, positive_int,
+                                    seconds, triple)
 from limefast.cli.compare import run_compare
+from limefast.cli.detect import METHODS as TASK_METHODS
+from limefast.cli.detect import TASKS
 from limefast.cli.explain import run_explain
 from limefast.cli.inputs import InputError
 from limefast.cli.steps import METHODS, PLAIN_BATCH
@@ -77,9 +80,12 @@ def model_arguments(p: argparse.ArgumentParser, num_samples=1000) -> None:
                    help="perturbed images per model call, or auto (default: the "
                         "TorchClassifier's choice for torch models, "
                         f"{PLAIN_BATCH} for classifier functions)")
-    p.add_argument("--segmentation", choices=sorted(SEGMENTATIONS), default="quickshift")
+    p.add_argument("--segmentation", choices=sorted(SEGMENTATIONS), default="quickshift",
+                   help="the superpixels (default quickshift, lime's; explain --task "
+                        "detection with --model shapes: slic)")
     p.add_argument("--size", type=int, default=224,
-                   help="the images' side: SIZE x SIZE (0: as they are)")
+                   help="the images' side: SIZE x SIZE (0: as they are; default 224, and for "
+                        "explain --task detection|segmentation the model's own side or 0)")
     p.add_argument("--resize", choices=("crop", "stretch"), default="crop",
                    help="crop: scale the shorter side to SIZE and crop the centre (the default); "
                         "stretch: scale each axis to SIZE")
@@ -103,11 +109,29 @@ def add_explain(subparsers) -> None:
                                           "Shapley values, --method kernelshap).")
     _common(p, num_samples="auto")
     auto_arguments(p)
-    p.add_argument("--method", choices=sorted(METHODS), default="lime",
+    p.add_argument("--method", choices=sorted(TASK_METHODS), default="lime",
                    help="lime (default) or kernelshap: Shapley values over the superpixels, "
-                        "exact when every coalition fits in --num-samples")
+                        "exact when every coalition fits in --num-samples; drise (--task "
+                        "detection or segmentation): D-RISE's random masks")
     p.add_argument("--top-labels", type=positive_int, default=5)
-    p.set_defaults(func=run_explain)
+    g = p.add_argument_group("detectors and segmenters")
+    g.add_argument("--task", choices=TASKS, default="classification",
+                   help="what --model is: a classifier (default), a detector (every detection "
+                        "scoring --score-threshold explained: shapes, a torchvision detection "
+                        "model or module:factory) or a segmenter (each predicted class's "
+                        "connected areas: a torchvision segmentation model or module:factory)")
+    g.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
+                   help="--task detection: explain the detections scoring at least S "
+                        "(default 0.5)")
+    g.add_argument("--classes", type=class_list, default=None, metavar="C[,C...]",
+                   help="--task segmentation: only these classes' areas (default every "
+                        "predicted class)")
+    g.add_argument("--min-pixels", type=positive_int, default=16,
+                   help="--task segmentation: areas smaller than this are left out "
+                        "(default 16)")
+    # --size: 224 for classifiers; detectors and segmenters take the image as it is (or the
+    # side their model takes). --segmentation: quickshift, or what suits the model's images.
+    p.set_defaults(func=run_explain, size=None, segmentation=None)
 
 
 def add_compare(subparsers) -> None:

@@ -12,6 +12,15 @@ from limefast.core.record import explanation_record
 
 
 def run_explain(args) -> int:
+    from limefast.cli.detect import check_task_arguments, run_explain_task
+
+    check_task_arguments(args)
+    if args.task != "classification":
+        return run_explain_task(args)
+    if args.size is None:
+        args.size = 224
+    if args.segmentation is None:
+        args.segmentation = "quickshift"
     images, names, models, staging = prepare(args)
 
     def work():

@@ -217,22 +217,34 @@ class ImportedFactory:
 
 
 
-def torchvision_names() -> list[str]:
+# torchvision's model families: the submodule ``list_models`` looks in, and what the error says.
+FAMILIES = {"classification": ("", "classification"), "detection": ("detection", "detection"),
+            "segmentation": ("segmentation", "segmentation")}
+
+
+def torchvision_names(family: str = "classification") -> list[str]:
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    sub = FAMILIES[family][0]
+    module = getattr(torchvision.models, sub) if sub else torchvision.models
+    return sorted(torchvision.models.list_models(module=module))
 
 
-def _torchvision_model(name: str, weights: str | None):
+def _torchvision_model(name: str, weights: str | None, family: str = "classification"):
     import torchvision
 
-    names = torchvision_names()
+    names = torchvision_names(family)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise InputError(f"unknown model {name!r}: not a torchvision classification model{hint}; "
-                         "use one of torchvision.models.list_models() or module:factory")
+        sub = FAMILIES[family][0]
+        where = f"torchvision.models.{sub}" if sub else "torchvision.models"
+        raise InputError(f"unknown model {name!r}: not a torchvision {FAMILIES[family][1]} "
+                         f"model{hint}; use one of torchvision.models.list_models(module="
+                         f"{where}) or module:factory")
     extra = {"init_weights": False} if name in ("inception_v3", "googlenet") else {}
+    if family != "classification":  # no pretrained backbone either: nothing is downloaded
+        extra = {"weights_backbone": None}
     module = torchvision.models.get_model(name, weights=None, **extra)
     if weights != "DEFAULT":
         return module, None

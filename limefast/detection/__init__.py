@@ -13,12 +13,12 @@ on a classifier; D-RISE weighs random masks by the same scores (``docs/detection
 ``TorchDetector``, ``TorchSegmenter`` and ``drise_masks`` import torch when first used.
 """
 
-from limefast.detection.explainer import DetectionExplainer
+from limefast.detection.explainer import DetectionExplainer, NoTargets
 from limefast.detection.explanation import DetectionExplanation
 from limefast.detection.protocol import Detections, Detector, Target, affinity, box_iou
 
 __all__ = ["DetectionExplainer", "DetectionExplanation", "Detections", "Detector", "DriseMasks",
-           "Target", "TorchDetector", "TorchSegmenter", "affinity", "box_iou", "drise_masks",
+           "NoTargets", "Target", "TorchDetector", "TorchSegmenter", "affinity", "box_iou", "drise_masks",
            "segmentation_targets"]
 
 _LAZY = {"TorchDetector": "limefast.detection.torch_detector",

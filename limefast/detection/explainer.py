@@ -25,6 +25,11 @@ METHODS = ("lime", "kernelshap", "drise")
 DEFAULT_SAMPLES = {"lime": 1000, "kernelshap": 2048, "drise": 1000}
 
 
+class NoTargets(ValueError):
+    """Nothing to explain: no detection scored ``score_threshold`` (and no ``targets=``), or
+    the segmenter predicted no area large enough (and no ``regions=``)."""
+
+
 class DetectionExplainer(SeededExplainer):
     """Explains a detector's boxes (or a segmenter's regions) on an image.
 
@@ -98,7 +103,7 @@ class DetectionExplainer(SeededExplainer):
             score_threshold = float(score_threshold)
             chosen = detected_targets(found, score_threshold, rgb.shape[:2])
             if not chosen:
-                raise ValueError(
+                raise NoTargets(
                     f"the detector found nothing scoring at least score_threshold="
                     f"{score_threshold} on the image (its best: "
                     f"{found.scores.max(initial=float('nan')):.3g}): lower the threshold, or "
@@ -152,7 +157,7 @@ class DetectionExplainer(SeededExplainer):
         if regions is None:
             chosen = segmentation_targets(probs, classes=classes, min_pixels=min_pixels)
             if not chosen:
-                raise ValueError(f"the segmenter predicted no area of at least {min_pixels} "
+                raise NoTargets(f"the segmenter predicted no area of at least {min_pixels} "
                                  f"pixels{'' if classes is None else f' of classes {classes}'}"
                                  ": lower min_pixels, or pass regions=")
         else:
@@ -160,11 +165,13 @@ class DetectionExplainer(SeededExplainer):
         scores = RegionScores(segmenter_fn, chosen, probe.n_classes)
         for target, value in zip(chosen, scores.scores(probs[None], track=False)[0]):
             target.score = float(value)
-        return self._run(image, rgb, scores, chosen, method, num_samples, probe.images,
+        exp = self._run(image, rgb, scores, chosen, method, num_samples, probe.images,
                          hide_color=hide_color, num_features=num_features,
                          batch_size=batch_size, segmentation_fn=segmentation_fn,
                          random_seed=random_seed, progress_bar=progress_bar, masks=masks,
                          seed=seed, switches=switches)
+        exp.task = "segmentation"
+        return exp
 
     def _run(self, image, rgb, scores, chosen, method, num_samples, probe_images, *,
              hide_color, num_features, batch_size, segmentation_fn, random_seed, progress_bar,

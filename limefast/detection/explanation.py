@@ -26,7 +26,9 @@ class DetectionExplanation(ImageExplanation):
     - ``stop_reasons[i]``: target i's stop reason: the explanation's ``stop_reason``, or
       ``'flat'`` when no perturbed image changed its score (a given box the model never
       matches): its weights are then all 0 and say nothing;
-    - ``num_forwards``: the detector's images, every target's together.
+    - ``num_forwards``: the detector's images, every target's together;
+    - ``task``: ``"detection"``, or ``"segmentation"`` (``explain_segmentation``: each target
+      carries its ``region``).
     """
 
     def __init__(self, image: np.ndarray, segments: np.ndarray | None, targets: list[Target],
@@ -38,6 +40,7 @@ class DetectionExplanation(ImageExplanation):
         self.saliency_raw: dict[int, np.ndarray] = {}
         self.stop_reasons: dict[int, str] = {}
         self.num_forwards = 0
+        self.task = "detection"
 
     @classmethod
     def wrap(cls, inner: ImageExplanation, targets: list[Target],
@@ -89,12 +92,13 @@ class DetectionExplanation(ImageExplanation):
                              "pixel map instead, in saliency[i] (or render(i))")
         return super().get_image_and_mask(self._check_target(label), *args, **kwargs)
 
-    def panel(self, *, tile: int = 160, as_pil: bool = True):
+    def panel(self, *, tile: int = 160, as_pil: bool = True, label_name=None):
         """One tile per target: its box and its weights or map, titled with its class and
-        score."""
+        score (``label_name(label)``: the class's name; default ``class N``)."""
         from limefast.viz.panel import panel
 
-        tiles = [(f"#{i} class {t.label} ({t.score:.2f})" + (
+        name = label_name or (lambda label: f"class {label}")
+        tiles = [(f"#{i} {name(t.label)} ({t.score:.2f})" + (
             ", flat" if self.stop_reasons.get(i) == "flat" else ""), self.render(i))
             for i, t in enumerate(self.targets)]
         return panel(tiles, tile=tile, as_pil=as_pil,
@@ -113,6 +117,8 @@ class DetectionExplanation(ImageExplanation):
             entry = {"box": [float(v) for v in t.box], "class": int(t.label),
                      "score": number(t.score), "given": bool(t.given),
                      "stop_reason": self.stop_reasons.get(i, self.stop_reason)}
+            if t.region is not None:
+                entry["region_pixels"] = int(np.count_nonzero(t.region))
             if self.method == "drise":
                 entry["saliency_shape"] = list(self.saliency[i].shape)
             else:
@@ -128,10 +134,11 @@ class DetectionExplanation(ImageExplanation):
                     entry["base_value"] = number(self.base_value[i])
             targets[str(i)] = entry
         return {
-            "image": image, "method": self.method, "task": "detection", "model": model,
+            "image": image, "method": self.method, "task": self.task, "model": model,
             "size": list(self.image.shape[:2]),
             "n_superpixels": None if self.segments is None else int(self.segments.max()) + 1,
             "num_samples": int(self.num_samples), "num_evaluated": int(self.num_evaluated),
+            "num_forwards": int(self.num_forwards),
             "converged": bool(self.converged), "stop_reason": self.stop_reason, "seed": seed,
             "labels": targets, "seconds": seconds,
         }

@@ -197,6 +197,10 @@ class ShapesDetector:
 
     def raw(self, images: np.ndarray) -> torch.Tensor:
         """The net's (N, 7, 12, 12) output."""
+        shape = np.shape(images)
+        if len(shape) != 4 or shape[1:] != (SIZE, SIZE, 3):
+            raise ValueError(f"the shapes detector takes (N, {SIZE}, {SIZE}, 3) images; got "
+                             f"shape {shape}")
         with torch.inference_mode():
             if self.threads is None:
                 return self.model(to_tensor(images))
