@@ -30,7 +30,7 @@ from limefast.cli.arguments import (auto_arguments, class_list, count_or_auto, p
                                     seconds, triple)
 from limefast.cli.compare import run_compare
 from limefast.cli.detect import METHODS as TASK_METHODS
-from limefast.cli.detect import TASKS
+from limefast.cli.detect import task_arguments
 from limefast.cli.explain import run_explain
 from limefast.cli.inputs import InputError
 from limefast.cli.steps import METHODS, PLAIN_BATCH
@@ -114,21 +114,7 @@ def add_explain(subparsers) -> None:
                         "exact when every coalition fits in --num-samples; drise (--task "
                         "detection or segmentation): D-RISE's random masks")
     p.add_argument("--top-labels", type=positive_int, default=5)
-    g = p.add_argument_group("detectors and segmenters")
-    g.add_argument("--task", choices=TASKS, default="classification",
-                   help="what --model is: a classifier (default), a detector (every detection "
-                        "scoring --score-threshold explained: shapes, a torchvision detection "
-                        "model or module:factory) or a segmenter (each predicted class's "
-                        "connected areas: a torchvision segmentation model or module:factory)")
-    g.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
-                   help="--task detection: explain the detections scoring at least S "
-                        "(default 0.5)")
-    g.add_argument("--classes", type=class_list, default=None, metavar="C[,C...]",
-                   help="--task segmentation: only these classes' areas (default every "
-                        "predicted class)")
-    g.add_argument("--min-pixels", type=positive_int, default=16,
-                   help="--task segmentation: areas smaller than this are left out "
-                        "(default 16)")
+    task_arguments(p)
     # --size: 224 for classifiers; detectors and segmenters take the image as it is (or the
     # side their model takes). --segmentation: quickshift, or what suits the model's images.
     p.set_defaults(func=run_explain, size=None, segmentation=None)

@@ -39,6 +39,28 @@ BUILTIN = {"detection": {"shapes": ("limefast.models.detector", 48,
 METHODS = {"lime": "LIME", "kernelshap": "KernelSHAP", "drise": "D-RISE"}
 
 
+def task_arguments(p) -> None:
+    """``--task`` and what it takes (``--score-threshold``, ``--classes``, ``--min-pixels``):
+    the flags of every subcommand that explains detectors and segmenters."""
+    from limefast.cli.arguments import class_list, positive_int
+
+    g = p.add_argument_group("detectors and segmenters")
+    g.add_argument("--task", choices=TASKS, default="classification",
+                   help="what --model is: a classifier (default), a detector (every detection "
+                        "scoring --score-threshold explained: shapes, a torchvision detection "
+                        "model or module:factory) or a segmenter (each predicted class's "
+                        "connected areas: a torchvision segmentation model or module:factory)")
+    g.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
+                   help="--task detection: explain the detections scoring at least S "
+                        "(default 0.5)")
+    g.add_argument("--classes", type=class_list, default=None, metavar="C[,C...]",
+                   help="--task segmentation: only these classes' areas (default every "
+                        "predicted class)")
+    g.add_argument("--min-pixels", type=positive_int, default=16,
+                   help="--task segmentation: areas smaller than this are left out "
+                        "(default 16)")
+
+
 @dataclass
 class LoadedDetector:
     """A detector (or segmenter) ready to explain: ``fn`` takes (N, H, W, 3) images and
