@@ -284,3 +284,24 @@ def test_auto_samples_and_the_json_record(setting):
     assert back["task"] == "detection" and back["method"] == "lime"
     assert len(back["labels"]) == len(e.targets)
     assert back["labels"]["0"]["weights"][0][0] == int(e.local_exp[0][0][0])
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2 ** 31 - 1, 2 ** 40 + 5, -3])
+@pytest.mark.parametrize("shape", [(48, 48), (37, 61), (100, 30)])
+def test_drise_masks_are_torchs_draws(seed, shape):
+    """The masks' grids and offsets are what the reference draws from torch's generator after
+    ``torch.manual_seed(seed)``: a grid, then the crop's row and column, mask after mask."""
+    torch = pytest.importorskip("torch")
+    from limefast.detection import drise_masks
+
+    n = 700  # more than one chunk of draws
+    masks = drise_masks(n, shape, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    pad = int(max(shape[0] / 16, shape[1] / 16))
+    assert masks.padding == pad
+    for k in range(n):
+        grid = torch.randint(0, 2, (16, 16), generator=generator).numpy()
+        row = torch.randint(0, pad + 1, (1,), generator=generator).item()
+        col = torch.randint(0, pad + 1, (1,), generator=generator).item()
+        np.testing.assert_array_equal(masks.grids[k], grid)
+        assert tuple(masks.offsets[k]) == (row, col), k

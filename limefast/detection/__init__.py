@@ -10,7 +10,7 @@ on a classifier; D-RISE weighs random masks by the same scores (``docs/detection
 - ``TorchSegmenter`` and ``segmentation_targets``: a segmentation model's regions as targets;
 - ``drise_masks``: the reference's D-RISE masks for a seed, drawn lazily.
 
-``TorchDetector``, ``TorchSegmenter`` and ``drise_masks`` import torch when first used.
+``TorchDetector`` and ``TorchSegmenter`` import torch when first used.
 """
 
 from limefast.detection.explainer import DetectionExplainer, NoTargets
@@ -18,8 +18,8 @@ from limefast.detection.explanation import DetectionExplanation
 from limefast.detection.protocol import Detections, Detector, Target, affinity, box_iou
 
 __all__ = ["DetectionExplainer", "DetectionExplanation", "Detections", "Detector", "DriseMasks",
-           "NoTargets", "Target", "TorchDetector", "TorchSegmenter", "affinity", "box_iou", "drise_masks",
-           "segmentation_targets"]
+           "NoTargets", "Target", "TorchDetector", "TorchSegmenter", "affinity", "box_iou",
+           "drise_masks", "segmentation_targets"]
 
 _LAZY = {"TorchDetector": "limefast.detection.torch_detector",
          "TorchSegmenter": "limefast.detection.segmenter",

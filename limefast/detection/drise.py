@@ -9,8 +9,8 @@ end takes each target's map as the score-weighted sum of the masks less the mean
 the sum of the masks, scaled to [0, 1] (less its minimum, over its maximum).
 
 Here ``drise_masks`` keeps only the grids and offsets (256 bytes and two integers a mask) and
-draws them from a ``torch.Generator`` seeded as ``torch.manual_seed(seed)`` seeds the global
-one, so the masks are the reference's; the kernel (``limefast.kernels.drise``) writes a batch
+draws them from the stream ``torch.manual_seed(seed)`` gives torch's CPU generator (MT19937,
+drawn with NumPy, no torch needed), so the masks are the reference's; the kernel (``limefast.kernels.drise``) writes a batch
 of masks and masked images, the detector runs on the batch, and the batch's masks are added
 into the (n_targets, H, W) sums with one matrix product: memory does not grow with the number
 of masks.
@@ -30,6 +30,7 @@ from limefast.kernels.drise import _apply_masks_cpu, _grid_masks_cpu
 
 MASK_RES = (16, 16)
 AUTO_BATCH = 64  # D-RISE's batch for batch_size="auto"
+MASK_CHUNK = 512  # masks drawn at a time
 
 
 def _nearest_index(out: int, size: int) -> np.ndarray:
@@ -105,9 +106,6 @@ def drise_masks(n: int, shape: tuple[int, int], seed: int = 0, mask_res=MASK_RES
     Returns:
         A DriseMasks (grids and offsets; ``np.asarray`` gives the (n, H, W) float32 masks).
     """
-    from limefast.optional import require
-
-    torch = require("torch", "limefast.detection.drise_masks")
     n = int(n)
     if n < 1:
         raise ValueError(f"n must be a positive number of masks; got {n}")
@@ -115,13 +113,19 @@ def drise_masks(n: int, shape: tuple[int, int], seed: int = 0, mask_res=MASK_RES
     gh, gw = (int(s) for s in mask_res)
     if padding is None:
         padding = int(max(h / gh, w / gw))
-    generator = torch.Generator().manual_seed(int(seed))
+    # torch's CPU generator is MT19937 seeded as init_genrand(seed mod 2^32), as NumPy's
+    # legacy RandomState is; torch.randint below 2^32 takes one 32-bit word per value, in
+    # order, modulo the range. The reference draws, per mask, the grid (gh * gw values), then
+    # RandomCrop's row and column: gh * gw + 2 words a mask, drawn here all at once.
+    # (In chunks: the words are 4 bytes a value, the grids keep 1.)
+    stream = np.random.RandomState(int(seed) & 0xFFFFFFFF)
     grids = np.empty((n, gh, gw), np.uint8)
     offsets = np.empty((n, 2), np.int64)
-    for k in range(n):  # the reference's order: the grid, then RandomCrop's row and column
-        grids[k] = torch.randint(0, 2, (gh, gw), generator=generator).numpy()
-        offsets[k, 0] = torch.randint(0, padding + 1, (1,), generator=generator).item()
-        offsets[k, 1] = torch.randint(0, padding + 1, (1,), generator=generator).item()
+    for start in range(0, n, MASK_CHUNK):
+        stop = min(start + MASK_CHUNK, n)
+        words = stream.randint(0, 2 ** 32, size=(stop - start, gh * gw + 2), dtype=np.uint32)
+        grids[start:stop] = (words[:, :gh * gw] % 2).reshape(-1, gh, gw)
+        offsets[start:stop] = words[:, gh * gw:] % np.uint32(padding + 1)
     return DriseMasks(grids, offsets, (h, w), int(padding))
 
 

@@ -98,7 +98,7 @@ def check_detections(sets, n_images: int, where: str,
         raise ValueError(f"the detector returned {len(sets)} detection sets for {n_images} "
                          f"images in {where}; it must return one per image")
     out = []
-    for i, item in enumerate(sets):
+    for i, item in enumerate(sets):  # the structure, one set at a time
         at = f"image {i} of {where}"
         if not isinstance(item, dict) or not {"boxes", "scores", "labels"} <= set(item):
             got = sorted(item) if isinstance(item, dict) else type(item).__name__
@@ -115,31 +115,65 @@ def check_detections(sets, n_images: int, where: str,
             raise ValueError(f"boxes must be (K, 4), scores and labels (K,); got boxes "
                              f"{boxes.shape}, scores {scores.shape}, labels {labels.shape} "
                              f"for {at}")
-        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-            raise ValueError(f"the detector returned NaN or infinite boxes or scores for {at}")
-        if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
-            bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))[0]
-            raise ValueError(f"box {bad} of {at} has a negative width or height: "
-                             f"{boxes[bad].tolist()} (boxes are x1, y1, x2, y2 with x2 >= x1 "
-                             "and y2 >= y1)")
         probs = item.get("class_probs")
         if probs is not None:
             probs = _numpy(probs).astype(np.float64, copy=False)
             if probs.ndim != 2 or probs.shape[0] != boxes.shape[0]:
                 raise ValueError(f"class_probs must be (K, n_classes) with K = {len(boxes)} "
                                  f"boxes; got {probs.shape} for {at}")
-            if not np.isfinite(probs).all():
-                raise ValueError(f"the detector returned NaN or infinite class_probs for {at}")
-            if len(probs) and n_classes is not None and probs.shape[1] != n_classes:
-                raise ValueError(f"class_probs has {probs.shape[1]} classes for {at}, "
-                                 f"{n_classes} before: the class count must not change")
-            if len(probs):
-                n_classes = probs.shape[1]
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.mod(labels, 1) == 0):
-                raise ValueError(f"labels must be integers; got {labels.dtype} for {at}")
-        out.append(Detections(boxes, scores, labels.astype(np.int64), probs))
+        out.append(Detections(boxes, scores, labels, probs))
+    # The values, every set's at once (a batch holds hundreds of sets of a few boxes); the
+    # first set at fault is looked for only when something is.
+    if out and not _values_ok(out, n_classes):
+        for i, found in enumerate(out):
+            n_classes = _check_values(found, f"image {i} of {where}", n_classes)
+    for found in out:
+        found.labels = found.labels.astype(np.int64)
     return out
+
+
+def _values_ok(sets: list[Detections], n_classes: int | None) -> bool:
+    """Whether every set's values pass ``_check_values`` (a quick look at all of them)."""
+    boxes = np.concatenate([d.boxes for d in sets])
+    scores = np.concatenate([d.scores for d in sets])
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        return False
+    if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
+        return False
+    labels = [d.labels for d in sets if d.labels.size]
+    if labels and not all(np.issubdtype(t, np.integer) for t in {lab.dtype for lab in labels}):
+        if not np.all(np.mod(np.concatenate(labels).astype(np.float64), 1) == 0):
+            return False
+    probs = [d.class_probs for d in sets if d.class_probs is not None and len(d.class_probs)]
+    if probs:
+        widths = {p.shape[1] for p in probs} | ({n_classes} if n_classes is not None else set())
+        if len(widths) > 1 or not np.isfinite(np.concatenate(probs)).all():
+            return False
+    return True
+
+
+def _check_values(found: Detections, at: str, n_classes: int | None) -> int | None:
+    """One set's values checked (``at`` names it); returns the class count seen so far."""
+    boxes, probs, labels = found.boxes, found.class_probs, found.labels
+    if not (np.isfinite(boxes).all() and np.isfinite(found.scores).all()):
+        raise ValueError(f"the detector returned NaN or infinite boxes or scores for {at}")
+    if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
+        bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))[0]
+        raise ValueError(f"box {bad} of {at} has a negative width or height: "
+                         f"{boxes[bad].tolist()} (boxes are x1, y1, x2, y2 with x2 >= x1 "
+                         "and y2 >= y1)")
+    if probs is not None:
+        if not np.isfinite(probs).all():
+            raise ValueError(f"the detector returned NaN or infinite class_probs for {at}")
+        if len(probs) and n_classes is not None and probs.shape[1] != n_classes:
+            raise ValueError(f"class_probs has {probs.shape[1]} classes for {at}, "
+                             f"{n_classes} before: the class count must not change")
+        if len(probs):
+            n_classes = probs.shape[1]
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.mod(labels, 1) == 0):
+            raise ValueError(f"labels must be integers; got {labels.dtype} for {at}")
+    return n_classes
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
