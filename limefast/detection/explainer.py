@@ -75,7 +75,8 @@ class DetectionExplainer(SeededExplainer):
             hide_color: hidden pixels' value for LIME and KernelSHAP (None: each superpixel's
                 mean colour); D-RISE hides with 0, as the reference does.
             num_features: LIME's superpixels per explanation.
-            batch_size: images per detector call, or ``"auto"``.
+            batch_size: images per detector call, or ``"auto"`` (a ``TorchDetector`` runs LIME
+                and KernelSHAP on its device, in its own ``batch_size``).
             segmentation_fn, random_seed: as for ``LimeImageExplainer`` (LIME, KernelSHAP).
             progress_bar: a tqdm bar over the images.
             masks: D-RISE's masks: a ``drise_masks(...)`` result or an (N, H, W) array of

@@ -48,14 +48,18 @@ class TargetScores:
         self.affinity_fn = affinity_fn
         self.n_classes = n_classes
         self.calls = self.images = 0
+        self._executor = None
         self.low = np.full(len(self.targets), np.inf)
         self.high = np.full(len(self.targets), -np.inf)
 
     def detections(self, images: np.ndarray) -> list[Detections]:
         """The detector's checked answer for ``images`` (N, H, W, C)."""
-        n = images.shape[0]
+        return self.checked(self.detector(images), images.shape[0])
+
+    def checked(self, sets, n: int) -> list[Detections]:
+        """The detector's answer ``sets`` for the next ``n`` images, checked and counted."""
         where = f"batch {self.calls} (images {self.images}..{self.images + n - 1})"
-        sets = check_detections(self.detector(images), n, where, self.n_classes)
+        sets = check_detections(sets, n, where, self.n_classes)
         for found in sets:
             if found.class_probs is not None and len(found):
                 self.n_classes = found.class_probs.shape[1]
@@ -85,6 +89,21 @@ class TargetScores:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.scores(self.detections(np.asarray(images)))
+
+    def limefast_executor(self):
+        """The explainers' hook (``limefast.core.executor.executor_for``): a ``TorchDetector``
+        is explained on its device (``limefast.detection.device``); any other detector on the
+        CPU executor."""
+        from limefast.core.executor import CPU_EXECUTOR
+        from limefast.detection.torch_detector import TorchDetector
+
+        if not isinstance(self.detector, TorchDetector):
+            return CPU_EXECUTOR
+        if self._executor is None:
+            from limefast.detection.device import device_executor
+
+            self._executor = device_executor(self.detector, self)
+        return self._executor
 
     def flat(self) -> np.ndarray:
         """(K,) bool: targets whose score never changed over the images seen."""

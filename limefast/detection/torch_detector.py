@@ -7,6 +7,10 @@ one dict per image with ``boxes`` (x1, y1, x2, y2 in the input's pixels), ``scor
 ``labels`` (plus ``masks`` or ``keypoints``, which the protocol does not use). The adapter
 writes each batch model-ready on the model's device (the uint8 batch is copied once and
 scaled there) and brings back only the boxes, scores and labels.
+
+LIME and KernelSHAP explain a ``TorchDetector`` on its device (``limefast.detection.device``):
+the perturbed images are written model-ready there by the classifier's kernels (CUDA on a
+GPU), the targets' scores stay there and the surrogate is solved there.
 """
 
 from __future__ import annotations
@@ -73,15 +77,21 @@ class TorchDetector:
         out: list[dict] = []
         with torch.inference_mode():
             for start in range(0, images.shape[0], self.batch_size):
-                found = self.model(self.model_ready(images[start:start + self.batch_size]))
-                if not isinstance(found, (list, tuple)) or not all(
-                        isinstance(d, dict) for d in found):
-                    raise ValueError(
-                        f"the model returned {type(found).__name__}, not a list of dicts: "
-                        "TorchDetector takes torchvision-style detectors (wrap others in a "
-                        "function returning dicts, see docs/detection.md)")
-                for d in found:
-                    keep = d["scores"] >= self.min_score
-                    out.append({key: d[key][keep].detach().cpu().numpy()
-                                for key in ("boxes", "scores", "labels")})
+                out += self.detect(self.model_ready(images[start:start + self.batch_size]))
+        return out
+
+    def detect(self, batch) -> list[dict]:
+        """The model's detections of a model-ready batch (a list of (C, H, W) float tensors on
+        its device), as NumPy dicts; call under ``torch.inference_mode()``."""
+        found = self.model(batch)
+        if not isinstance(found, (list, tuple)) or not all(isinstance(d, dict) for d in found):
+            raise ValueError(
+                f"the model returned {type(found).__name__}, not a list of dicts: "
+                "TorchDetector takes torchvision-style detectors (wrap others in a "
+                "function returning dicts, see docs/detection.md)")
+        out = []
+        for d in found:
+            keep = d["scores"] >= self.min_score
+            out.append({key: d[key][keep].detach().cpu().numpy()
+                        for key in ("boxes", "scores", "labels")})
         return out

@@ -43,8 +43,8 @@ class _Workspace:
                 n = min(self.batch, g1 - b0)
                 self.write(b0, n)
                 out = self.forward(n)
-                if probs is None:
-                    probs = torch.empty((total, out.shape[1]), dtype=torch.float32,
+                if probs is None:  # float32 probabilities (a detector's scores: float64)
+                    probs = torch.empty((total, out.shape[1]), dtype=out.dtype,
                                         device=self.clf.device)
                 elif out.shape[1] != probs.shape[1]:
                     raise ValueError(f"the model returned {out.shape[1]} classes for images of "
