@@ -22,6 +22,8 @@ from limefast.optional import install_hint, require
 INSTALL_HINT = install_hint("ray")  # Ray Data and pyarrow: the dataset extra
 # 2: stderr, num_samples and num_evaluated columns; 3: expected_overlap, top_k, stop_reason
 FORMAT_VERSION = 3
+# Settings of detector and segmenter runs only: not in a classifier run's metadata.
+TASK_SETTINGS = ("task", "method", "score_threshold", "classes", "min_pixels", "max_samples")
 
 
 def image_seed(seed: int, image_id: str) -> int:
@@ -84,7 +86,14 @@ class Settings:
     dedupe: bool = False
     target_overlap: float | None = None  # num_samples="auto"'s rule (None: the defaults)
     min_gain: float | None = None
-    sampler: str = "lime"  # the row design (sampling.SAMPLERS), resolved by the driver
+    sampler: str | None = "lime"  # the row design (sampling.SAMPLERS), resolved by the driver
+    # detectors and segmenters (limefast.dataset.detection); a classifier run leaves them be
+    task: str = "classification"
+    method: str = "lime"
+    score_threshold: float = 0.5  # detection
+    classes: tuple[int, ...] | None = None  # segmentation
+    min_pixels: int = 16  # segmentation
+    max_samples: int | None = None  # num_samples="auto"'s cap (LIME, KernelSHAP)
 
     def metadata(self) -> dict:
         """The settings that decide the rows, as JSON values: a resumed run must match them."""
@@ -100,6 +109,12 @@ class Settings:
         meta["hide_color"] = repr(self.hide_color)
         meta["image_size"] = list(self.image_size) if self.image_size else None
         meta["format"] = FORMAT_VERSION
+        if self.task != "classification":
+            from limefast.dataset.detection import task_metadata
+
+            return task_metadata(self, meta)
+        for key in TASK_SETTINGS:  # a classifier run's metadata is what it always was
+            meta.pop(key)
         return meta
 
 
