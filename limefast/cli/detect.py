@@ -84,7 +84,7 @@ class LoadedDetector:
 
 def load_detector(spec: str, weights: str | None = None, *, task: str = "detection",
                   device=None, seed: int = 0, batch_size: int | None = None,
-                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> LoadedDetector:
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD, cwd: str | None = None) -> LoadedDetector:
     """The detector (``task="detection"``) or segmenter (``"segmentation"``) ``spec`` names.
 
     Args:
@@ -97,6 +97,8 @@ def load_detector(spec: str, weights: str | None = None, *, task: str = "detecti
         batch_size: images per forward of a torch module (default 8).
         mean, std: a segmentation module's input normalisation (detection modules normalise
             their input themselves).
+        cwd: the folder a ``module:factory`` is imported from (default the current one; a Ray
+            worker is given its driver's).
 
     Raises:
         InputError: an unknown name, a factory that fails, weights that do not fit.
@@ -117,7 +119,7 @@ def load_detector(spec: str, weights: str | None = None, *, task: str = "detecti
                               segmentation=segmentation)
     categories = None
     if ":" in spec:
-        built = ImportedFactory(spec, os.getcwd()).build(lambda: _seed_loaded_torch(seed))
+        built = ImportedFactory(spec, cwd or os.getcwd()).build(lambda: _seed_loaded_torch(seed))
         torch = sys.modules.get("torch")
         if torch is None or not isinstance(built, torch.nn.Module):
             if weights not in (None, "RANDOM"):

@@ -13,6 +13,7 @@ import os
 import sys
 
 from limefast.cli.arguments import auto_arguments, count_or_auto, positive_int, seconds
+from limefast.cli.detect import task_arguments
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,7 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("source", help="folder of images (searched recursively)")
     p.add_argument("--model", required=True, metavar="MODULE:FACTORY",
                    help="callable with no arguments returning the classifier (e.g. a "
-                        "TorchClassifier), as module:name or file.py:name")
+                        "TorchClassifier), as module:name or file.py:name; with --task "
+                        "detection|segmentation, a model as limefast explain names it: shapes, "
+                        "a torchvision detection or segmentation model, or module:factory")
     p.add_argument("--output", required=True, help="folder (or URI) for the Parquet rows")
     p.add_argument("--num-samples", type=count_or_auto, default="auto", metavar="N|auto",
                    help="perturbed images per image, or auto: rounds until the top "
@@ -66,6 +69,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--method", choices=("drise", "kernelshap", "lime"), default="lime",
+                   help="--task detection|segmentation: lime, kernelshap (Shapley values over "
+                        "the superpixels) or drise (D-RISE's random masks); classifiers: lime")
+    p.add_argument("--weights", default=None, metavar="FILE|DEFAULT",
+                   help="--task detection|segmentation: a state-dict file, or DEFAULT for "
+                        "torchvision's pretrained weights (none: random weights)")
+    task_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -77,6 +87,14 @@ def run(args: argparse.Namespace) -> int:
     from limefast.dataset.driver import explain_dataset
     from limefast.dataset.worker import INSTALL_HINT
 
+    if args.task != "classification":
+        return run_task(args)
+    for flag, value in (("--method", args.method != "lime"), ("--weights", args.weights)):
+        if value:
+            print(f"limefast explain-dataset: {flag} is for --task detection|segmentation (a "
+                  "classifier's factory is explained with LIME, with the weights it loads)",
+                  file=sys.stderr)
+            return 2
     factory = ImportedFactory(args.model, os.getcwd())
     try:
         factory.resolve()  # fail here, not in every worker
@@ -102,6 +120,71 @@ def run(args: argparse.Namespace) -> int:
     rate = result.explained / result.seconds if result.seconds else 0.0
     print(f"explained {result.explained} images ({rate:.2f}/s), {result.errors} errors, "
           f"{result.skipped} already done; rows in {result.output}")
+    return 0
+
+
+def run_task(args: argparse.Namespace) -> int:
+    """``explain-dataset --task detection|segmentation``: one row per (image, target)."""
+    from limefast.cli.detect import check_task_arguments
+    from limefast.cli.inputs import InputError
+    from limefast.cli.steps import warn_notes
+    from limefast.dataset.detection import DetectorFactory
+    from limefast.dataset.driver import _ray, explain_dataset
+    from limefast.dataset.worker import INSTALL_HINT
+
+    prog = "limefast explain-dataset"
+    try:
+        _ray()  # before loading the model
+    except ImportError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    factory = DetectorFactory(args.model, args.task, args.weights, args.seed,
+                              args.model_batch_size, cwd=os.getcwd())
+    try:
+        check_task_arguments(argparse.Namespace(**vars(args), max_samples=None))
+        if args.method == "drise" and args.segmentation:
+            raise InputError("--method drise hides random masks, not superpixels: it takes no "
+                             "--segmentation")
+        loaded = factory()  # fail here, not in every worker; and the model's own defaults
+        image_size = args.image_size
+        if loaded.size:
+            if image_size is None:
+                image_size = (loaded.size, loaded.size)
+            elif image_size != (loaded.size, loaded.size):
+                raise InputError(f"--model {args.model} takes {loaded.size}x{loaded.size} "
+                                 f"images: drop --image-size (or give --image-size "
+                                 f"{loaded.size})")
+        segmentation = None
+        if args.method != "drise":
+            segmentation = args.segmentation or loaded.segmentation
+        warn_notes([loaded])  # random weights, say
+        del loaded
+        result = explain_dataset(
+            args.source, factory, output=args.output, num_samples=args.num_samples,
+            seed=args.seed, segmentation=segmentation, image_size=image_size,
+            resize=args.resize, batch_images=args.batch_images,
+            model_batch_size=args.model_batch_size, concurrency=args.workers,
+            num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=args.cpus_per_worker,
+            max_retries=args.max_retries, overlays=args.overlays, address=args.address,
+            progress=not args.no_progress, time_budget=args.time_budget, dedupe=args.dedupe,
+            target_overlap=args.target_overlap, min_gain=args.min_gain, sampler=args.sampler,
+            task=args.task, method=args.method, score_threshold=args.score_threshold,
+            classes=args.classes, min_pixels=args.min_pixels,
+        )
+    except InputError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"{prog}: {exc}" if INSTALL_HINT in str(exc) else
+              f"{prog}: --model {args.model}: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    rate = result.explained / result.seconds if result.seconds else 0.0
+    print(f"explained {result.explained} images ({rate:.2f}/s), {result.no_targets} without "
+          f"targets, {result.errors} errors, {result.skipped} already done; rows in "
+          f"{result.output}")
     return 0
 
 

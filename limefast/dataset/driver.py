@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from limefast.core import checks, rounds, sampling
+from limefast.dataset.detection import TASKS, DetectionWorker, detection_schema, task_settings
 from limefast.dataset.worker import (
     ExplainWorker,
     Settings,
@@ -53,6 +54,7 @@ class DatasetRun:
     errors: int  # images this call recorded as error rows
     skipped: int  # images found already in ``output``
     seconds: float  # wall time of the call
+    no_targets: int = 0  # detectors, segmenters: images this call found nothing to explain on
 
 
 def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
@@ -65,8 +67,12 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
                     image_column: str = "image", id_column: str | None = None,
                     time_budget: float | None = None, dedupe: bool = False,
                     resize: str = "stretch", target_overlap: float | None = None,
-                    min_gain: float | None = None, sampler: str | None = None) -> DatasetRun:
-    """Explain every image of ``source`` with ``model_factory()``'s classifier, on Ray Data.
+                    min_gain: float | None = None, sampler: str | None = None,
+                    task: str = "classification", method: str = "lime",
+                    score_threshold: float = 0.5, classes=None,
+                    min_pixels: int = 16) -> DatasetRun:
+    """Explain every image of ``source`` with ``model_factory()``'s classifier, on Ray Data
+    (or its detector's or segmenter's targets: ``task``).
 
     Args:
         source: a folder (its image files, recursively; ids are POSIX paths relative to it), a
@@ -105,13 +111,27 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
         progress: show a progress bar.
         image_column, id_column: columns of a Ray Dataset source (default id column ``'id'``,
             or ``'path'`` as ``ray.data.read_images(..., include_paths=True)`` writes it).
+        task: ``"classification"`` (the default), or ``"detection"`` / ``"segmentation"``:
+            ``model_factory()`` returns a detector (segmenter) callable of the protocol of
+            ``limefast.detection``, or a ``LoadedDetector`` (``DetectorFactory``), and each
+            image's targets get one row each (``limefast.dataset.detection``); ``top_labels``
+            is then not used.
+        method: ``"lime"``, ``"kernelshap"`` or ``"drise"`` (detectors and segmenters; a
+            classifier is explained with LIME).
+        score_threshold: detection: the detections scoring at least this are explained.
+        classes, min_pixels: segmentation: as ``DetectionExplainer.explain_segmentation``.
 
     Returns:
         A DatasetRun; the rows are in ``read_results(output)``.
     """
     t0 = time.perf_counter()
     ray = _ray()
-    settings = Settings(
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
+    if task == "classification" and method != "lime":
+        raise ValueError(f"a classifier is explained with LIME: method={method!r} is for "
+                         "task='detection' or 'segmentation'")
+    fields = dict(
         output=_absolute(output),
         num_samples=checks.int_or_auto("num_samples", num_samples),
         top_labels=checks.positive_int("top_labels", top_labels),
@@ -126,13 +146,23 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
         time_budget=checks.time_budget(time_budget), dedupe=bool(dedupe),
         target_overlap=checks.open_unit("target_overlap", target_overlap),
         min_gain=checks.non_negative("min_gain", min_gain),
-        sampler=_sampler(sampler, num_samples, hide_color),
+        sampler=_sampler(sampler, num_samples, hide_color) if method == "lime" else None,
     )
+    if task != "classification":
+        fields.update(task_settings(
+            task, method, num_samples=fields["num_samples"], score_threshold=score_threshold,
+            classes=classes, min_pixels=min_pixels, sampler=sampler,
+            segmentation=fields["segmentation"], hide_color=hide_color,
+            time_budget=fields["time_budget"], dedupe=fields["dedupe"],
+            target_overlap=fields["target_overlap"], min_gain=fields["min_gain"]))
+    settings = Settings(**fields)
     # the rest of explain_instance's checks of these, here rather than once per image
-    rounds.Rounds.from_arguments(settings.num_samples, None, None, settings.time_budget, None,
-                                 settings.dedupe, target_overlap=settings.target_overlap,
-                                 min_gain=settings.min_gain, sampler=settings.sampler,
-                                 hide_color=hide_color)
+    if method != "drise":
+        rounds.Rounds.from_arguments(settings.num_samples, None, None, settings.time_budget,
+                                     None, settings.dedupe,
+                                     target_overlap=settings.target_overlap,
+                                     min_gain=settings.min_gain, sampler=settings.sampler,
+                                     hide_color=hide_color)
     batch_images = checks.positive_int("batch_images", batch_images)
     if concurrency is not None:
         concurrency = checks.positive_int("concurrency", concurrency)
@@ -175,23 +205,28 @@ def explain_dataset(source, model_factory: Callable[[], Callable], *, output,
             resources["num_gpus"] = num_gpus_per_worker
         # Ray Data restarts a worker that died and retries its tasks (its defaults); the
         # workers' attempt markers bound how often one image may kill its worker.
+        worker = ExplainWorker if task == "classification" else DetectionWorker
         summaries = ds.map_batches(
-            ExplainWorker, fn_constructor_args=(model_factory, settings, columns),
+            worker, fn_constructor_args=(model_factory, settings, columns),
             batch_size=batch_images, batch_format="numpy", compute=pool, **resources,
         )
-        explained, errors = _consume(summaries, total, progress)
+        explained, errors, no_targets = _consume(summaries, total, progress)
     finally:
         context.enable_progress_bars = ray_bars
-    return DatasetRun(settings.output, explained, errors, skipped, time.perf_counter() - t0)
+    return DatasetRun(settings.output, explained, errors, skipped, time.perf_counter() - t0,
+                      no_targets)
 
 
 def read_results(output):
     """Every row written to ``output`` so far, as a ``pyarrow.Table`` (``.to_pandas()`` for a
-    DataFrame). Error rows have a non-null ``error`` and null label, rank and numbers."""
+    DataFrame). Error rows have a non-null ``error`` and null label, rank and numbers. A
+    detector's or segmenter's run has one row per target (``detection_schema``; its
+    ``_limefast.json`` says which)."""
     pa, pq = pyarrow_modules()
     fs, root = filesystem(_absolute(output))
-    tables = [pq.read_table(f, filesystem=fs, schema=schema(pa)) for f in part_files(fs, root)]
-    return pa.concat_tables(tables) if tables else schema(pa).empty_table()
+    rows = detection_schema(pa) if _task_of(fs, root) != "classification" else schema(pa)
+    tables = [pq.read_table(f, filesystem=fs, schema=rows) for f in part_files(fs, root)]
+    return pa.concat_tables(tables) if tables else rows.empty_table()
 
 
 def ray_available() -> bool:
@@ -199,19 +234,22 @@ def ray_available() -> bool:
     return available("ray", "ray.data", "pyarrow", "pyarrow.parquet")
 
 
-def _consume(summaries, total, progress) -> tuple[int, int]:
-    """Run the pipeline to the end, counting images as their batches finish."""
+def _consume(summaries, total, progress) -> tuple[int, int, int]:
+    """Run the pipeline to the end, counting images as their batches finish: (explained,
+    errors, without targets)."""
     from tqdm.auto import tqdm
 
-    explained = errors = 0
+    explained = errors = no_targets = 0
     with tqdm(total=total, unit="img", disable=not progress, desc="explain") as bar:
         for batch in summaries.iter_batches(batch_size=None, batch_format="numpy"):
             failed = int(np.count_nonzero(batch["failed"]))
-            explained += len(batch["failed"]) - failed
+            empty = int(np.count_nonzero(batch["no_targets"])) if "no_targets" in batch else 0
+            explained += len(batch["failed"]) - failed - empty
             errors += failed
+            no_targets += empty
             bar.update(len(batch["failed"]))
             bar.set_postfix(errors=errors, refresh=False)
-    return explained, errors
+    return explained, errors, no_targets
 
 
 # -- sources ---------------------------------------------------------------------------------
@@ -309,6 +347,15 @@ def _check_metadata(fs, root: str, meta: dict) -> None:
             f"{root} holds a run with other settings ({{name: (then, now)}}: {changed}); "
             f"resuming would mix them. Use the same settings, or a new output folder"
         )
+
+
+def _task_of(fs, root: str) -> str:
+    """The task of the run in ``root``, from its metadata (a classifier's has none)."""
+    path = f"{root}/{METADATA_FILE}"
+    if fs.get_file_info(path).type.name == "NotFound":
+        return "classification"
+    with fs.open_input_stream(path) as stream:
+        return json.loads(stream.read()).get("task", "classification")
 
 
 def _remove_temporary_files(fs, root: str) -> None:

@@ -22,6 +22,8 @@ from limefast.optional import install_hint, require
 INSTALL_HINT = install_hint("ray")  # Ray Data and pyarrow: the dataset extra
 # 2: stderr, num_samples and num_evaluated columns; 3: expected_overlap, top_k, stop_reason
 FORMAT_VERSION = 3
+# Settings of detector and segmenter runs only: not in a classifier run's metadata.
+TASK_SETTINGS = ("task", "method", "score_threshold", "classes", "min_pixels", "max_samples")
 
 
 def image_seed(seed: int, image_id: str) -> int:
@@ -84,7 +86,14 @@ class Settings:
     dedupe: bool = False
     target_overlap: float | None = None  # num_samples="auto"'s rule (None: the defaults)
     min_gain: float | None = None
-    sampler: str = "lime"  # the row design (sampling.SAMPLERS), resolved by the driver
+    sampler: str | None = "lime"  # the row design (sampling.SAMPLERS), resolved by the driver
+    # detectors and segmenters (limefast.dataset.detection); a classifier run leaves them be
+    task: str = "classification"
+    method: str = "lime"
+    score_threshold: float = 0.5  # detection
+    classes: tuple[int, ...] | None = None  # segmentation
+    min_pixels: int = 16  # segmentation
+    max_samples: int | None = None  # num_samples="auto"'s cap (LIME, KernelSHAP)
 
     def metadata(self) -> dict:
         """The settings that decide the rows, as JSON values: a resumed run must match them."""
@@ -100,6 +109,12 @@ class Settings:
         meta["hide_color"] = repr(self.hide_color)
         meta["image_size"] = list(self.image_size) if self.image_size else None
         meta["format"] = FORMAT_VERSION
+        if self.task != "classification":
+            from limefast.dataset.detection import task_metadata
+
+            return task_metadata(self, meta)
+        for key in TASK_SETTINGS:  # a classifier run's metadata is what it always was
+            meta.pop(key)
         return meta
 
 
@@ -125,19 +140,30 @@ class ExplainWorker:
         pa, pq = pyarrow_modules()
         ids = [str(i) for i in batch[self.id_column]]
         if not ids:
-            return {"image_id": np.array([], dtype=object), "failed": np.array([], dtype=bool)}
-        rows, failed = [], []
+            return self._summary([], [])
+        rows, firsts = [], []
         for i, image_id in enumerate(ids):
             image_rows = self._explain(image_id, batch[self.image_column][i])
-            failed.append(image_rows[0]["error"] is not None)
+            firsts.append(image_rows[0])
             rows += image_rows
-        table = pa.Table.from_pylist(rows, schema=schema(pa))
+        table = pa.Table.from_pylist(rows, schema=self.row_schema(pa))
         # Named by its ids, so a retried task rewrites the same file; renamed into place whole.
         name = hashlib.blake2b("\0".join(ids).encode("utf-8"), digest_size=12).hexdigest()
         tmp = f"{self.root}/.tmp-{uuid.uuid4().hex}.parquet"
         pq.write_table(table, tmp, filesystem=self.fs)
         self.fs.move(tmp, f"{self.root}/part-{name}.parquet")
-        return {"image_id": np.array(ids, dtype=object), "failed": np.array(failed)}
+        return self._summary(ids, firsts)
+
+    @staticmethod
+    def row_schema(pa):
+        """The schema of the rows this worker writes."""
+        return schema(pa)
+
+    def _summary(self, ids: list[str], firsts: list[dict]) -> dict:
+        """What the driver counts: each image's id and whether it is an error row
+        (``firsts``: each image's first row)."""
+        return {"image_id": np.array(ids, dtype=object),
+                "failed": np.array([row["error"] is not None for row in firsts], dtype=bool)}
 
     def _explain(self, image_id: str, item) -> list[dict]:
         s = self.settings
@@ -157,12 +183,7 @@ class ExplainWorker:
         try:
             image = (load_image(item, s.image_size, s.resize) if self.from_files
                      else np.asarray(item))
-            explanation = LimeImageExplainer(random_state=seed).explain_instance(
-                image, self.classifier, top_labels=s.top_labels, num_samples=s.num_samples,
-                batch_size=s.model_batch_size, segmentation_fn=self.segmentation,
-                hide_color=s.hide_color, progress_bar=False, dedupe=s.dedupe,
-                time_budget=s.time_budget, target_overlap=s.target_overlap,
-                min_gain=s.min_gain, sampler=s.sampler)
+            explanation = self._explanation(image, seed)
         except Exception as exc:  # noqa: BLE001
             # An unreadable or invalid image is this image's problem: record it and go on.
             # Anything else (the model failing, memory) is the run's, and fails the task.
@@ -173,6 +194,23 @@ class ExplainWorker:
         finally:
             self.fs.delete_file(marker)
         seconds = time.perf_counter() - t0
+        rows = self._rows(image_id, seed, seconds, explanation)
+        if s.overlays:
+            self._write_overlay(image_id, explanation)
+        return rows
+
+    def _explanation(self, image: np.ndarray, seed: int):
+        """The image's explanation, by ``random_state=seed``."""
+        s = self.settings
+        return LimeImageExplainer(random_state=seed).explain_instance(
+            image, self.classifier, top_labels=s.top_labels, num_samples=s.num_samples,
+            batch_size=s.model_batch_size, segmentation_fn=self.segmentation,
+            hide_color=s.hide_color, progress_bar=False, dedupe=s.dedupe,
+            time_budget=s.time_budget, target_overlap=s.target_overlap,
+            min_gain=s.min_gain, sampler=s.sampler)
+
+    def _rows(self, image_id: str, seed: int, seconds: float, explanation) -> list[dict]:
+        """One row per explained label."""
         n_segments = int(explanation.segments.max()) + 1
         rows = []
         for rank, label in enumerate(explanation.top_labels):
@@ -192,8 +230,6 @@ class ExplainWorker:
                 "expected_overlap": float(explanation.expected_overlap[label]),
                 "top_k": int(explanation.top_k), "stop_reason": explanation.stop_reason,
             })
-        if s.overlays:
-            self._write_overlay(image_id, explanation)
         return rows
 
     def _read_count(self, path: str) -> int:
