@@ -52,13 +52,13 @@ def task_arguments(p) -> None:
                         "connected areas: a torchvision segmentation model or module:factory)")
     g.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
                    help="--task detection: explain the detections scoring at least S "
-                        "(default 0.5)")
+                        "(default %(default)s)")
     g.add_argument("--classes", type=class_list, default=None, metavar="C[,C...]",
-                   help="--task segmentation: only these classes' areas (default every "
-                        "predicted class)")
+                   help="--task segmentation: only these classes' areas (default: every "
+                        "predicted class%(default).0s)")
     g.add_argument("--min-pixels", type=positive_int, default=16,
                    help="--task segmentation: areas smaller than this are left out "
-                        "(default 16)")
+                        "(default %(default)s)")
 
 
 @dataclass
