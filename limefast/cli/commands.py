@@ -37,7 +37,7 @@ from limefast.cli.steps import METHODS, PLAIN_BATCH
 from limefast.segmentation import SEGMENTATIONS
 
 __all__ = ["METHODS", "PLAIN_BATCH", "SEGMENTATIONS", "SUBCOMMANDS", "build_parser", "main",
-           "model_arguments"]
+           "model_arguments", "task_arguments"]
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -102,18 +102,9 @@ def model_arguments(p: argparse.ArgumentParser, num_samples=1000) -> None:
                    help="share of the image tinted for each sign (default 0.05)")
 
 
-def add_explain(subparsers) -> None:
-    p = subparsers.add_parser("explain", help="LIME or KernelSHAP explanations of images: "
-                                              "PNGs and JSON",
-                              description="Explain each image's top labels with LIME (or "
-                                          "Shapley values, --method kernelshap).")
-    _common(p, num_samples="auto")
-    auto_arguments(p)
-    p.add_argument("--method", choices=sorted(TASK_METHODS), default="lime",
-                   help="lime (default) or kernelshap: Shapley values over the superpixels, "
-                        "exact when every coalition fits in --num-samples; drise (--task "
-                        "detection or segmentation): D-RISE's random masks")
-    p.add_argument("--top-labels", type=positive_int, default=5)
+def task_arguments(p: argparse.ArgumentParser) -> None:
+    """``--task`` and what detectors and segmenters take (explain, serve): ``--score-threshold``,
+    ``--classes``, ``--min-pixels``."""
     g = p.add_argument_group("detectors and segmenters")
     g.add_argument("--task", choices=TASKS, default="classification",
                    help="what --model is: a classifier (default), a detector (every detection "
@@ -129,6 +120,21 @@ def add_explain(subparsers) -> None:
     g.add_argument("--min-pixels", type=positive_int, default=16,
                    help="--task segmentation: areas smaller than this are left out "
                         "(default 16)")
+
+
+def add_explain(subparsers) -> None:
+    p = subparsers.add_parser("explain", help="LIME or KernelSHAP explanations of images: "
+                                              "PNGs and JSON",
+                              description="Explain each image's top labels with LIME (or "
+                                          "Shapley values, --method kernelshap).")
+    _common(p, num_samples="auto")
+    auto_arguments(p)
+    p.add_argument("--method", choices=sorted(TASK_METHODS), default="lime",
+                   help="lime (default) or kernelshap: Shapley values over the superpixels, "
+                        "exact when every coalition fits in --num-samples; drise (--task "
+                        "detection or segmentation): D-RISE's random masks")
+    p.add_argument("--top-labels", type=positive_int, default=5)
+    task_arguments(p)
     # --size: 224 for classifiers; detectors and segmenters take the image as it is (or the
     # side their model takes). --segmentation: quickshift, or what suits the model's images.
     p.set_defaults(func=run_explain, size=None, segmentation=None)
