@@ -24,9 +24,8 @@ with 400 (bad input), 401 (``api_key`` and no matching ``Authorization: Bearer``
 model or path), 405 (a path asked with the wrong method; ``Allow`` names the right one), 413
 (over the limits), 422 (a detector or segmenter found nothing to explain on the image), 500
 (the model raised, or a detector answered with the wrong structure; the server keeps serving)
-and 503 (with
-``Retry-After``: the queue cannot meet the request's deadline, or too many in flight; or a
-model not ready).
+and 503 (with ``Retry-After``: the queue cannot meet the request's deadline, or too many in
+flight; or a model not ready).
 """
 
 
