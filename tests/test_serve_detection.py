@@ -396,7 +396,6 @@ def test_serve_flags_for_detectors():
                  "--dedupe", "--no-warmup"]) == 2
 
 
-@pytest.mark.slow  # 20 s on 2 busy cores: torchvision's import and two explanations
 def test_torchvision_segmenter_by_name():
     """``--model lraspp_mobilenet_v3_large`` (random weights) on a 64x64 image: the regions it
     predicts, each explained, as ``explain_segmentation`` explains them with the same model."""
