@@ -156,7 +156,7 @@ def test_a_segmenter_module_from_a_factory(factories, capsys):
     (["--model", "shapes", "--size", 64], "takes 48x48 images"),
     (["--model", "shapes", "--method", "drise", "--dedupe"], "takes no --dedupe"),
     (["--model", "shapes", "--score-threshold", 2], "--score-threshold must be in [0, 1]"),
-    (["--model", "shapes", "--score-threshold", 0.999], "found nothing scoring at least"),
+    (["--model", "shapes", "--score-threshold", 0.999], "(its best: 0.7"),
     (["--model", "shapes", "--weights", "w.pt"], "takes no --weights"),
 ])
 def test_bad_input_is_one_line_and_status_2(argv, message, scenes, tmp_path, capsys):

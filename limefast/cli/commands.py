@@ -26,8 +26,7 @@ import importlib
 import os
 import sys
 
-from limefast.cli.arguments import (auto_arguments, class_list, count_or_auto, positive_int,
-                                    seconds, triple)
+from limefast.cli.arguments import auto_arguments, count_or_auto, positive_int, seconds, triple
 from limefast.cli.compare import run_compare
 from limefast.cli.detect import METHODS as TASK_METHODS
 from limefast.cli.detect import task_arguments

@@ -25,8 +25,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from limefast.cli.inputs import (ImportedFactory, InputError, _seed_loaded_torch, _safe,
-                                 _torchvision_model, load_state_dict_file)
+from limefast.cli.inputs import (
+    ImportedFactory,
+    InputError,
+    _safe,
+    _seed_loaded_torch,
+    _torchvision_model,
+    load_state_dict_file,
+)
 from limefast.imagenet import MEAN as IMAGENET_MEAN
 from limefast.imagenet import STD as IMAGENET_STD
 from limefast.optional import require

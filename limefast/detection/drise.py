@@ -10,10 +10,10 @@ the sum of the masks, scaled to [0, 1] (less its minimum, over its maximum).
 
 Here ``drise_masks`` keeps only the grids and offsets (256 bytes and two integers a mask) and
 draws them from the stream ``torch.manual_seed(seed)`` gives torch's CPU generator (MT19937,
-drawn with NumPy, no torch needed), so the masks are the reference's; the kernel (``limefast.kernels.drise``) writes a batch
-of masks and masked images, the detector runs on the batch, and the batch's masks are added
-into the (n_targets, H, W) sums with one matrix product: memory does not grow with the number
-of masks.
+drawn with NumPy, no torch needed), so the masks are the reference's; the kernel
+(``limefast.kernels.drise``) writes a batch of masks and masked images, the detector runs on
+the batch, and the batch's masks are added into the (n_targets, H, W) sums with one matrix
+product: memory does not grow with the number of masks.
 """
 
 from __future__ import annotations

@@ -106,9 +106,8 @@ class DetectionExplainer(SeededExplainer):
             if not chosen:
                 raise NoTargets(
                     f"the detector found nothing scoring at least score_threshold="
-                    f"{score_threshold} on the image (its best: "
-                    f"{found.scores.max(initial=float('nan')):.3g}): lower the threshold, or "
-                    "pass targets= (boxes and labels) to explain")
+                    f"{score_threshold} on the image ({_best(found.scores)}): lower the "
+                    "threshold, or pass targets= (boxes and labels) to explain")
         else:
             chosen = given_targets(targets, rgb.shape[:2])
         scores = TargetScores(detector_fn, chosen, affinity, probe.n_classes)
@@ -210,6 +209,11 @@ class DetectionExplainer(SeededExplainer):
         exp.num_forwards = scores.images + probe_images
         _state_flat(exp, scores)
         return exp
+
+
+def _best(scores: np.ndarray) -> str:
+    """The image's best detection score, for the no-target error."""
+    return f"its best: {scores.max():.3g}" if len(scores) else "no detection at all"
 
 
 def _state_flat(exp: DetectionExplanation, scores: TargetScores) -> None:

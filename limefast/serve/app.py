@@ -7,8 +7,10 @@ Routes (KServe's model server registers the same paths: ``GET /`` and ``/metrics
 - ``POST /v1/models/{name}:explain``: ``{"instances": [...], "parameters": {...}}`` ->
   ``{"predictions": [...], "explanations": [...]}``; an instance is ``{"b64": ...}`` (TF
   Serving's binary convention) or nested pixel lists. A raw image body (``Content-Type:
-  image/png``, ...) is one instance, with the parameters in the query string.
-- ``POST /v1/models/{name}:predict``: ``{"instances": [...]}`` -> ``{"predictions": [...]}``.
+  image/png``, ...) is one instance, with the parameters in the query string. For a detector
+  (segmenter), an explanation holds one entry per target under ``labels`` (``serve.detect``).
+- ``POST /v1/models/{name}:predict``: ``{"instances": [...]}`` -> ``{"predictions": [...]}``
+  (a detector's: each image's boxes, scores and labels).
 - ``GET /v1/models`` -> ``{"models": [...]}``; ``GET /v1/models/{name}`` -> ``{"name": ...,
   "ready": true}`` (503 once its scheduler is closed).
 - ``GET /`` -> ``{"status": "alive"}`` (liveness: what KServe's V1 client
@@ -20,9 +22,10 @@ Routes (KServe's model server registers the same paths: ``GET /`` and ``/metrics
 The routes parse and check; the work is the ``Scheduler``'s. Errors are ``{"error": "..."}``
 with 400 (bad input), 401 (``api_key`` and no matching ``Authorization: Bearer``), 404 (unknown
 model or path), 405 (a path asked with the wrong method; ``Allow`` names the right one), 413
-(over the limits), 500 (the classifier raised; the server keeps serving) and 503 (with
-``Retry-After``: the queue cannot meet the request's deadline, or too many in flight; or a
-model not ready).
+(over the limits), 422 (a detector or segmenter found nothing to explain on the image), 500
+(the model raised, or a detector answered with the wrong structure; the server keeps serving)
+and 503 (with ``Retry-After``: the queue cannot meet the request's deadline, or too many in
+flight; or a model not ready).
 """
 
 
@@ -40,6 +43,7 @@ from limefast.core.checks import first_line
 from limefast.core.record import explanation_record, number
 from limefast.optional import require
 from limefast.serve.batching import Cancelled
+from limefast.serve.detect import DetectOptions, NothingToExplain, check_image, prediction_json
 from limefast.serve.inputs import Limits, RequestError, decode_file, decode_instance
 from limefast.serve.metrics import Metrics
 from limefast.serve.options import ExplainOptions
@@ -62,6 +66,8 @@ class ServedModel:
     label_name: object = None
     defaults: dict = dataclasses.field(default_factory=dict)  # explain options of the command
     coverage: float = 0.05
+    task: str = "classification"  # or "detection", "segmentation" (a DetectionScheduler)
+    loaded: object = None  # a detector's LoadedDetector: its class names, weights and side
 
     def name_of(self, label: int) -> str:
         return self.label_name(label) if self.label_name else f"class {label}"
@@ -84,8 +90,9 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
     by_name = {m.name: m for m in models}
     metrics = Metrics(by_name)
     app = fastapi.FastAPI(title="limefast serve", version="1",
-                          description="LIME and KernelSHAP explanations over KServe's V1 "
-                                      "data plane, batched across requests.")
+                          description="LIME and KernelSHAP explanations (and D-RISE, for "
+                                      "detectors and segmenters) over KServe's V1 data plane, "
+                                      "batched across requests.")
     app.state.metrics, app.state.models = metrics, by_name
     app.add_middleware(_Guard, api_key=api_key, metrics=metrics, models=by_name)
 
@@ -142,11 +149,17 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
             model = _model(by_name, name)
             instances, _ = await _read(request, limits)
             scheduler = model.scheduler
+            if model.task != "classification":
+                _check_images(model, instances, None)
             outputs = await asyncio.to_thread(scheduler.predict, instances)
         except RequestError as exc:
             return error(exc.status, str(exc))
         except ModelError as exc:
             return error(500, str(exc))
+        if model.task != "classification":  # a segmenter's masks: not on the event loop
+            return await asyncio.to_thread(
+                lambda: {"predictions": [prediction_json(model.task, out, model.name_of)
+                                         for out in outputs]})
         return {"predictions": [[float(v) for v in out] for out in outputs]}
 
     @app.post("/v1/models/{name}:explain")
@@ -160,12 +173,7 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
             if not isinstance(render, bool) and render not in ("true", "false", "1", "0"):
                 raise RequestError(400, f"render must be true or false; got {render!r}")
             render = render in (True, "true", "1")
-            try:
-                options = ExplainOptions.parse(parameters, model.defaults)
-            except ValueError as exc:
-                raise RequestError(400, f"bad parameter: {exc}") from None
-            rows = ((options.max_samples or config.AUTO_MAX_SAMPLES)
-                    if options.num_samples == "auto" else options.num_samples)
+            options, rows = _options(model, parameters)
             if rows > limits.max_samples:
                 raise RequestError(413, f"{rows} samples, over the server's limit of "
                                         f"{limits.max_samples} per explanation (--max-samples-"
@@ -176,6 +184,8 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
                 for _ in payload:
                     admissions.append(model.scheduler.admit(options, arrival))
                 instances = await _decode(payload, limits)
+                if model.task != "classification":
+                    _check_images(model, instances, options)
             except BaseException:
                 for admission in admissions:
                     admission.release()
@@ -204,6 +214,9 @@ def create_app(models: list[ServedModel], limits: Limits | None = None, api_key:
         except ModelError as exc:
             _cancel(jobs)
             return error(500, str(exc))
+        except NothingToExplain as exc:  # well-formed, but no target on this image
+            _cancel(jobs)
+            return error(422, f"nothing to explain: {exc}")
         except (ValueError, TypeError) as exc:  # explain_instance's checks of the options
             _cancel(jobs)
             return error(400, f"bad request: {first_line(exc)}")
@@ -284,6 +297,27 @@ def _routing_error(app, request, exc) -> tuple[str, dict | None]:
         allowed = (exc.headers or {}).get("Allow", "")
         return f"{asked} is not allowed; this path answers {allowed}", exc.headers
     return f"{asked}: {exc.detail}", exc.headers
+
+
+def _options(model: ServedModel, parameters: dict):
+    """The request's options for the model's task, and the most rows they may draw."""
+    try:
+        if model.task != "classification":
+            options = DetectOptions.parse(parameters, model.defaults, model.task)
+            return options, options.rows
+        options = ExplainOptions.parse(parameters, model.defaults)
+    except ValueError as exc:
+        raise RequestError(400, f"bad parameter: {exc}") from None
+    rows = ((options.max_samples or config.AUTO_MAX_SAMPLES)
+            if options.num_samples == "auto" else options.num_samples)
+    return options, rows
+
+
+def _check_images(model: ServedModel, images: list, options) -> None:
+    """A detector's (segmenter's) images: the side it takes, the request's target boxes."""
+    side = getattr(model.loaded, "size", None)
+    for i, image in enumerate(images):
+        check_image(image, options, side, model.spec or model.name, f"instances[{i}]")
 
 
 def _model(by_name: dict, name: str) -> ServedModel:
@@ -377,8 +411,34 @@ def _record(model: ServedModel, result, render: bool) -> dict:
         else (lambda label: None))
 
 
+def _target_record(model: ServedModel, result, render: bool) -> dict:
+    """A detector's (segmenter's) explanation: the record ``limefast explain --task`` writes,
+    one entry per target under ``labels``."""
+    from types import SimpleNamespace
+
+    from limefast.cli.detect import target_record
+
+    exp, options = result.explanation, result.options
+    loaded = model.loaded or SimpleNamespace(label_name=model.name_of, weights=model.weights)
+    record = target_record(exp, loaded, image=None, model=model.spec, seed=options.seed,
+                           seconds=result.seconds)
+    record["segmentation"] = None if exp.method == "drise" else options.segmentation
+    for i, entry in record["labels"].items():
+        picture = None
+        if render:
+            picture = (exp.render(int(i)) if exp.method == "drise"
+                       else exp.render(int(i), coverage=model.coverage))
+        entry["png"] = None if picture is None else _png(picture)
+    return record
+
+
 def _encode(model: ServedModel, results, render: bool) -> bytes:
     """The answer to an :explain request, as JSON bytes."""
+    if model.task != "classification":
+        body = {"predictions": [prediction_json(model.task, r.prediction, model.name_of)
+                                for r in results],
+                "explanations": [_target_record(model, r, render) for r in results]}
+        return json.dumps(body, allow_nan=False).encode()
     body = {"predictions": [[number(v) for v in r.probabilities] for r in results],
             "explanations": [_record(model, r, render) for r in results]}
     return json.dumps(body, allow_nan=False).encode()

@@ -15,6 +15,10 @@ A row's output depends on that row alone for any model that treats a batch as in
 (up to a float32 model's rounding under other batch shapes), so what one request is answered does
 not depend on the others. When a merged call raises, each request's rows are run again on their
 own: only the request whose images make the model fail gets the error.
+
+The model need not be a classifier: ``call`` says how a batch is run and what a row of the
+answer is, so a detector's list of dicts per batch rides the same queue as an object array of
+one dict per image (``limefast.serve.detect``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ import time
 import numpy as np
 
 from limefast.core.sampling import _call_classifier
+
+
+def classifier_call(classifier_fn, batch: np.ndarray) -> np.ndarray:
+    """The queue's default model call: ``classifier_fn(batch)`` checked as ``explain_instance``
+    checks it, (N, n_classes) numbers."""
+    return _call_classifier(classifier_fn, batch, 0, batch.shape[0])
 
 
 class Cancelled(Exception):
@@ -126,10 +136,14 @@ class BatchQueue:
         merge: False runs each piece in calls of its own (the baseline of no batching across
             requests).
         on_batch: called as ``on_batch(images, requests, seconds)`` after each model call.
+        call: ``call(classifier_fn, batch) -> outputs``, one row per image (``outputs[i]`` any
+            shape, or an object array of per-image answers): how the model is called on a
+            batch (default ``classifier_call``; a detector's answers are an object array of
+            dicts, ``limefast.serve.detect``).
     """
 
     def __init__(self, classifier_fn, max_batch_size: int = 256, max_wait: float = 0.005,
-                 merge: bool = True, on_batch=None):
+                 merge: bool = True, on_batch=None, call=None):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1; got {max_batch_size}")
         if not (max_wait >= 0):
@@ -137,6 +151,7 @@ class BatchQueue:
         self.classifier_fn = classifier_fn
         self.max_batch_size, self.max_wait, self.merge = int(max_batch_size), float(max_wait), merge
         self.on_batch = on_batch
+        self.call = call or classifier_call
         self.stats = BatchStats()
         self._pending: collections.deque[_Piece] = collections.deque()
         self._active: set[Ticket] = set()
@@ -305,7 +320,10 @@ class BatchQueue:
         batch = self._batch(parts)
         t0 = time.perf_counter()
         try:
-            out = _call_classifier(self.classifier_fn, batch, 0, batch.shape[0])
+            out = self.call(self.classifier_fn, batch)
+            if out.shape[0] != batch.shape[0]:
+                raise ValueError(f"the model returned {out.shape[0]} outputs for "
+                                 f"{batch.shape[0]} images")
         except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
             self.stats.failures += 1
             if len({id(p.ticket) for p, _, _ in parts}) > 1:
@@ -325,7 +343,7 @@ class BatchQueue:
                 row += b - a
                 continue
             if piece.outputs is None:
-                piece.outputs = np.empty((piece.images.shape[0], out.shape[1]), out.dtype)
+                piece.outputs = np.empty((piece.images.shape[0],) + out.shape[1:], out.dtype)
             piece.outputs[a:b] = out[row:row + b - a]
             row += b - a
             piece.left -= b - a

@@ -2,8 +2,9 @@
 
 The models are those of ``--model`` only (the flags of ``limefast explain``); nothing in a
 request loads code or files. The explain flags (``--num-samples``, ``--time-budget``, ``--seed``,
-``--segmentation``, ``--method``, ``--top-labels``, ``--max-samples``) are the defaults a
-request's ``parameters`` override. The app itself is built in ``builder`` (shared with
+``--segmentation``, ``--method``, ``--top-labels``, ``--max-samples``; for ``--task detection``
+``--score-threshold``, for ``--task segmentation`` ``--classes`` and ``--min-pixels``) are the
+defaults a request's ``parameters`` override. The app itself is built in ``builder`` (shared with
 ``on_ray``); this module parses the flags and runs it.
 """
 
@@ -18,18 +19,22 @@ from limefast.serve.builder import build
 
 
 def add_parser(subparsers) -> None:
-    from limefast.cli.commands import METHODS, model_arguments
+    from limefast.cli.commands import model_arguments
+    from limefast.cli.detect import METHODS, task_arguments
 
     p = subparsers.add_parser(
         "serve", help="explanations as a service: KServe's V1 data plane over HTTP",
         description="Serve LIME and KernelSHAP explanations of the --model(s) over KServe's V1 "
                     "data plane (POST /v1/models/NAME:explain), batching the model calls of "
-                    "concurrent requests.")
+                    "concurrent requests; with --task detection|segmentation, one explanation "
+                    "per detected box (region).")
     model_arguments(p)
     p.add_argument("--method", choices=sorted(METHODS), default="lime",
-                   help="the default method of a request (lime or kernelshap)")
+                   help="the default method of a request (lime or kernelshap; drise for "
+                        "--task detection|segmentation)")
     p.add_argument("--top-labels", type=positive_int, default=5,
-                   help="the default top_labels of a request")
+                   help="the default top_labels of a request (classifiers)")
+    task_arguments(p)
     p.add_argument("--name", action="append", default=None,
                    help="the model's name in the URL, once per --model (default: its tag)")
     g = p.add_argument_group("network")
@@ -69,7 +74,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--ray-actor-options", default=None, metavar="JSON",
                    help='each replica\'s ray_actor_options, e.g. \'{"num_gpus": 1}\'')
     g.add_argument("--ray-address", default=None, help="the Ray cluster to join")
-    p.set_defaults(func=run)
+    # --size: 224 for classifiers, a detector's (segmenter's) own side or 0 (as explain); and
+    # --segmentation: quickshift, or what suits the model's images. Resolved in builder.build.
+    p.set_defaults(func=run, size=None, segmentation=None)
 
 
 def run(args) -> int:

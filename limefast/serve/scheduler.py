@@ -171,17 +171,19 @@ class Scheduler:
             default those this process may run on.
         dedupe: ``explain_instance``'s ``dedupe`` (a deterministic model sees each distinct
             perturbed image once).
+        call: how the queue runs the model on a batch (``BatchQueue``'s ``call``; default a
+            classifier's checked (N, n_classes) outputs).
     """
 
     def __init__(self, classifier_fn, *, max_batch_size: int = 256, max_wait: float = 0.005,
                  batch_size: int | None = None, max_inflight: int = 32, min_rows: int = 64,
                  merge: bool = True, on_batch=None, cores: int | None = None,
-                 dedupe: bool = False):
+                 dedupe: bool = False, call=None):
         from limefast.config import PLAIN_BATCH
 
         self.classifier_fn = classifier_fn
         self.dedupe = bool(dedupe)
-        self.queue = BatchQueue(classifier_fn, max_batch_size, max_wait, merge, on_batch)
+        self.queue = BatchQueue(classifier_fn, max_batch_size, max_wait, merge, on_batch, call)
         if batch_size is None:
             batch_size = getattr(classifier_fn, "batch_size", None) or PLAIN_BATCH
         self.batch_size = checks.positive_int("batch_size", batch_size)
