@@ -117,9 +117,13 @@ def test_fenced_blocks_reads_languages_fences_and_markers(tmp_path):
                                                      None)]
 
 
+def needs_checkout():
+    if not (ROOT / "docs").is_dir() or not (ROOT / "Makefile").is_file():
+        pytest.skip("no docs/ and Makefile beside the tests (a copy of the suite alone)")
+
+
 def test_the_pages_have_code():
-    if not (ROOT / "docs").is_dir():
-        pytest.skip("no docs/ beside the tests (a copy of the suite alone)")
+    needs_checkout()
     runnable = [b for bs in BLOCKS.values() for b in bs if b.lang in PYTHON and not b.not_run]
     assert len(runnable) >= 15, [b.where for b in runnable]
 
@@ -174,6 +178,18 @@ def time_limit(cpu_seconds: float, wall_seconds: float, what: str):
         for signum, timer, _ in timers:
             signal.setitimer(timer, 0)
             signal.signal(signum, previous[signum])
+
+
+def test_time_limit_stops_a_costly_page():
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    with pytest.raises(TimeoutError, match="0.2 s of CPU"):
+        with time_limit(0.2, 30, "a page"):
+            while True:
+                sum(range(1000))
+    with time_limit(0.2, 30, "a page"):
+        pass
+    time.sleep(0.01)  # the timers are off: nothing fires now
 
 
 def skip_if_extra_missing(exc: ImportError) -> None:
@@ -249,7 +265,7 @@ def test_marked_blocks_compile(block):
         doctest.DocTestParser().get_examples(block.source)
     else:
         compile(block.source, block.where, "exec")
-    pytest.skip(f"not run: {block.not_run}")
+    pytest.skip(f"{block.where} not run: {block.not_run}")
 
 
 # --- shell blocks and synopses ---------------------------------------------------------------
@@ -342,17 +358,23 @@ def extras() -> set[str]:
 
 
 def check_command(argv: list[str], top, targets: set[str], known_extras: set[str]) -> str | None:
-    """Why ``argv`` is wrong, or None: a ``limefast`` command that does not parse, a ``make``
-    target that does not exist, a ``pip install`` of an extra that does not exist."""
+    """Why ``argv`` is wrong, or None: a ``limefast`` command that does not parse or abbreviates
+    a flag (argparse takes ``--num-sample``), a ``make`` target that does not exist, a ``pip
+    install`` of an extra that does not exist."""
     program = Path(argv[0]).name
     args = argv[1:]
     if re.fullmatch(r"python[\d.]*", program) and args[:1] == ["-m"] and len(args) > 1:
         program, args = args[1], args[2:]
     if program in ("limefast", "limefast.cli"):
         try:
-            top.parse_args(args)
+            parsed = top.parse_args(args)
         except SystemExit as exc:
             return f"`{shlex.join(argv)}` does not parse (exit status {exc.code})"
+        flags = {s for a in subparsers(top)[parsed.command]._actions for s in a.option_strings}
+        short = [a.split("=")[0] for a in args if a.startswith("--") and a != "--"
+                 and a.split("=")[0] not in flags]
+        if short:
+            return f"`{shlex.join(argv)}` abbreviates {short}: write the whole flag"
     elif program == "make":
         unknown = [a for a in args if not a.startswith("-") and "=" not in a
                    and a not in targets]
@@ -396,6 +418,7 @@ def synopsis_errors(block: Block, top) -> list[str]:
 
 
 def test_the_checks_catch_wrong_commands():
+    needs_checkout()
     top, targets, known = parser(), makefile_targets(), extras()
     assert {"test", "docs", "demo", "install-check", "bench", "lint"} <= targets
     assert {"torch", "serve", "dataset", "docs"} <= known
@@ -405,6 +428,7 @@ def test_the_checks_catch_wrong_commands():
             ["pip", "install", "./[torch]"], ["curl", "-s", "x"]]
     assert [check_command(argv, top, targets, known) for argv in good] == [None] * len(good)
     bad = [["limefast", "explain", "a.png", "--model", "m", "--out", "d", "--no-such-flag"],
+           ["limefast", "explain", "a.png", "--model", "m", "--out", "d", "--num-sample", "9"],
            ["limefast", "explain", "--model", "m"], ["make", "no-such-target"],
            ["pip", "install", "limefast[no-such-extra]"]]
     assert all(check_command(argv, top, targets, known) for argv in bad)
