@@ -67,6 +67,8 @@ nitpick_ignore_regex = [
                r"collections|typing|pathlib|os|concurrent|threading|sklearn|optional)(\..*)?"),
     (r"py:class", r"(Path|Sequence|Mapping|Callable|Iterable|Iterator|ArrayLike|Any|NDArray|"
                   r"Axes|Tensor|nn\.Module|Module|Future)"),
+    # limefast.detection.protocol's alias of a Callable, as a class's signature names it
+    (r"py:class", r"AffinityFn"),
     (r"py:class", r"(int|float|str|bool|bytes|dict|list|tuple|None|object|callable|type)"),
 ]
 
