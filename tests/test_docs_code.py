@@ -436,7 +436,7 @@ def test_the_checks_catch_wrong_commands():
                  "limefast explain IMAGE... --model NAME [--method lime|shap] [--nope 1]\n"
                  "limefast nothing --x\n")
     assert synopsis_errors(text, top) == [
-        "--method takes none of ['shap'] (it takes ['kernelshap', 'lime'])",
+        "--method takes none of ['shap'] (it takes ['drise', 'kernelshap', 'lime'])",
         "`limefast explain` has no --nope", "no subcommand `limefast nothing`"]
 
 

@@ -259,7 +259,7 @@ def given_targets(targets, shape: tuple[int, int]) -> list[Target]:
         probs = targets.get("class_probs")
         if len(labels) != len(boxes):
             raise ValueError(f"targets= has {len(boxes)} boxes and {len(labels)} labels")
-        items = [Target(tuple(b), int(lab), 1.0,
+        items = [Target(tuple(float(v) for v in b), int(lab), 1.0,
                         None if probs is None else np.asarray(probs[j], dtype=np.float64),
                         True)
                  for j, (b, lab) in enumerate(zip(boxes, labels))]

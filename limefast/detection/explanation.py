@@ -102,7 +102,8 @@ class DetectionExplanation(ImageExplanation):
             ", flat" if self.stop_reasons.get(i) == "flat" else ""), self.render(i))
             for i, t in enumerate(self.targets)]
         return panel(tiles, tile=tile, as_pil=as_pil,
-                     header=f"{self.method}: {len(self.targets)} targets")
+                     header=f"{self.method}: {len(self.targets)} "
+                            f"target{'s' if len(self.targets) != 1 else ''}")
 
     def _repr_png_(self):
         from limefast.viz.panel import png_bytes
