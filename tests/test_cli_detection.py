@@ -157,9 +157,18 @@ def test_a_segmenter_module_from_a_factory(factories, capsys):
     (["--model", "shapes", "--method", "drise", "--dedupe"], "takes no --dedupe"),
     (["--model", "shapes", "--score-threshold", 2], "--score-threshold must be in [0, 1]"),
     (["--model", "shapes", "--score-threshold", 0.999], "(its best: 0.7"),
+    (["--model", "shapes", "--precision", "fp16"], "takes no --precision"),
+    (["--model", "shapes", "--compile", "trace"], "takes no --compile"),
+    (["--model", "shapes", "--mean", "0.5,0.5,0.5"], "takes no --mean/--std"),
+    (["--model", "shapes", "--device", "cuda"], "drop --device cuda"),
+    (["--model", "shapes", "--method", "drise", "--segmentation", "slic"],
+     "takes no --segmentation"),
+    (["--model", "shapes", "--top-labels", 3], "--top-labels is a classifier's"),
+    (["--model", "shapes", "--model", "mymodels:boxes"], "explain them in separate runs"),
     (["--model", "shapes", "--weights", "w.pt"], "takes no --weights"),
 ])
-def test_bad_input_is_one_line_and_status_2(argv, message, scenes, tmp_path, capsys):
+def test_bad_input_is_one_line_and_status_2(argv, message, scenes, factories, capsys):
+    tmp_path = factories
     args = ["explain", scenes[0][0], "--out", tmp_path / "out", "--num-samples", 20]
     if "--task" not in argv:
         args += ["--task", "detection"]
@@ -174,5 +183,52 @@ def test_a_torchvision_detector_by_name(scenes, tmp_path, capsys):
     code, err = run(["explain", scenes[0][0], "--task", "detection", "--model",
                      "fasterrcnn_mobilenet_v3_large_320_fpn", "--num-samples", 10,
                      "--out", tmp_path / "out"], capsys)
-    assert code == 2 and "score_threshold=0.5" in err, err
+    assert code == 2 and "--score-threshold 0.5 (no detection at all)" in err, err
     assert "random weights" in err
+
+
+def test_an_image_without_targets_is_recorded_and_the_others_written(scenes, tmp_path, capsys):
+    """A threshold between the two scenes' best scores: one is explained, the other gets a
+    record saying why not, and a warning."""
+    paths = [p for p, _ in scenes]
+    best = [shapes.load_model().detector(image[None])[0]["scores"].max() for _, image in scenes]
+    high, low = (0, 1) if best[0] > best[1] else (1, 0)
+    threshold = 0.5 * (best[0] + best[1])
+    code, err = run(["explain", *paths, "--task", "detection", "--model", "shapes",
+                     "--num-samples", 40, "--score-threshold", threshold, "--out", tmp_path],
+                    capsys)
+    assert code == 0, err
+    stem = [p.rsplit("/", 1)[1][:-4] for p in paths]
+    found = json.loads((tmp_path / stem[high] / "shapes" / "explanation.json").read_text())
+    empty = json.loads((tmp_path / stem[low] / "shapes" / "explanation.json").read_text())
+    assert found["labels"] and "no_targets" not in found
+    assert empty["labels"] == {}
+    assert f"{stem[low]}.png: --model shapes found nothing" in empty["no_targets"]
+    assert "warning:" in err and f"{stem[low]}.png" in err
+    assert not list((tmp_path / stem[low] / "shapes").glob("*.png"))
+
+
+def test_default_weights_of_a_segmenter_with_an_auxiliary_head(factories, monkeypatch, capsys):
+    """DeepLabV3's pretrained weights carry the auxiliary head of its training, which the model
+    built without weights lacks: it is left out (no download here: the weights are a state
+    dict of the same architecture, as torchvision would give them)."""
+    import torchvision
+    from torchvision.models._api import WeightsEnum
+
+    name = "deeplabv3_mobilenet_v3_large"
+    torch.manual_seed(1)
+    state = torchvision.models.get_model(name, weights=None, weights_backbone=None,
+                                         aux_loss=True).state_dict()
+    assert any(k.startswith("aux_classifier.") for k in state)
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, *a, **k: state)
+    image = (np.random.RandomState(0).rand(40, 40, 3) * 255).astype(np.uint8)
+    Image.fromarray(image).save(factories / "noise.png")
+    code, err = run(["explain", factories / "noise.png", "--task", "segmentation", "--model",
+                     name, "--weights", "DEFAULT", "--num-samples", 20, "--segmentation",
+                     "slic", "--out", factories / "out"], capsys)
+    assert code == 0, err
+    record = json.loads((factories / "out" / "noise" / name / "explanation.json").read_text())
+    assert record["weights"] == "DEFAULT"
+    names = {e["class_name"] for e in record["labels"].values()}
+    voc = torchvision.models.get_model_weights(name).DEFAULT.meta["categories"]
+    assert names <= set(voc)

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from limefast.core.executor import CPU_EXECUTOR  # noqa: E402
+from limefast.core.executor import CPU_EXECUTOR, Executor  # noqa: E402
 from limefast.detection import DetectionExplainer, TorchDetector  # noqa: E402
 from limefast.detection.scores import TargetScores  # noqa: E402
 from limefast.device.executor import TorchExecutor  # noqa: E402
@@ -58,7 +58,11 @@ def setup():
 
 def test_a_torch_detector_is_explained_on_its_device(setup):
     _, detector = setup
-    assert isinstance(TargetScores(detector, []).limefast_executor(), TorchExecutor)
+    first = TargetScores(detector, []).limefast_executor()
+    second = TargetScores(detector, []).limefast_executor()
+    assert isinstance(first.executor, TorchExecutor) and isinstance(first, Executor)
+    # one executor per detector, its workspaces kept; each explanation's scores its own
+    assert first.executor is second.executor and first.scores is not second.scores
     assert TargetScores(lambda images: detector(images), []).limefast_executor() is CPU_EXECUTOR
 
 

@@ -112,7 +112,8 @@ def add_explain(subparsers) -> None:
                    help="lime (default) or kernelshap: Shapley values over the superpixels, "
                         "exact when every coalition fits in --num-samples; drise (--task "
                         "detection or segmentation): D-RISE's random masks")
-    p.add_argument("--top-labels", type=positive_int, default=5)
+    p.add_argument("--top-labels", type=positive_int, default=None,
+                   help="the labels explained, most probable first (default 5; a classifier's)")
     task_arguments(p)
     # --size: 224 for classifiers; detectors and segmenters take the image as it is (or the
     # side their model takes). --segmentation: quickshift, or what suits the model's images.

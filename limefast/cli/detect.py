@@ -113,7 +113,12 @@ def load_detector(spec: str, weights: str | None = None, *, task: str = "detecti
         raise InputError(f"task must be detection or segmentation; got {task!r}")
     tag = _safe(spec.replace(":", "-")) or "model"
     builtin = BUILTIN.get(task, {})
+    if weights == "":
+        weights = None
     if spec in builtin:
+        if device not in (None, "cpu"):
+            raise InputError(f"--model {spec} runs on the CPU (a net of 1 M multiply-adds): "
+                             f"drop --device {device}")
         if weights not in (None, "RANDOM"):
             raise InputError(f"--model {spec} is limefast's trained detector: it takes no "
                              "--weights")
@@ -131,6 +136,9 @@ def load_detector(spec: str, weights: str | None = None, *, task: str = "detecti
             if weights not in (None, "RANDOM"):
                 raise InputError(f"--weights {weights}: {spec} returned a callable, not a "
                                  "torch module, so there is nothing to load the weights into")
+            if device is not None:
+                raise InputError(f"--device {device}: {spec} returned a callable, not a torch "
+                                 "module; it runs where it runs (drop --device)")
             return LoadedDetector(spec, tag, task, built, "given by the factory")
         if weights == "DEFAULT":
             raise InputError(f"--weights DEFAULT asks torchvision for pretrained weights; "
@@ -164,8 +172,9 @@ def load_detector(spec: str, weights: str | None = None, *, task: str = "detecti
     loaded = LoadedDetector(spec, tag, task, fn, described, categories)
     if weights in (None, "RANDOM"):
         loaded.notes.append(
-            f"{spec} has random weights (no --weights file): it may detect nothing above the "
-            "threshold, and its explanations describe an untrained network")
+            f"{spec} has random weights (no --weights file): "
+            + ("it may detect nothing above the threshold, " if task == "detection" else "")
+            + "its explanations describe an untrained network")
     return loaded
 
 
@@ -209,6 +218,16 @@ def check_task_arguments(args) -> None:
                              f"(--num-samples N): it takes no {', '.join(given)}")
     if not 0 <= args.score_threshold <= 1:
         raise InputError(f"--score-threshold must be in [0, 1]; got {args.score_threshold}")
+    ignored = [flag for flag, given in (
+        ("--precision", getattr(args, "precision", "auto") != "auto"),
+        ("--compile", getattr(args, "compile", "none") != "none"),
+        ("--mean/--std", args.task == "detection" and (getattr(args, "mean", None) is not None
+                                                       or getattr(args, "std", None) is not None)),
+    ) if given]
+    if ignored:
+        raise InputError(f"--task {args.task} takes no {', '.join(ignored)}: detectors and "
+                         "segmenters run in float32 as they are (torchvision's detectors "
+                         "normalise their input themselves)")
 
 
 def num_samples_for(args):
@@ -221,37 +240,55 @@ def num_samples_for(args):
 
 
 def explain_one(explainer, image, model: LoadedDetector, args, segmentation):
-    """One image's DetectionExplanation by ``args.method``; an InputError when there is
-    nothing to explain."""
+    """One image's DetectionExplanation by ``args.method`` (``NoTargets`` when there is
+    nothing to explain)."""
     from limefast.cli.steps import PLAIN_BATCH, sampling_options
-    from limefast.detection import NoTargets
 
     options = {} if args.method == "drise" else dict(
         segmentation_fn=segmentation, **sampling_options(args))
     common = dict(method=args.method, num_samples=num_samples_for(args),
                   batch_size=args.batch_size or PLAIN_BATCH, progress_bar=True, **options)
-    try:
-        if model.task == "segmentation":
-            classes = args.classes
-            return explainer.explain_segmentation(image, model.fn, classes=classes,
-                                                  min_pixels=args.min_pixels, **common)
-        return explainer.explain_instance(image, model.fn,
-                                          score_threshold=args.score_threshold, **common)
-    except NoTargets as exc:
-        raise InputError(str(exc)) from None
+    if model.task == "segmentation":
+        return explainer.explain_segmentation(image, model.fn, classes=args.classes,
+                                              min_pixels=args.min_pixels, **common)
+    return explainer.explain_instance(image, model.fn, score_threshold=args.score_threshold,
+                                      **common)
+
+
+def nothing_to_explain(exc, path: str, model: LoadedDetector, args) -> str:
+    """The command line's words for an image without targets (``NoTargets``)."""
+    if model.task == "segmentation":
+        return (f"{path}: --model {model.spec} predicted no area of at least --min-pixels "
+                f"{args.min_pixels}" + ("" if args.classes is None else
+                                        f" of --classes {','.join(map(str, args.classes))}"))
+    best = "no detection at all" if exc.best is None else f"its best: {exc.best:.3g}"
+    return (f"{path}: --model {model.spec} found nothing scoring at least --score-threshold "
+            f"{args.score_threshold} ({best})")
 
 
 def run_explain_task(args) -> int:
     """``limefast explain --task detection|segmentation``: per image and model, a PNG per
-    target, one of every target, and ``explanation.json``."""
+    target, one of every target, and ``explanation.json``.
+
+    An image without targets gets an ``explanation.json`` that says so (``no_targets``, no
+    labels) and a warning; when no image has any, it is an error and nothing is written.
+    """
     from limefast.cli.inputs import Staging, image_names, load_image
     from limefast.cli.steps import check_model_arguments, run_staged, warn_notes
-    from limefast.detection import DetectionExplainer
+    from limefast.detection import DetectionExplainer, NoTargets
     from limefast.segmentation import SEGMENTATIONS
     from limefast.viz import panel
     from limefast.wrappers.scikit_image import SegmentationAlgorithm
 
     check_task_arguments(args)
+    if args.method == "drise" and args.segmentation is not None:
+        raise InputError("--method drise hides random grid masks, not superpixels: it takes "
+                         "no --segmentation")
+    if args.top_labels is not None:
+        raise InputError(f"--top-labels is a classifier's: --task {args.task} explains every "
+                         "target (--score-threshold chooses them)" if args.task == "detection"
+                         else "--top-labels is a classifier's: --task segmentation explains "
+                         "every predicted area (--classes and --min-pixels choose them)")
     size = args.size
     if size is None:
         size = 0
@@ -259,9 +296,10 @@ def run_explain_task(args) -> int:
     models = load_detectors(args)
     sides = {m.size for m in models if m.size}
     if args.size is None and sides:
-        if len(sides) > 1:
-            raise InputError(f"the models take images of different sides {sorted(sides)}: "
-                             "explain them in separate runs")
+        if len(sides) > 1 or len(sides) and any(not m.size for m in models):
+            raise InputError(f"--model {' and '.join(m.spec for m in models if m.size)} take "
+                             f"images of one side only ({sorted(sides)}), the others as they "
+                             "are: explain them in separate runs")
         size = sides.pop()
     for m in models:
         if m.size and size != m.size:
@@ -274,6 +312,7 @@ def run_explain_task(args) -> int:
     names = image_names(args.images)
 
     def work():
+        empty = []
         for model in models:
             method = args.segmentation or model.segmentation
             segmentation = SegmentationAlgorithm(method, **SEGMENTATIONS[method])
@@ -283,11 +322,34 @@ def run_explain_task(args) -> int:
             explainer = DetectionExplainer(random_state=args.seed)
             for path, name, image in zip(args.images, names, images):
                 t0 = time.perf_counter()
-                exp = explain_one(explainer, image, model, args, segmentation)
+                try:
+                    exp = explain_one(explainer, image, model, args, segmentation)
+                except NoTargets as exc:
+                    empty.append(nothing_to_explain(exc, path, model, args))
+                    write_no_targets(staging, path, name, model, args, empty[-1], image)
+                    continue
                 seconds = time.perf_counter() - t0
                 write_explanation(staging, path, name, model, exp, args, seconds, method)
+        if len(empty) == len(models) * len(images):
+            what = "threshold" if args.task == "detection" else "areas"
+            raise InputError(f"{empty[0]}" + (f" (and every other image: {len(empty)} in all)"
+                                              if len(empty) > 1 else "")
+                             + f": nothing to explain (lower the {what})")
+        for line in empty:
+            print(f"limefast: warning: {line}: nothing to explain; its explanation.json says "
+                  "so", file=sys.stderr)
 
     return run_staged(staging, work)
+
+
+def write_no_targets(staging, path, name, model: LoadedDetector, args, why: str, image) -> None:
+    """The ``explanation.json`` of an image without targets: the record's fields, no labels,
+    ``no_targets`` the reason."""
+    record = {"image": os.path.abspath(path), "method": args.method, "task": model.task,
+              "model": model.spec, "size": list(image.shape[:2]), "seed": args.seed,
+              "weights": model.weights, "labels": {}, "no_targets": why}
+    with open(staging.path(name, model.tag, "explanation.json"), "w") as fh:
+        json.dump(record, fh, indent=1)
 
 
 def target_record(exp, loaded: LoadedDetector, **fields) -> dict:

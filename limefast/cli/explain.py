@@ -21,6 +21,8 @@ def run_explain(args) -> int:
         args.size = 224
     if args.segmentation is None:
         args.segmentation = "quickshift"
+    if args.top_labels is None:
+        args.top_labels = 5
     images, names, models, staging = prepare(args)
 
     def work():

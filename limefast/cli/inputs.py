@@ -263,7 +263,15 @@ def _torchvision_model(name: str, weights: str | None, family: str = "classifica
         socket.setdefaulttimeout(previous)
     if chatter.getvalue().strip():
         print(f"limefast: downloaded {enum} for {name}", file=sys.stderr)
-    module.load_state_dict(state)
+    own = module.state_dict()
+    # FCN's and DeepLabV3's weights carry their training's auxiliary head, which a model built
+    # without weights lacks (torchvision adds it only with them): it is not used at inference
+    state = {k: v for k, v in state.items() if k in own or not k.startswith("aux_classifier.")}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"torchvision's weights {enum} do not fit {name}: "
+                         f"{first_line(exc)}") from exc
     return module, list(enum.meta.get("categories") or []) or None
 
 

@@ -35,9 +35,9 @@ class DetectorOnDevice:
     channels_last = False
     cuda_graph = False
 
-    def __init__(self, detector, scores):
+    def __init__(self, detector, scores=None):
         self.detector = detector
-        self.scores = scores
+        self.scores = scores  # the explanation's, set by ``BoundExecutor.predict``
         self.device = detector.device
         self.lock = threading.RLock()
 
@@ -72,9 +72,48 @@ class DetectorOnDevice:
         return torch.from_numpy(self.scores.scores(sets)).to(self.device)
 
 
-def device_executor(detector, scores):
-    """The ``TorchExecutor`` that explains ``scores``' targets on ``detector``'s device."""
-    from limefast.device.executor import TorchExecutor
+class BoundExecutor:
+    """The detector's one ``TorchExecutor`` (its workspaces kept from one explanation to the
+    next, as a ``TorchClassifier``'s are), bound to one explanation's ``TargetScores``:
+    ``predict`` runs under the detector's lock, so explanations in several threads take turns
+    on its buffers."""
 
-    with device_guard(detector.device):
-        return TorchExecutor(DetectorOnDevice(detector, scores))
+    def __init__(self, detector, scores):
+        if detector._device_path is None:
+            adapter = DetectorOnDevice(detector)
+            with device_guard(detector.device):
+                from limefast.device.executor import TorchExecutor
+
+                detector._device_path = (adapter, TorchExecutor(adapter))
+        self.adapter, self.executor = detector._device_path
+        self.scores = scores
+
+    def predict(self, instances, classifier_fn, batch_size, progress_bar, stats=None):
+        with self.adapter.lock:
+            self.adapter.scores = self.scores
+            try:
+                return self.executor.predict(instances, classifier_fn, batch_size,
+                                             progress_bar, stats)
+            finally:
+                self.adapter.scores = None
+
+    def first_row(self, predictions):
+        return self.executor.first_row(predictions)
+
+    def to_numpy(self, predictions, columns=None):
+        return self.executor.to_numpy(predictions, columns)
+
+    def concat(self, predictions_list):
+        return self.executor.concat(predictions_list)
+
+    def take(self, predictions, index):
+        return self.executor.take(predictions, index)
+
+    def fit(self, instance, predictions, weights, labels, num_features, method,
+            model_regressor=None):
+        return self.executor.fit(instance, predictions, weights, labels, num_features, method,
+                                 model_regressor)
+
+    def warmup(self, image_shape, dtype, num_samples: int) -> int:
+        with self.adapter.lock:
+            return self.executor.warmup(image_shape, dtype, num_samples)

@@ -27,7 +27,15 @@ DEFAULT_SAMPLES = {"lime": 1000, "kernelshap": 2048, "drise": 1000}
 
 class NoTargets(ValueError):
     """Nothing to explain: no detection scored ``score_threshold`` (and no ``targets=``), or
-    the segmenter predicted no area large enough (and no ``regions=``)."""
+    the segmenter predicted no area large enough (and no ``regions=``).
+
+    Attributes:
+        best: the image's best detection score (None: no detection, or a segmenter).
+    """
+
+    def __init__(self, message: str, best: float | None = None):
+        super().__init__(message)
+        self.best = best
 
 
 class DetectionExplainer(SeededExplainer):
@@ -107,7 +115,8 @@ class DetectionExplainer(SeededExplainer):
                 raise NoTargets(
                     f"the detector found nothing scoring at least score_threshold="
                     f"{score_threshold} on the image ({_best(found.scores)}): lower the "
-                    "threshold, or pass targets= (boxes and labels) to explain")
+                    "threshold, or pass targets= (boxes and labels) to explain",
+                    float(found.scores.max()) if len(found.scores) else None)
         else:
             chosen = given_targets(targets, rgb.shape[:2])
         scores = TargetScores(detector_fn, chosen, affinity, probe.n_classes)
@@ -188,6 +197,7 @@ class DetectionExplainer(SeededExplainer):
                     seed = int(self.random_state.randint(0, 2 ** 31 - 1))
             exp = drise_explanation(rgb, scores, chosen, num_samples, masks, seed, batch_size,
                                     progress_bar)
+            exp.mask_seed = None if masks is not None else int(seed)
         else:
             if masks is not None or seed is not None:
                 raise TypeError(f"masks= and seed= are D-RISE's; method={method!r} takes "

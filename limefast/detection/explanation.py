@@ -27,6 +27,8 @@ class DetectionExplanation(ImageExplanation):
       ``'flat'`` when no perturbed image changed its score (a given box the model never
       matches): its weights are then all 0 and say nothing;
     - ``num_forwards``: the detector's images, every target's together;
+    - ``mask_seed``: D-RISE's masks are ``drise_masks(num_samples, shape, seed=mask_seed)``
+      (None when they were given);
     - ``task``: ``"detection"``, or ``"segmentation"`` (``explain_segmentation``: each target
       carries its ``region``).
     """
@@ -41,6 +43,7 @@ class DetectionExplanation(ImageExplanation):
         self.stop_reasons: dict[int, str] = {}
         self.num_forwards = 0
         self.task = "detection"
+        self.mask_seed = None  # D-RISE: the seed its masks were drawn with (drise_masks)
 
     @classmethod
     def wrap(cls, inner: ImageExplanation, targets: list[Target],
@@ -142,6 +145,7 @@ class DetectionExplanation(ImageExplanation):
             "num_forwards": int(self.num_forwards),
             "converged": bool(self.converged), "stop_reason": self.stop_reason, "seed": seed,
             "labels": targets, "seconds": seconds,
+            **({"mask_seed": self.mask_seed} if self.method == "drise" else {}),
         }
 
 

@@ -48,7 +48,6 @@ class TargetScores:
         self.affinity_fn = affinity_fn
         self.n_classes = n_classes
         self.calls = self.images = 0
-        self._executor = None
         self.low = np.full(len(self.targets), np.inf)
         self.high = np.full(len(self.targets), -np.inf)
 
@@ -99,11 +98,9 @@ class TargetScores:
 
         if not isinstance(self.detector, TorchDetector):
             return CPU_EXECUTOR
-        if self._executor is None:
-            from limefast.detection.device import device_executor
+        from limefast.detection.device import BoundExecutor
 
-            self._executor = device_executor(self.detector, self)
-        return self._executor
+        return BoundExecutor(self.detector, self)
 
     def flat(self) -> np.ndarray:
         """(K,) bool: targets whose score never changed over the images seen."""

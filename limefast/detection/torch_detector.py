@@ -53,6 +53,7 @@ class TorchDetector:
         self.batch_size = int(batch_size)
         self.min_score = float(min_score)
         self.channels = int(channels)
+        self._device_path = None  # (adapter, TorchExecutor) of limefast.detection.device
 
     def model_ready(self, images: np.ndarray):
         """(N, H, W, C) images as the model's list of (C, H, W) float32 tensors on its

@@ -342,9 +342,18 @@ class BatchQueue:
             if piece.done.is_set():  # cancelled meanwhile
                 row += b - a
                 continue
-            if piece.outputs is None:
-                piece.outputs = np.empty((piece.images.shape[0],) + out.shape[1:], out.dtype)
-            piece.outputs[a:b] = out[row:row + b - a]
+            try:
+                if piece.outputs is None:
+                    piece.outputs = np.empty((piece.images.shape[0],) + out.shape[1:],
+                                             out.dtype)
+                piece.outputs[a:b] = out[row:row + b - a]
+            except (ValueError, TypeError) as exc:  # the answer's width changed: this
+                # request fails, the batching thread goes on
+                self._fail(piece, ValueError(
+                    f"the model's outputs changed shape between calls: {out.shape[1:]} now, "
+                    f"{piece.outputs.shape[1:]} before ({exc})"))
+                row += b - a
+                continue
             row += b - a
             piece.left -= b - a
             if piece.left == 0:

@@ -120,7 +120,8 @@ class DetectOptions:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {method!r}")
         if method == "drise":
-            refused = sorted(k for k in NOT_DRISE if values.get(k) is not None)
+            # (a false switch asks for nothing D-RISE lacks)
+            refused = sorted(k for k in NOT_DRISE if values.get(k) not in (None, False, "false"))
             if refused:
                 raise ValueError(f"method 'drise' weighs a fixed count of random masks "
                                  f"(num_samples): it takes no {refused}")
