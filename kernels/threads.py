@@ -64,6 +64,9 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
+_STARTED: set = set()  # the call sites (kernel code objects) share_rows has run
+
+
 def share_rows(kernel: Callable[[int, int], None], n_rows: int, rows_per_task: int,
                threads: int = 0) -> None:
     """Run ``kernel(lo, hi)`` over row blocks covering ``0..n_rows``, on up to
@@ -73,10 +76,20 @@ def share_rows(kernel: Callable[[int, int], None], n_rows: int, rows_per_task: i
     if threads <= 1:
         kernel(0, n_rows)
         return
-    counter = itertools.count()
+    first = 0
+    site = getattr(kernel, "__code__", kernel)
+    if site not in _STARTED:
+        # The first call from a call site runs its first block alone: a Numba dispatcher's
+        # first call types its arguments through functools.singledispatch, whose registry
+        # another thread's first call may be changing ("dictionary changed size during
+        # iteration", seen in a fresh process).
+        kernel(0, min(n_rows, rows_per_task))
+        _STARTED.add(site)
+        first = 1
+    counter = itertools.count(first)
     finished = threading.Event()
     lock = threading.Lock()
-    state = {"done": 0, "error": None}
+    state = {"done": first, "error": None}
 
     def work():
         while True:

@@ -136,3 +136,31 @@ def test_config_reaches_the_quickshift_kernels(cpu_threads, monkeypatch):
     image = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     segment_quickshift(image, kernel_size=2, max_dist=10, ratio=0.5)
     assert seen and {t for _, _, t in seen} == {cpu_threads}
+
+
+def test_share_rows_covers_every_block_once_and_runs_a_new_sites_first_block_alone():
+    """Every row block runs exactly once, errors come back to the caller, and the first call
+    from a call site runs its first block before any other thread starts (a Numba dispatcher's
+    first call is not safe to race)."""
+    from limefast.kernels import threads as kt
+
+    for first_call in (True, False):
+        seen, order = [], []
+
+        def kernel(lo, hi):
+            order.append(lo)
+            seen.extend(range(lo, hi))
+
+        if first_call:
+            kt._STARTED.discard(kernel.__code__)
+        kt.share_rows(kernel, 103, 10, threads=2)
+        assert sorted(seen) == list(range(103))
+        if first_call:
+            assert order[0] == 0 and kernel.__code__ in kt._STARTED
+
+    def failing(lo, hi):
+        if lo == 50:
+            raise RuntimeError("block 5")
+
+    with pytest.raises(RuntimeError, match="block 5"):
+        kt.share_rows(failing, 103, 10, threads=2)

@@ -22,8 +22,6 @@ from limefast.dataset.worker import ExplainWorker
 
 TASKS = ("classification", "detection", "segmentation")
 METHODS = ("lime", "kernelshap", "drise")
-# The format of a detector or segmenter run's rows (``format`` in its _limefast.json).
-DETECTION_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -108,20 +106,6 @@ def task_settings(task: str, method: str, *, num_samples, score_threshold, class
     if method == "kernelshap" and sampler is not None:
         raise ValueError("method='kernelshap' draws its own coalitions: it takes no sampler")
     return out
-
-
-def task_metadata(settings, meta: dict) -> dict:
-    """``Settings.metadata`` of a detector or segmenter run: its task, method and threshold
-    (or classes and min_pixels) with the settings its method uses."""
-    meta.pop("top_labels")
-    if settings.task == "detection":
-        meta.pop("classes")
-        meta.pop("min_pixels")
-    else:
-        meta.pop("score_threshold")
-        meta["classes"] = None if settings.classes is None else list(settings.classes)
-    meta["format"] = DETECTION_FORMAT_VERSION
-    return meta
 
 
 def task_segmentation_fn(segmentation):

@@ -22,6 +22,8 @@ from limefast.optional import install_hint, require
 INSTALL_HINT = install_hint("ray")  # Ray Data and pyarrow: the dataset extra
 # 2: stderr, num_samples and num_evaluated columns; 3: expected_overlap, top_k, stop_reason
 FORMAT_VERSION = 3
+# The format of a detector or segmenter run's rows (limefast.dataset.detection).
+DETECTION_FORMAT_VERSION = 1
 # Settings of detector and segmenter runs only: not in a classifier run's metadata.
 TASK_SETTINGS = ("task", "method", "score_threshold", "classes", "min_pixels", "max_samples")
 
@@ -110,12 +112,24 @@ class Settings:
         meta["image_size"] = list(self.image_size) if self.image_size else None
         meta["format"] = FORMAT_VERSION
         if self.task != "classification":
-            from limefast.dataset.detection import task_metadata
-
             return task_metadata(self, meta)
         for key in TASK_SETTINGS:  # a classifier run's metadata is what it always was
             meta.pop(key)
         return meta
+
+
+def task_metadata(settings, meta: dict) -> dict:
+    """``Settings.metadata`` of a detector or segmenter run: its task, method and threshold
+    (or classes and min_pixels) with the settings its method uses."""
+    meta.pop("top_labels")
+    if settings.task == "detection":
+        meta.pop("classes")
+        meta.pop("min_pixels")
+    else:
+        meta.pop("score_threshold")
+        meta["classes"] = None if settings.classes is None else list(settings.classes)
+    meta["format"] = DETECTION_FORMAT_VERSION
+    return meta
 
 
 class ExplainWorker:
