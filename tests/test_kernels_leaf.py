@@ -147,7 +147,7 @@ def test_share_rows_covers_every_block_once_and_runs_a_new_sites_first_block_alo
     for first_call in (True, False):
         seen, order = [], []
 
-        def kernel(lo, hi):
+        def kernel(lo, hi, order=order, seen=seen):
             order.append(lo)
             seen.extend(range(lo, hi))
 
