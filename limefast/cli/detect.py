@@ -190,11 +190,9 @@ def load_detectors(args) -> list[LoadedDetector]:
     models = [load_detector(spec, w, task=args.task, device=args.device, seed=args.seed,
                             batch_size=batch, **norm)
               for spec, w in zip(args.model, weights)]
-    tags = [m.tag for m in models]
-    for i, m in enumerate(models):
-        if tags.count(m.tag) > 1:
-            m.tag = f"{m.tag}-{tags[:i + 1].count(m.tag)}"
-    return models
+    from limefast.cli.steps import distinct_tags
+
+    return distinct_tags(models)
 
 
 def check_task_arguments(args) -> None:

@@ -63,6 +63,11 @@ def load_models(args) -> list:
     models = [load_model(spec, w, device=args.device, precision=args.precision, seed=args.seed,
                          batch_size=torch_batch, compile=compile_mode, **norm)
               for spec, w in zip(args.model, weights)]
+    return distinct_tags(models)
+
+
+def distinct_tags(models: list) -> list:
+    """``models`` with their ``tag``s numbered where two are the same (their output folders)."""
     tags = [m.tag for m in models]
     for i, m in enumerate(models):
         if tags.count(m.tag) > 1:

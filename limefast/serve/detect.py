@@ -27,7 +27,7 @@ from limefast.core.checks import first_line
 from limefast.core.record import number
 from limefast.serve.batching import Cancelled, Ticket
 from limefast.serve.inputs import RequestError
-from limefast.serve.options import _float_text, _int_text
+from limefast.serve.options import _float_text, _int_text, common_values
 from limefast.serve.scheduler import ModelError, Overloaded, Scheduler
 
 TASKS = ("detection", "segmentation")
@@ -133,7 +133,6 @@ class DetectOptions:
 
     @classmethod
     def _parse(cls, v: dict) -> DetectOptions:
-        from limefast.segmentation import SEGMENTATIONS
 
         out = {"method": v.get("method", "lime")}
         if "num_samples" in v:
@@ -155,15 +154,7 @@ class DetectOptions:
                                    for c in classes)
         if "min_pixels" in v:
             out["min_pixels"] = checks.positive_int("min_pixels", _int_text(v["min_pixels"]))
-        if "segmentation" in v:
-            if v["segmentation"] not in SEGMENTATIONS:
-                raise ValueError(f"segmentation must be one of {sorted(SEGMENTATIONS)}; got "
-                                 f"{v['segmentation']!r}")
-            out["segmentation"] = v["segmentation"]
-        if "hide_color" in v:
-            out["hide_color"] = _float_text("hide_color", v["hide_color"])
-        if "seed" in v:
-            out["seed"] = checks.positive_int("seed", _int_text(v["seed"]), minimum=0)
+        out.update(common_values(v))
         if "time_budget" in v:
             out["time_budget"] = checks.time_budget(_float_text("time_budget", v["time_budget"]))
         if "max_samples" in v:
@@ -395,17 +386,8 @@ class DetectionScheduler(Scheduler):
                 admission.segmented()
                 self.queue.activate(ticket)
             else:
-                from limefast.segmentation import SEGMENTATIONS
-                from limefast.wrappers.scikit_image import SegmentationAlgorithm
-
-                algorithm = SegmentationAlgorithm(options.segmentation,
-                                                  **SEGMENTATIONS[options.segmentation])
-
-                def segmentation(img):
-                    segments = self.gate.run(algorithm, img)
-                    admission.segmented()
-                    self.queue.activate(ticket)  # its rows come next
-                    return segments
+                segmentation = self._gated_segmentation(options.segmentation, admission,
+                                                        ticket)
                 kwargs.update(segmentation_fn=segmentation, hide_color=options.hide_color,
                               time_budget=budget, dedupe=options.dedupe or self.dedupe)
                 for name in ("max_samples", "sampler", "target_overlap", "min_gain"):

@@ -54,8 +54,6 @@ class ExplainOptions:
 
     @classmethod
     def _parse(cls, values: dict) -> ExplainOptions:
-        from limefast.segmentation import SEGMENTATIONS
-
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
         if unknown:
@@ -81,15 +79,7 @@ class ExplainOptions:
             out["top_labels"] = None  # labels given: those are explained, as lime does
         if "top_labels" in v:
             out["top_labels"] = checks.positive_int("top_labels", _int_text(v["top_labels"]))
-        if "segmentation" in v:
-            if v["segmentation"] not in SEGMENTATIONS:
-                raise ValueError(f"segmentation must be one of {sorted(SEGMENTATIONS)}; got "
-                                 f"{v['segmentation']!r}")
-            out["segmentation"] = v["segmentation"]
-        if "hide_color" in v:
-            out["hide_color"] = _float_text("hide_color", v["hide_color"])
-        if "seed" in v:
-            out["seed"] = checks.positive_int("seed", _int_text(v["seed"]), minimum=0)
+        out.update(common_values(v))
         for name in ("max_samples", "num_features"):
             if name in v:
                 out[name] = checks.positive_int(name, _int_text(v[name]))
@@ -108,6 +98,24 @@ class ExplainOptions:
 
     def replace(self, **changes) -> ExplainOptions:
         return dataclasses.replace(self, **changes)
+
+
+def common_values(v: dict) -> dict:
+    """``segmentation``, ``hide_color`` and ``seed`` of a request's parameters, checked (the
+    parameters every model's explanation takes)."""
+    from limefast.segmentation import SEGMENTATIONS
+
+    out = {}
+    if "segmentation" in v:
+        if v["segmentation"] not in SEGMENTATIONS:
+            raise ValueError(f"segmentation must be one of {sorted(SEGMENTATIONS)}; got "
+                             f"{v['segmentation']!r}")
+        out["segmentation"] = v["segmentation"]
+    if "hide_color" in v:
+        out["hide_color"] = _float_text("hide_color", v["hide_color"])
+    if "seed" in v:
+        out["seed"] = checks.positive_int("seed", _int_text(v["seed"]), minimum=0)
+    return out
 
 
 def _int_text(value):

@@ -280,6 +280,21 @@ class Scheduler:
                     0.8 * self.overhead + 0.2 * overhead)
 
     # -- the public calls -----------------------------------------------------------------------
+    def _gated_segmentation(self, name: str, admission, ticket):
+        """The segmentation ``name`` as the explanation's ``segmentation_fn``: run through the
+        gate, then the request's rows join the queue."""
+        from limefast.segmentation import SEGMENTATIONS
+        from limefast.wrappers.scikit_image import SegmentationAlgorithm
+
+        algorithm = SegmentationAlgorithm(name, **SEGMENTATIONS[name])
+
+        def segmentation(img):
+            segments = self.gate.run(algorithm, img)
+            admission.segmented()
+            self.queue.activate(ticket)  # its rows come next
+            return segments
+        return segmentation
+
     def submit(self, image: np.ndarray, options: ExplainOptions | None = None, *,
                arrival: float | None = None, admission: Admission | None = None) -> Job:
         """Start explaining ``image`` (H, W, C) or (H, W); returns a ``Job`` at once.
@@ -342,9 +357,6 @@ class Scheduler:
                  admission: Admission) -> Result:
         overhead = late = None
         try:
-            from limefast.segmentation import SEGMENTATIONS
-            from limefast.wrappers.scikit_image import SegmentationAlgorithm
-
             clf = _QueuedClassifier(self.queue, ticket)
             # The image alone first, although row 0 of its samples gives the same outputs
             # (explanation.prediction): taking them from there measured worse in the serve
@@ -359,14 +371,7 @@ class Scheduler:
                     late = True
                     raise Overloaded("the time budget was spent in the queue before the "
                                      "explanation started", 1)
-            algorithm = SegmentationAlgorithm(options.segmentation,
-                                              **SEGMENTATIONS[options.segmentation])
-
-            def segmentation(img):
-                segments = self.gate.run(algorithm, img)
-                admission.segmented()
-                self.queue.activate(ticket)  # its rows come next
-                return segments
+            segmentation = self._gated_segmentation(options.segmentation, admission, ticket)
             kwargs = dict(top_labels=options.top_labels, num_samples=options.num_samples,
                           batch_size=self.batch_size, segmentation_fn=segmentation,
                           progress_bar=False, hide_color=options.hide_color,
