@@ -305,3 +305,31 @@ def test_drise_masks_are_torchs_draws(seed, shape):
         col = torch.randint(0, pad + 1, (1,), generator=generator).item()
         np.testing.assert_array_equal(masks.grids[k], grid)
         assert tuple(masks.offsets[k]) == (row, col), k
+
+
+def test_detection_sets_as_arrays_lists_or_tensors_check_alike():
+    """The quick path (dicts of NumPy arrays) and the full one (lists, tensors, float
+    labels, an empty set as a flat array) give the same Detections, on fresh random sets."""
+    from limefast.detection.protocol import check_detections
+
+    rng = np.random.RandomState(5)
+    for _ in range(20):
+        sets = []
+        for _ in range(rng.randint(1, 6)):
+            k = rng.randint(0, 4)
+            xy = rng.rand(k, 2) * 40
+            sets.append({"boxes": np.hstack([xy, xy + rng.rand(k, 2) * 8]).astype(np.float32),
+                         "scores": rng.rand(k), "labels": rng.randint(0, 3, k),
+                         "class_probs": rng.dirichlet(np.ones(3), k)})
+        plain = check_detections(sets, len(sets), "batch 0")
+        other = [{"boxes": d["boxes"].tolist() if len(d["scores"]) else [],
+                  "scores": list(d["scores"]), "labels": d["labels"].astype(float),
+                  "class_probs": d["class_probs"].tolist() if len(d["scores"]) else
+                  np.zeros((0, 3))} for d in sets]
+        full = check_detections(other, len(sets), "batch 0")
+        for a, b in zip(plain, full):
+            np.testing.assert_allclose(a.boxes, b.boxes, rtol=1e-6)
+            np.testing.assert_array_equal(a.scores, b.scores)
+            np.testing.assert_array_equal(a.labels, b.labels)
+            assert a.labels.dtype == b.labels.dtype == np.int64
+            np.testing.assert_allclose(a.class_probs, b.class_probs)

@@ -97,38 +97,68 @@ def check_detections(sets, n_images: int, where: str,
     if len(sets) != n_images:
         raise ValueError(f"the detector returned {len(sets)} detection sets for {n_images} "
                          f"images in {where}; it must return one per image")
-    out = []
-    for i, item in enumerate(sets):  # the structure, one set at a time
-        at = f"image {i} of {where}"
-        if not isinstance(item, dict) or not {"boxes", "scores", "labels"} <= set(item):
-            got = sorted(item) if isinstance(item, dict) else type(item).__name__
-            raise ValueError(f"each detection set must be a dict with 'boxes', 'scores' and "
-                             f"'labels' (optionally 'class_probs'); got {got} for {at}")
-        boxes = _numpy(item["boxes"]).astype(np.float64, copy=False)
-        scores = _numpy(item["scores"]).astype(np.float64, copy=False)
-        labels = _numpy(item["labels"])
-        k = scores.shape[0] if scores.ndim == 1 else -1
-        if boxes.size == 0 and k == 0:
-            boxes = boxes.reshape(0, 4)
-        if boxes.ndim != 2 or boxes.shape[1] != 4 or k != boxes.shape[0] \
-                or labels.shape != (boxes.shape[0],):
-            raise ValueError(f"boxes must be (K, 4), scores and labels (K,); got boxes "
-                             f"{boxes.shape}, scores {scores.shape}, labels {labels.shape} "
-                             f"for {at}")
-        probs = item.get("class_probs")
-        if probs is not None:
-            probs = _numpy(probs).astype(np.float64, copy=False)
-            if probs.ndim != 2 or probs.shape[0] != boxes.shape[0]:
-                raise ValueError(f"class_probs must be (K, n_classes) with K = {len(boxes)} "
-                                 f"boxes; got {probs.shape} for {at}")
-        out.append(Detections(boxes, scores, labels, probs))
+    out = _plain_sets(sets)
+    if out is None:  # the structure, set by set
+        out = [_one_set(item, f"image {i} of {where}") for i, item in enumerate(sets)]
     # The values, every set's at once (a batch holds hundreds of sets of a few boxes); the
     # first set at fault is looked for only when something is.
     if out and not _values_ok(out, n_classes):
         for i, found in enumerate(out):
             n_classes = _check_values(found, f"image {i} of {where}", n_classes)
     for found in out:
-        found.labels = found.labels.astype(np.int64)
+        found.labels = found.labels.astype(np.int64, copy=False)
+    return out
+
+
+def _one_set(item, at: str) -> Detections:
+    """One detection set's structure checked (``at`` names it), as ``Detections``."""
+    if not isinstance(item, dict) or not {"boxes", "scores", "labels"} <= set(item):
+        got = sorted(item) if isinstance(item, dict) else type(item).__name__
+        raise ValueError(f"each detection set must be a dict with 'boxes', 'scores' and "
+                         f"'labels' (optionally 'class_probs'); got {got} for {at}")
+    boxes = _numpy(item["boxes"]).astype(np.float64, copy=False)
+    scores = _numpy(item["scores"]).astype(np.float64, copy=False)
+    labels = _numpy(item["labels"])
+    k = scores.shape[0] if scores.ndim == 1 else -1
+    if boxes.size == 0 and k == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or k != boxes.shape[0] \
+            or labels.shape != (boxes.shape[0],):
+        raise ValueError(f"boxes must be (K, 4), scores and labels (K,); got boxes "
+                         f"{boxes.shape}, scores {scores.shape}, labels {labels.shape} "
+                         f"for {at}")
+    probs = item.get("class_probs")
+    if probs is not None:
+        probs = _numpy(probs).astype(np.float64, copy=False)
+        if probs.ndim != 2 or probs.shape[0] != boxes.shape[0]:
+            raise ValueError(f"class_probs must be (K, n_classes) with K = {len(boxes)} "
+                             f"boxes; got {probs.shape} for {at}")
+    return Detections(boxes, scores, labels, probs)
+
+
+def _plain_sets(sets) -> list[Detections] | None:
+    """The sets as ``Detections`` when each is a dict of NumPy arrays of the protocol's shapes
+    (what most detectors return: a few steps a set), else None (``check_detections`` then
+    looks at each set in full, and says what is wrong)."""
+    out = []
+    array = np.ndarray
+    for item in sets:
+        if type(item) is not dict:
+            return None
+        boxes, scores, labels = item.get("boxes"), item.get("scores"), item.get("labels")
+        probs = item.get("class_probs")
+        if not (type(boxes) is array and type(scores) is array and type(labels) is array
+                and scores.ndim == 1):
+            return None
+        k = scores.shape[0]
+        if boxes.shape != (k, 4) or labels.shape != (k,):
+            return None
+        if probs is not None and not (type(probs) is array and probs.ndim == 2
+                                      and probs.shape[0] == k):
+            return None
+        out.append(Detections(boxes.astype(np.float64, copy=False),
+                              scores.astype(np.float64, copy=False), labels,
+                              None if probs is None else probs.astype(np.float64, copy=False)))
     return out
 
 
