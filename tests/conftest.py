@@ -78,3 +78,30 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible; the simulator is not one)")
     for item in marked:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray for a test module, small; its workers import the tests' helpers (the models
+    a test names as module:factory)."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: limefast[dataset]")
+    pytest.importorskip("pyarrow")
+    tests = str(Path(__file__).resolve().parent)
+    pythonpath = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+             runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "TQDM_DISABLE": "1"}},
+             configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def run_cli(argv, capsys):
+    """(exit status, stderr) of the ``limefast`` command line run in this process; argparse's
+    usage errors exit instead."""
+    from limefast.cli import commands
+
+    try:
+        code = commands.main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from agreement import assert_label_agreement, forward_rtol
 from conftest import bundled
+from conftest import run_cli as run
 from PIL import Image
 
 from limefast.cli import commands as cli
@@ -29,15 +30,6 @@ def images(tmp_path):
     Image.fromarray(bundled("chelsea", 64)).save(cat)
     Image.fromarray(bundled("astronaut", 80)[10:70]).save(astro, quality=95)
     return [str(cat), str(astro)]
-
-
-def run(argv, capsys):
-    """(exit status, stderr) of the command line; argparse's usage errors exit instead."""
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 def reference(paths, classifier, size, **kwargs):

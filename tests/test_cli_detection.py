@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import run_cli as run
 from PIL import Image
 
 from limefast.cli import commands as cli
@@ -19,14 +20,6 @@ pytest.importorskip("torchvision")
 from limefast.detection import DetectionExplainer  # noqa: E402
 from limefast.models import detector as shapes  # noqa: E402
 from limefast.wrappers.scikit_image import SegmentationAlgorithm  # noqa: E402
-
-
-def run(argv, capsys):
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

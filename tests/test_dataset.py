@@ -26,7 +26,6 @@ from limefast.dataset import command as dataset_cli
 from limefast.dataset.worker import image_seed, load_image
 from limefast.lime_image import LimeImageExplainer
 
-TESTS = Path(__file__).resolve().parent
 NUM_SAMPLES = 60
 TOP_LABELS = 3
 SEED = 7
@@ -120,18 +119,6 @@ class TorchCallable:
 
 
 # -- fixtures --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra: limefast[dataset]")
-    pytest.importorskip("pyarrow")
-    pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "TQDM_DISABLE": "1"}},
-             configure_logging=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:

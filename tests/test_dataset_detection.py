@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +46,6 @@ def channel_segmenter(images: np.ndarray) -> np.ndarray:
     logits = np.concatenate([np.full(x.shape[:3] + (1,), 4.0), x], axis=-1)
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return (e / e.sum(-1, keepdims=True)).transpose(0, 3, 1, 2)
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra: limefast[dataset]")
-    pytest.importorskip("pyarrow")
-    pythonpath = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "TQDM_DISABLE": "1"}},
-             configure_logging=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

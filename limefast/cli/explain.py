@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from limefast.cli.steps import METHODS, explain, prepare, run_staged
+from limefast.cli.steps import METHODS, classifier_defaults, explain, prepare, run_staged
 from limefast.core.record import explanation_record
 
 
@@ -17,10 +17,7 @@ def run_explain(args) -> int:
     check_task_arguments(args)
     if args.task != "classification":
         return run_explain_task(args)
-    if args.size is None:
-        args.size = 224
-    if args.segmentation is None:
-        args.segmentation = "quickshift"
+    classifier_defaults(args)
     if args.top_labels is None:
         args.top_labels = 5
     images, names, models, staging = prepare(args)

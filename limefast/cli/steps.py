@@ -42,6 +42,15 @@ def check_model_arguments(args) -> None:
     check_sampling(args)
 
 
+def classifier_defaults(args) -> None:
+    """The defaults of ``--size`` (224) and ``--segmentation`` (quickshift) for a classifier
+    (``None`` in the parsers of the commands that also take ``--task``), set in ``args``."""
+    if args.size is None:
+        args.size = 224
+    if args.segmentation is None:
+        args.segmentation = "quickshift"
+
+
 def warn_notes(models) -> None:
     """What loading the models noticed (random weights, say), one warning line each."""
     for m in models:

@@ -85,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
     input (as every ``limefast`` command) or when the ``dataset`` extra is missing."""
     from limefast.cli.inputs import ImportedFactory
     from limefast.dataset.driver import explain_dataset
-    from limefast.dataset.worker import INSTALL_HINT
 
     if args.task != "classification":
         return run_task(args)
@@ -96,30 +95,48 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     factory = ImportedFactory(args.model, os.getcwd())
-    try:
+
+    def explain():
         factory.resolve()  # fail here, not in every worker
-        result = explain_dataset(
-            args.source, factory, output=args.output, num_samples=args.num_samples,
-            top_labels=args.top_labels, seed=args.seed, segmentation=args.segmentation,
-            image_size=args.image_size, resize=args.resize, batch_images=args.batch_images,
-            model_batch_size=args.model_batch_size, concurrency=args.workers,
-            num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=args.cpus_per_worker,
-            max_retries=args.max_retries, overlays=args.overlays, address=args.address,
-            progress=not args.no_progress, time_budget=args.time_budget, dedupe=args.dedupe,
-            target_overlap=args.target_overlap, min_gain=args.min_gain, sampler=args.sampler,
-        )
+        return explain_dataset(args.source, factory, top_labels=args.top_labels,
+                               segmentation=args.segmentation, image_size=args.image_size,
+                               **_shared(args))
+
+    return _explained(args, explain)
+
+
+def _shared(args: argparse.Namespace) -> dict:
+    """``explain_dataset``'s arguments that every task takes from the flags as they are."""
+    return dict(
+        output=args.output, num_samples=args.num_samples, seed=args.seed, resize=args.resize,
+        batch_images=args.batch_images, model_batch_size=args.model_batch_size,
+        concurrency=args.workers, num_gpus_per_worker=args.gpus_per_worker,
+        num_cpus_per_worker=args.cpus_per_worker, max_retries=args.max_retries,
+        overlays=args.overlays, address=args.address, progress=not args.no_progress,
+        time_budget=args.time_budget, dedupe=args.dedupe, target_overlap=args.target_overlap,
+        min_gain=args.min_gain, sampler=args.sampler)
+
+
+def _explained(args: argparse.Namespace, explain) -> int:
+    """``explain()``'s run (an ``explain_dataset`` result) summed up in one line; bad input
+    (an ``InputError`` or another ``ValueError``, a missing extra, a model that will not
+    import) one line on stderr and exit status 2."""
+    from limefast.dataset.worker import INSTALL_HINT
+
+    prog = "limefast explain-dataset"
+    try:
+        result = explain()
     except ImportError as exc:
-        if INSTALL_HINT in str(exc):
-            print(f"limefast explain-dataset: {exc}", file=sys.stderr)
-            return 2
-        print(f"limefast explain-dataset: --model {args.model}: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}" if INSTALL_HINT in str(exc) else
+              f"{prog}: --model {args.model}: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as exc:
-        print(f"limefast explain-dataset: {exc}", file=sys.stderr)
+    except (ValueError, TypeError) as exc:  # InputError is a ValueError
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     rate = result.explained / result.seconds if result.seconds else 0.0
-    print(f"explained {result.explained} images ({rate:.2f}/s), {result.errors} errors, "
-          f"{result.skipped} already done; rows in {result.output}")
+    without = "" if args.task == "classification" else f"{result.no_targets} without targets, "
+    print(f"explained {result.explained} images ({rate:.2f}/s), {without}{result.errors} "
+          f"errors, {result.skipped} already done; rows in {result.output}")
     return 0
 
 
@@ -130,17 +147,16 @@ def run_task(args: argparse.Namespace) -> int:
     from limefast.cli.steps import warn_notes
     from limefast.dataset.detection import DetectorFactory
     from limefast.dataset.driver import _ray, explain_dataset
-    from limefast.dataset.worker import INSTALL_HINT
 
-    prog = "limefast explain-dataset"
     try:
         _ray()  # before loading the model
     except ImportError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"limefast explain-dataset: {exc}", file=sys.stderr)
         return 2
     factory = DetectorFactory(args.model, args.task, args.weights, args.seed,
                               args.model_batch_size, cwd=os.getcwd())
-    try:
+
+    def explain():
         check_task_arguments(argparse.Namespace(**vars(args), max_samples=None))
         if args.method == "drise" and args.segmentation:
             raise InputError("--method drise hides random masks, not superpixels: it takes no "
@@ -159,33 +175,12 @@ def run_task(args: argparse.Namespace) -> int:
             segmentation = args.segmentation or loaded.segmentation
         warn_notes([loaded])  # random weights, say
         del loaded
-        result = explain_dataset(
-            args.source, factory, output=args.output, num_samples=args.num_samples,
-            seed=args.seed, segmentation=segmentation, image_size=image_size,
-            resize=args.resize, batch_images=args.batch_images,
-            model_batch_size=args.model_batch_size, concurrency=args.workers,
-            num_gpus_per_worker=args.gpus_per_worker, num_cpus_per_worker=args.cpus_per_worker,
-            max_retries=args.max_retries, overlays=args.overlays, address=args.address,
-            progress=not args.no_progress, time_budget=args.time_budget, dedupe=args.dedupe,
-            target_overlap=args.target_overlap, min_gain=args.min_gain, sampler=args.sampler,
+        return explain_dataset(
+            args.source, factory, segmentation=segmentation, image_size=image_size,
             task=args.task, method=args.method, score_threshold=args.score_threshold,
-            classes=args.classes, min_pixels=args.min_pixels,
-        )
-    except InputError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    except ImportError as exc:
-        print(f"{prog}: {exc}" if INSTALL_HINT in str(exc) else
-              f"{prog}: --model {args.model}: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    rate = result.explained / result.seconds if result.seconds else 0.0
-    print(f"explained {result.explained} images ({rate:.2f}/s), {result.no_targets} without "
-          f"targets, {result.errors} errors, {result.skipped} already done; rows in "
-          f"{result.output}")
-    return 0
+            classes=args.classes, min_pixels=args.min_pixels, **_shared(args))
+
+    return _explained(args, explain)
 
 
 def main(argv=None) -> int:

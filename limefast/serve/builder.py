@@ -19,7 +19,12 @@ WARMUP_SAMPLES = 50
 def build(args):
     """The app of the command line's models: (app, served models)."""
     from limefast.cli.detect import check_task_arguments
-    from limefast.cli.steps import check_model_arguments, load_models, warn_notes
+    from limefast.cli.steps import (
+        check_model_arguments,
+        classifier_defaults,
+        load_models,
+        warn_notes,
+    )
     from limefast.serve.app import ServedModel, create_app
     from limefast.serve.inputs import Limits
     from limefast.serve.scheduler import Scheduler
@@ -31,10 +36,7 @@ def build(args):
                                                **vars(args)}))
     if args.task != "classification":
         return _build_targets(args)
-    if args.size is None:
-        args.size = 224
-    if args.segmentation is None:
-        args.segmentation = "quickshift"
+    classifier_defaults(args)
     check_model_arguments(args)
     names = _names(args)
     api_key = _api_key(args.api_key_file)

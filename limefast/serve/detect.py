@@ -27,7 +27,7 @@ from limefast.core.checks import first_line
 from limefast.core.record import number
 from limefast.serve.batching import Cancelled, Ticket
 from limefast.serve.inputs import RequestError
-from limefast.serve.options import _float_text, _int_text, common_values
+from limefast.serve.options import _float_text, _int_text, common_values, index_list
 from limefast.serve.scheduler import ModelError, Overloaded, Scheduler
 
 TASKS = ("detection", "segmentation")
@@ -145,13 +145,7 @@ class DetectOptions:
         if "targets" in v:
             out["targets"] = _targets(v["targets"])
         if "classes" in v:
-            classes = v["classes"]
-            classes = classes.split(",") if isinstance(classes, str) else classes
-            if not isinstance(classes, (list, tuple)) or not classes:
-                raise ValueError(f"classes must be a non-empty list of class indices; got "
-                                 f"{v['classes']!r}")
-            out["classes"] = tuple(checks.positive_int("classes", _int_text(c), minimum=0)
-                                   for c in classes)
+            out["classes"] = index_list("classes", v["classes"])
         if "min_pixels" in v:
             out["min_pixels"] = checks.positive_int("min_pixels", _int_text(v["min_pixels"]))
         out.update(common_values(v))

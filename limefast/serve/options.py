@@ -69,13 +69,7 @@ class ExplainOptions:
         if "time_budget" in v:
             out["time_budget"] = checks.time_budget(_float_text("time_budget", v["time_budget"]))
         if "labels" in v:
-            labels = v["labels"]
-            labels = labels.split(",") if isinstance(labels, str) else labels
-            if not isinstance(labels, (list, tuple)) or not labels:
-                raise ValueError(f"labels must be a non-empty list of class indices; got "
-                                 f"{v['labels']!r}")
-            out["labels"] = tuple(checks.positive_int("labels", _int_text(x), minimum=0)
-                                  for x in labels)
+            out["labels"] = index_list("labels", v["labels"])
             out["top_labels"] = None  # labels given: those are explained, as lime does
         if "top_labels" in v:
             out["top_labels"] = checks.positive_int("top_labels", _int_text(v["top_labels"]))
@@ -98,6 +92,15 @@ class ExplainOptions:
 
     def replace(self, **changes) -> ExplainOptions:
         return dataclasses.replace(self, **changes)
+
+
+def index_list(name: str, value) -> tuple[int, ...]:
+    """A request's list of class indices (``labels``, ``classes``): a JSON list, or "1,15" in a
+    query string."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(f"{name} must be a non-empty list of class indices; got {value!r}")
+    return tuple(checks.positive_int(name, _int_text(x), minimum=0) for x in items)
 
 
 def common_values(v: dict) -> dict:
